@@ -1,0 +1,398 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+)
+
+// The box running tests is shared and noisy: timings below are deadlines for
+// events that should arrive, and quiet periods (several debounces long) after
+// which no further event may arrive. Nothing asserts speed.
+const (
+	fwTestDebounce = 300 * time.Millisecond
+	fwTestDeadline = 10 * time.Second
+	fwTestQuiet    = 5 * fwTestDebounce
+)
+
+type fwHarness struct {
+	w    *FileWatcher
+	out  chan []string
+	errc chan error
+}
+
+// fwStart runs a watcher on paths until the test ends. out is unbuffered, as a
+// consumer would see it.
+func fwStart(t *testing.T, paths ...string) *fwHarness {
+	t.Helper()
+	w, err := NewFileWatcher(paths, fwTestDebounce, nil)
+	if err != nil {
+		t.Fatalf("NewFileWatcher: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &fwHarness{w: w, out: make(chan []string), errc: make(chan error, 1)}
+	go func() { h.errc <- w.Run(ctx, h.out) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-h.errc:
+		case <-time.After(fwTestDeadline):
+			t.Errorf("Run did not return after cancel")
+		}
+		w.Close()
+	})
+	return h
+}
+
+// expect waits for one notification and checks its paths.
+func (h *fwHarness) expect(t *testing.T, want ...string) {
+	t.Helper()
+	select {
+	case got := <-h.out:
+		slices.Sort(got)
+		slices.Sort(want)
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("notified %q, want %q", got, want)
+		}
+	case err := <-h.errc:
+		t.Fatalf("Run returned %v while waiting for %q", err, want)
+	case <-time.After(fwTestDeadline):
+		t.Fatalf("no notification for %q within %v", want, fwTestDeadline)
+	}
+}
+
+// expectNone checks that nothing is notified during a quiet period.
+func (h *fwHarness) expectNone(t *testing.T) {
+	t.Helper()
+	select {
+	case got := <-h.out:
+		t.Fatalf("unexpected notification %q", got)
+	case err := <-h.errc:
+		t.Fatalf("Run returned %v", err)
+	case <-time.After(fwTestQuiet):
+	}
+}
+
+func fwWrite(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// fwWriteInPlace rewrites path without replacing its inode, the way `echo >`
+// or a plain editor save does.
+func fwWriteInPlace(t *testing.T, path, content string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(content); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func fwSymlink(t *testing.T, target, link string) {
+	t.Helper()
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func fwRename(t *testing.T, from, to string) {
+	t.Helper()
+	if err := os.Rename(from, to); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFileWatchPlainWrite(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "app.env")
+	fwWrite(t, p, "A=1\n")
+	h := fwStart(t, p)
+
+	fwWriteInPlace(t, p, "A=2\n")
+	h.expect(t, p)
+	h.expectNone(t)
+
+	// The watcher must have taken the new state as its baseline.
+	fwWriteInPlace(t, p, "A=3\n")
+	h.expect(t, p)
+	h.expectNone(t)
+}
+
+func TestFileWatchAtomicSave(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "app.env")
+	fwWrite(t, p, "A=1\n")
+	h := fwStart(t, p)
+
+	for i := range 2 {
+		tmp := filepath.Join(dir, ".app.env.tmp")
+		fwWrite(t, tmp, fmt.Sprintf("A=new%d\n", i))
+		fwRename(t, tmp, p)
+		h.expect(t, p)
+		h.expectNone(t)
+	}
+}
+
+// TestFileWatchKubernetesSwap mimics the kubelet's AtomicWriter: files live in
+// a timestamped directory, ..data points at it, and the visible names point
+// through ..data. An update writes a new directory and renames a new ..data_tmp
+// link over ..data.
+func TestFileWatchKubernetesSwap(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	gen := 0
+	swap := func(files map[string]string) {
+		gen++
+		ts := fmt.Sprintf("..2026_01_01_00_00_%02d.%d", gen, gen)
+		if err := os.Mkdir(filepath.Join(dir, ts), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for name, content := range files {
+			fwWrite(t, filepath.Join(dir, ts, name), content)
+		}
+		old, _ := os.Readlink(filepath.Join(dir, "..data"))
+		fwSymlink(t, ts, filepath.Join(dir, "..data_tmp"))
+		fwRename(t, filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data"))
+		for name := range files {
+			link := filepath.Join(dir, name)
+			if _, err := os.Lstat(link); errors.Is(err, os.ErrNotExist) {
+				fwSymlink(t, filepath.Join("..data", name), link)
+			}
+		}
+		if old != "" {
+			if err := os.RemoveAll(filepath.Join(dir, old)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	swap(map[string]string{"app.env": "A=1\n", "other.env": "B=1\n"})
+	p := filepath.Join(dir, "app.env")
+	h := fwStart(t, p)
+
+	swap(map[string]string{"app.env": "A=2\n", "other.env": "B=1\n"})
+	h.expect(t, p)
+	h.expectNone(t)
+
+	swap(map[string]string{"app.env": "A=3\n", "other.env": "B=1\n"})
+	h.expect(t, p)
+	h.expectNone(t)
+
+	// Only another key of the ConfigMap changed: app.env's content did not.
+	swap(map[string]string{"app.env": "A=3\n", "other.env": "B=2\n"})
+	h.expectNone(t)
+}
+
+// TestFileWatchSymlinkElsewhere watches a link into another directory, where
+// writes happen in place and the link is later retargeted to a third one.
+func TestFileWatchSymlinkElsewhere(t *testing.T) {
+	t.Parallel()
+	linkDir, dirB, dirC := t.TempDir(), t.TempDir(), t.TempDir()
+	target := filepath.Join(dirB, "target.env")
+	fwWrite(t, target, "A=1\n")
+	p := filepath.Join(linkDir, "app.env")
+	fwSymlink(t, target, p)
+	h := fwStart(t, p)
+
+	fwWriteInPlace(t, target, "A=2\n")
+	h.expect(t, p)
+	h.expectNone(t)
+
+	moved := filepath.Join(dirC, "new.env")
+	fwWrite(t, moved, "A=3\n")
+	fwSymlink(t, moved, filepath.Join(linkDir, ".tmp-link"))
+	fwRename(t, filepath.Join(linkDir, ".tmp-link"), p)
+	h.expect(t, p)
+	h.expectNone(t)
+
+	// The new target's directory must now be watched, the old one not matter.
+	fwWriteInPlace(t, moved, "A=4\n")
+	h.expect(t, p)
+	fwWriteInPlace(t, target, "A=5\n")
+	h.expectNone(t)
+}
+
+func TestFileWatchBurst(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "app.env")
+	fwWrite(t, p, "A=0\n")
+	h := fwStart(t, p)
+
+	// Gaps between writes are far below the debounce, so this is one burst.
+	for i := 1; i <= 20; i++ {
+		fwWriteInPlace(t, p, fmt.Sprintf("A=%d\n", i))
+		time.Sleep(time.Millisecond)
+	}
+	h.expect(t, p)
+	h.expectNone(t)
+}
+
+func TestFileWatchIgnoresNoise(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "app.env")
+	fwWrite(t, p, "A=1\n")
+	h := fwStart(t, p)
+
+	for i := range 5 {
+		fwWrite(t, filepath.Join(dir, "unrelated.txt"), fmt.Sprint(i))
+	}
+	// Same content, new mtime; and an identical atomic save.
+	later := time.Now().Add(time.Hour)
+	if err := os.Chtimes(p, later, later); err != nil {
+		t.Fatal(err)
+	}
+	fwWriteInPlace(t, p, "A=1\n")
+	tmp := filepath.Join(dir, "app.env.new")
+	fwWrite(t, tmp, "A=1\n")
+	fwRename(t, tmp, p)
+	h.expectNone(t)
+}
+
+func TestFileWatchDeleteRecreate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "app.env")
+	fwWrite(t, p, "A=1\n")
+	h := fwStart(t, p)
+
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	h.expectNone(t) // a missing file is nothing to read yet
+	fwWrite(t, p, "A=1\n")
+	h.expect(t, p) // back, even with the same content
+	h.expectNone(t)
+}
+
+func TestFileWatchMissingAtStart(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "later.env")
+	h := fwStart(t, p)
+	fwWrite(t, p, "A=1\n")
+	h.expect(t, p)
+}
+
+func TestFileWatchSeveralFiles(t *testing.T) {
+	t.Parallel()
+	dir, dir2 := t.TempDir(), t.TempDir()
+	// Paths come back exactly as given, unclean or not.
+	a := dir + "/x/../a.env"
+	b := filepath.Join(dir2, "b.env")
+	if err := os.Mkdir(filepath.Join(dir, "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fwWrite(t, a, "A=1\n")
+	fwWrite(t, b, "B=1\n")
+	h := fwStart(t, a, b, a)
+
+	fwWriteInPlace(t, b, "B=2\n")
+	h.expect(t, b)
+	fwWriteInPlace(t, a, "A=2\n")
+	fwWriteInPlace(t, b, "B=3\n")
+	h.expect(t, a, b)
+	h.expectNone(t)
+}
+
+func TestFileWatchNewErrors(t *testing.T) {
+	t.Parallel()
+	if _, err := NewFileWatcher(nil, time.Second, nil); err == nil {
+		t.Error("no paths: want an error")
+	}
+	p := filepath.Join(t.TempDir(), "app.env")
+	if _, err := NewFileWatcher([]string{p}, -time.Second, nil); err == nil {
+		t.Error("negative debounce: want an error")
+	}
+	missing := filepath.Join(t.TempDir(), "nodir", "app.env")
+	if _, err := NewFileWatcher([]string{missing}, time.Second, nil); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing directory: error %v, want os.ErrNotExist", err)
+	}
+}
+
+func TestFileWatchStop(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	p := filepath.Join(dir, "app.env")
+	fwWrite(t, p, "A=1\n")
+
+	run := func(ctx context.Context, w *FileWatcher, out chan []string) chan error {
+		errc := make(chan error, 1)
+		go func() { errc <- w.Run(ctx, out) }()
+		return errc
+	}
+	wait := func(errc chan error) error {
+		t.Helper()
+		select {
+		case err := <-errc:
+			return err
+		case <-time.After(fwTestDeadline):
+			t.Fatal("Run did not return")
+			return nil
+		}
+	}
+
+	t.Run("cancel", func(t *testing.T) {
+		w, err := NewFileWatcher([]string{p}, fwTestDebounce, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		errc := run(ctx, w, make(chan []string))
+		cancel()
+		if err := wait(errc); !errors.Is(err, context.Canceled) {
+			t.Errorf("Run = %v, want context.Canceled", err)
+		}
+	})
+	t.Run("close", func(t *testing.T) {
+		w, err := NewFileWatcher([]string{p}, fwTestDebounce, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		errc := run(context.Background(), w, make(chan []string))
+		if err := w.Close(); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		if err := w.Close(); err != nil {
+			t.Errorf("second Close: %v", err)
+		}
+		if err := wait(errc); !errors.Is(err, fsnotify.ErrClosed) {
+			t.Errorf("Run = %v, want fsnotify.ErrClosed", err)
+		}
+	})
+	t.Run("close while sending", func(t *testing.T) {
+		w, err := NewFileWatcher([]string{p}, 10*time.Millisecond, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Give Run a change to report with nobody reading out, then close: the
+		// blocked send must not keep Run alive. Checking the watcher's own
+		// state would race with Run, so just leave it time to get stuck.
+		errc := run(context.Background(), w, make(chan []string))
+		fwWriteInPlace(t, p, "A=2\n")
+		time.Sleep(fwTestDebounce)
+		w.Close()
+		if err := wait(errc); !errors.Is(err, fsnotify.ErrClosed) {
+			t.Errorf("Run = %v, want fsnotify.ErrClosed", err)
+		}
+	})
+}
