@@ -1,0 +1,233 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+)
+
+// A Checker is a Source that can tell cheaply, without reading values,
+// whether it changed since a layer was loaded. Polling only calls Load, the
+// expensive and decrypting read, for sources whose Changed said yes.
+type Checker interface {
+	Source
+	// Changed reports whether an item of last has a new version or has
+	// gone. With discover it also lists the source to find added items.
+	Changed(ctx context.Context, last Layer, discover bool) (bool, error)
+}
+
+// An Update is a new environment and what differs from the previous one.
+type Update struct {
+	Env []string
+	// Changed names the variables added, removed or given a new value,
+	// sorted. Never values.
+	Changed []string
+}
+
+// Reason says in words what an update changed, for logs.
+func (u Update) Reason() string {
+	return strings.Join(u.Changed, ", ") + " changed"
+}
+
+// Watcher polls sources for new versions and reports each new environment.
+type Watcher struct {
+	Sources    []Source // as given to LoadAll
+	Inherited  []string // the environment the sources are merged over
+	NoOverride bool
+	// Interval is the mean time between polls; every wait is jittered so
+	// that a fleet started together spreads its calls out.
+	Interval time.Duration
+	// DiscoverEvery makes every Nth poll list paths to find added
+	// parameters; the polls between only check the versions of known names.
+	DiscoverEvery int
+	// Files are dotenv files to watch for edits between polls. Their
+	// sources must be among Sources, as *EnvFileSource.
+	Files    []string
+	Debounce time.Duration
+	Log      *slog.Logger
+}
+
+// Run polls until ctx is done, starting from the layers LoadAll returned
+// for w.Sources. Each time the merged environment differs from the last,
+// it calls onUpdate, which may block; a failed or partial poll never
+// reaches onUpdate. It returns ctx's error, or the file watcher's.
+func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context.Context, Update)) error {
+	log := w.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	layers = slices.Clone(layers)
+	_, current := Merge(w.Inherited, layers, w.NoOverride)
+
+	fileEvents := make(chan []string, 1)
+	fileErr := make(chan error, 1)
+	if len(w.Files) > 0 {
+		fw, err := NewFileWatcher(w.Files, w.Debounce, log)
+		if err != nil {
+			return fmt.Errorf("watch files: %w", err)
+		}
+		defer fw.Close()
+		fwCtx, stop := context.WithCancel(ctx)
+		defer stop()
+		go func() { fileErr <- fw.Run(fwCtx, fileEvents) }()
+		defer func() { stop(); <-fileErr }()
+	}
+
+	timer := time.NewTimer(w.firstWait())
+	defer timer.Stop()
+	var polls, failures int
+	for {
+		var which []int
+		discover := false
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-fileErr:
+			fileErr <- err // for the deferred wait
+			return fmt.Errorf("watch files: %w", err)
+		case paths := <-fileEvents:
+			which = w.fileSources(paths)
+			log.Debug("file changed", "files", paths)
+		case <-timer.C:
+			polls++
+			discover = w.DiscoverEvery > 0 && polls%w.DiscoverEvery == 0
+			which = allIndexes(len(w.Sources))
+		}
+		next, err := w.poll(ctx, layers, which, discover)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			failures++
+			wait := min(w.Interval, Backoff{Base: time.Second, Max: w.Interval}.Delay(failures))
+			log.Warn("poll failed; keeping the current environment", "error", err, "code", errorCode(err), "retry_in", wait.Round(time.Millisecond))
+			resetTimer(timer, wait)
+			continue
+		}
+		if failures > 0 {
+			log.Info("poll recovered", "after_failures", failures)
+			failures = 0
+		}
+		if which != nil && len(which) == len(w.Sources) {
+			resetTimer(timer, w.wait())
+		}
+		layers = next
+		env, effective := Merge(w.Inherited, layers, w.NoOverride)
+		changed := diffVars(current, effective)
+		if len(changed) == 0 {
+			log.Debug("poll: no change", "discover", discover)
+			continue
+		}
+		current = effective
+		update := Update{Env: env, Changed: changed}
+		log.Info("change detected", "changed", changed)
+		onUpdate(ctx, update)
+	}
+}
+
+// poll checks the sources at the given indexes and reloads those that
+// changed. It is all or nothing: if any source fails, the old layers stay,
+// so a half-read configuration never reaches the child.
+func (w *Watcher) poll(ctx context.Context, layers []Layer, which []int, discover bool) ([]Layer, error) {
+	var reload []int
+	var errs []error
+	for _, i := range which {
+		src := w.Sources[i]
+		checker, ok := src.(Checker)
+		if !ok {
+			reload = append(reload, i)
+			continue
+		}
+		changed, err := checker.Changed(ctx, layers[i], discover)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", src, err))
+			continue
+		}
+		if changed {
+			reload = append(reload, i)
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if len(reload) == 0 {
+		return layers, nil
+	}
+	batch := make([]Source, len(reload))
+	for j, i := range reload {
+		batch[j] = w.Sources[i]
+	}
+	got, loadErrs := loadEach(ctx, batch)
+	if err := errors.Join(loadErrs...); err != nil {
+		return nil, err
+	}
+	next := slices.Clone(layers)
+	for j, i := range reload {
+		next[i] = got[j]
+	}
+	return next, nil
+}
+
+// fileSources returns the indexes of the dotenv sources for paths.
+func (w *Watcher) fileSources(paths []string) []int {
+	var out []int
+	for i, src := range w.Sources {
+		if f, ok := src.(*EnvFileSource); ok && slices.Contains(paths, f.Path) {
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// firstWait spreads the first poll over [Interval/2, 3*Interval/2): a fleet
+// deployed at once must not poll in lockstep from then on.
+func (w *Watcher) firstWait() time.Duration {
+	return w.Interval/2 + rand.N(w.Interval)
+}
+
+// wait is Interval with ±10% jitter.
+func (w *Watcher) wait() time.Duration {
+	spread := w.Interval / 5
+	if spread <= 0 {
+		return w.Interval
+	}
+	return w.Interval - spread/2 + rand.N(spread)
+}
+
+func resetTimer(t *time.Timer, d time.Duration) {
+	t.Stop()
+	t.Reset(d)
+}
+
+func allIndexes(n int) []int {
+	out := make([]int, n)
+	for i := range out {
+		out[i] = i
+	}
+	return out
+}
+
+// diffVars names the variables that were added, removed or changed value.
+func diffVars(before, after []Var) []string {
+	old := make(map[string]string, len(before))
+	for _, v := range before {
+		old[v.Name] = v.Value
+	}
+	var changed []string
+	for _, v := range after {
+		if prev, ok := old[v.Name]; !ok || prev != v.Value {
+			changed = append(changed, v.Name)
+		}
+		delete(old, v.Name)
+	}
+	for name := range old {
+		changed = append(changed, name)
+	}
+	slices.Sort(changed)
+	return changed
+}
