@@ -1,0 +1,135 @@
+package main
+
+// usage is the --help text. It reads like a short man page because on call
+// it is often the only documentation at hand. examples/examples_test.go
+// checks that it documents every flag config.go defines.
+const usage = `NAME
+    paramexec - run a command with its configuration from AWS Parameter Store,
+    Secrets Manager or .env files, and restart it when that changes
+
+SYNOPSIS
+    paramexec [flags] [--] COMMAND [ARGS...]
+    paramexec [flags] --print [--format dotenv|json|shell] [--reveal]
+
+    paramexec reads its sources, adds them to the environment it inherited,
+    and runs COMMAND with it. Without --interval or --init it replaces itself
+    with COMMAND (exec), leaving nothing behind; otherwise it stays COMMAND's
+    parent: it forwards signals, reaps orphans, restarts COMMAND when a value
+    changes, and exits with COMMAND's status.
+
+SOURCES (repeatable; a later source wins over an earlier one)
+    --path PATH           every SSM parameter under PATH, recursively;
+                          SecureString decrypted
+    --param NAME[=VAR]    one SSM parameter by name or ARN, with an optional
+                          :VERSION or :LABEL selector; VAR defaults to the
+                          name's last segment
+    --secret ID[=PREFIX]  one Secrets Manager secret by name or ARN; a JSON
+                          object gives one variable per key, PREFIX before
+                          each; anything else one variable named after the
+                          secret's last segment
+    --env-file FILE       a dotenv file (KEY=value, quotes, export, comments),
+                          for development without AWS
+    --no-override         keep inherited variables that a source also sets
+
+REFERENCES
+    An inherited variable whose whole value is a reference is replaced by the
+    value it refers to, as ECS does for a task definition's "valueFrom":
+        arn:aws:ssm:REGION:ACCOUNT:parameter/NAME[:SELECTOR]
+        ssm:/NAME[:SELECTOR]
+        arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME[:JSON_KEY[:STAGE[:VERSION_ID]]]
+        secretsmanager:NAME[#JSON_KEY]
+    REGION and ACCOUNT must be real (us-east-1, 123456789012): anything that
+    is not exactly one of these forms is an ordinary value and stays as it is.
+
+NAMING
+    A parameter's variable is its name relative to --path, "/" and any
+    character outside [A-Za-z0-9_] turned into "_", upper-cased; a leading
+    digit gets a "_" prefix. /app/prod/db/password under --path /app/prod is
+    DB_PASSWORD. Two parameters of one source with the same variable name are
+    an error at start-up that names both.
+
+WATCHING
+    --interval DURATION   poll versions this often, with jitter; 0 (default)
+                          means fetch once and exec the command in place;
+                          at least 1s otherwise
+    --on-change ACTION    restart (default), exit, or signal:NAME (the child
+                          gets NAME and keeps its old environment)
+    --grace DURATION      how long a stopping child has before SIGKILL to its
+                          process group (default 10s)
+    --stop-signal NAME    the signal that asks the child to stop (default TERM)
+    --init                stay the parent (signal forwarding, zombie reaping)
+                          even when not watching
+    --discover-every N    look for added or removed parameters under a path
+                          every Nth poll (default 10); the polls between ask
+                          only for the versions of known names
+
+    A poll asks for versions, without decryption; values are read again
+    only for a source whose versions moved. --env-file files are watched
+    for writes as well. A failed poll is retried with backoff and logged
+    with the AWS error code; the child keeps running with the values it has.
+
+STARTING
+    --startup-timeout D   keep retrying throttling, 5xx and network errors
+                          for this long before exit 3 (default 30s)
+
+INSPECTING
+    --print               print the resolved variables and exit; values are
+                          masked
+    --reveal              with --print, show the values
+    --format FORMAT       dotenv (default), json or shell
+    --log-format FORMAT   text (default) or json, on stderr
+    --log-level LEVEL     debug, info (default), warn or error; debug explains
+                          every decision. No level ever logs a value.
+    --version             print the version and exit
+    -h, --help            print this text and exit
+
+ENVIRONMENT
+    PARAMEXEC_<FLAG>      every flag, dashes as underscores: PARAMEXEC_PATH,
+                          PARAMEXEC_LOG_LEVEL, ... Repeatable flags take a
+                          comma-separated list. A flag on the command line
+                          wins over its variable. PARAMEXEC_* variables are
+                          not passed on to the command.
+    AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL, ...
+                          the AWS SDK's default chain: credentials from the
+                          environment, profiles, ECS task roles or EC2
+                          instance profiles; on EC2 the Region comes from
+                          instance metadata (IMDSv2) when not set.
+                          AWS_ENDPOINT_URL points at an emulator such as moto
+                          or LocalStack.
+    NOTIFY_SOCKET         set by systemd for Type=notify units. When
+                          paramexec stays the parent it sends READY=1 once the
+                          command has started, RELOADING=1 and READY=1 around
+                          a restart, STOPPING=1 on shutdown, and STATUS= lines
+                          for systemctl status; the command does not inherit
+                          the socket.
+
+EXIT STATUS
+    the command's own exit status, or 128+N if it died from signal N;
+    2    usage or configuration error
+    3    a source could not be read at start-up (after retries)
+    126  the command is not executable
+    127  the command was not found
+
+EXAMPLES
+    Local development, no AWS:
+        paramexec --env-file .env -- ./server
+
+    Docker (Dockerfile.example): ENTRYPOINT ["/paramexec"], CMD ["/app/server"]
+        docker run -e PARAMEXEC_PATH=/myapp/prod -e PARAMEXEC_INTERVAL=5m myapp
+        docker run -v "$PWD/.env:/run/config/app.env:ro" \
+            -e PARAMEXEC_ENV_FILE=/run/config/app.env myapp
+
+    ECS task definition (examples/ecs-task-definition.json):
+        "environment": [
+          {"name": "PARAMEXEC_PATH", "value": "/myapp/prod"},
+          {"name": "PARAMEXEC_INTERVAL", "value": "5m"},
+          {"name": "DATABASE_PASSWORD",
+           "value": "arn:aws:ssm:us-east-1:123456789012:parameter/myapp/prod/db-password"}]
+
+    EC2 systemd unit (examples/paramexec.service):
+        Type=notify
+        ExecStart=/usr/local/bin/paramexec --path /myapp/prod --interval 5m -- /opt/myapp/server
+
+    See what a configuration resolves to, without values:
+        paramexec --path /myapp/prod --print
+`
