@@ -113,8 +113,12 @@ func TestECSTaskDefinition(t *testing.T) {
 			t.Fatalf("PARAMEXEC_GRACE: %v", err)
 		}
 	}
-	if c.StopTimeout == nil || time.Duration(*c.StopTimeout)*time.Second <= grace || *c.StopTimeout > 120 {
-		t.Errorf("stopTimeout %v: want above the grace period (%s), at most 120 on Fargate; ECS SIGKILLs paramexec when it runs out", c.StopTimeout, grace)
+	stopTimeout := 30 // ECS's default, in seconds
+	if c.StopTimeout != nil {
+		stopTimeout = *c.StopTimeout
+	}
+	if time.Duration(stopTimeout)*time.Second <= grace || stopTimeout > 120 {
+		t.Errorf("stopTimeout %d: want above the grace period (%s), at most 120 on Fargate; ECS SIGKILLs paramexec when it runs out", stopTimeout, grace)
 	}
 
 	// Whatever the task asks for, the example IAM policy must allow.

@@ -1,12 +1,13 @@
 package examples_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"go/ast"
 	"go/parser"
 	"go/token"
-	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -15,6 +16,9 @@ import (
 	"strings"
 	"testing"
 )
+
+// module is paramexec's module path (go.mod).
+const module = "github.com/paramexec/paramexec"
 
 // sdkService is the import path prefix of the AWS SDK's service clients.
 const sdkService = "github.com/aws/aws-sdk-go-v2/service/"
@@ -34,8 +38,9 @@ type awsCall struct {
 	where  string // file:line and how
 }
 
-// awsCalls finds every AWS operation paramexec's own code (not its test
-// helpers under internal/, not examples/) can call, three ways:
+// awsCalls finds every AWS operation the paramexec binary can call (the
+// module's packages it is built from, as go list -deps says; test helpers
+// and benchmarks are not in it), three ways:
 //
 //   - a method of any interface whose parameters take a service's XInput:
 //     the narrow client interfaces (fetch.SSMClient, fetch.SecretsClient…)
@@ -47,28 +52,11 @@ func awsCalls(t *testing.T, root string) []awsCall {
 	t.Helper()
 	var calls []awsCall
 	clientInterfaces := 0
-	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(root, path)
-		if d.IsDir() {
-			switch {
-			case rel == ".":
-				return nil
-			case strings.HasPrefix(d.Name(), ".") || d.Name() == "testdata" || d.Name() == "vendor",
-				rel == "internal" || rel == "examples":
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if !strings.HasSuffix(path, ".go") || strings.HasSuffix(path, "_test.go") {
-			return nil
-		}
+	for _, path := range binarySources(t, root) {
 		fset := token.NewFileSet()
 		f, err := parser.ParseFile(fset, path, nil, parser.SkipObjectResolution)
 		if err != nil {
-			return err
+			t.Fatal(err)
 		}
 		// Local package names of the AWS service imports.
 		services := map[string]string{}
@@ -85,7 +73,7 @@ func awsCalls(t *testing.T, root string) []awsCall {
 			services[local] = svc
 		}
 		if len(services) == 0 {
-			return nil
+			continue
 		}
 		// svcType resolves svc.Name (or *svc.Name) to the service and Name.
 		svcType := func(e ast.Expr) (svc, name string, ok bool) {
@@ -155,10 +143,6 @@ func awsCalls(t *testing.T, root string) []awsCall {
 			}
 			return true
 		})
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 	// Vacuity guard: the scan must see the client interfaces fetch has
 	// always had, or a change of shape made it blind.
@@ -166,6 +150,42 @@ func awsCalls(t *testing.T, root string) []awsCall {
 		t.Fatalf("scan found no client interface methods (%d) or no ssm:GetParametersByPath; is it still looking in the right place?", clientInterfaces)
 	}
 	return calls
+}
+
+// binarySources lists the Go files the paramexec binary is built from that
+// belong to this module, by asking go list, which applies build tags and
+// follows imports exactly as go build does.
+func binarySources(t *testing.T, root string) []string {
+	t.Helper()
+	cmd := exec.Command("go", "list", "-deps", "-json=Dir,GoFiles,Module", ".")
+	cmd.Dir = root
+	out, err := cmd.Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		t.Fatalf("go list -deps: %v\n%s", err, stderr)
+	}
+	var files []string
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for dec.More() {
+		var pkg struct {
+			Dir     string
+			GoFiles []string
+			Module  *struct{ Path string }
+		}
+		if err := dec.Decode(&pkg); err != nil {
+			t.Fatal(err)
+		}
+		if pkg.Module == nil || pkg.Module.Path != module {
+			continue // the standard library and the SDK itself
+		}
+		for _, f := range pkg.GoFiles {
+			files = append(files, filepath.Join(pkg.Dir, f))
+		}
+	}
+	return files
 }
 
 func types(e ast.Expr) string {
