@@ -1,0 +1,398 @@
+package fetch
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+)
+
+// ParamClient lists the Parameter Store operations single parameters need:
+// GetParameters for names, ten a call, and GetParameter for ARNs, which
+// AWS accepts in both but some emulators (moto, LocalStack) only in the
+// singular call. *ssm.Client satisfies it.
+type ParamClient interface {
+	GetParameters(ctx context.Context, in *ssm.GetParametersInput, opts ...func(*ssm.Options)) (*ssm.GetParametersOutput, error)
+	GetParameter(ctx context.Context, in *ssm.GetParameterInput, opts ...func(*ssm.Options)) (*ssm.GetParameterOutput, error)
+}
+
+// secretsRefPrefix is Parameter Store's window onto Secrets Manager. Such a
+// name is readable only through GetParameter(s) with decryption.
+const secretsRefPrefix = "/aws/reference/secretsmanager/"
+
+// AWSClients hands out SDK clients by Region. An ARN names its Region, and
+// a parameter or secret in another Region can only be read with a client
+// for that Region.
+type AWSClients struct {
+	// Region is the configured Region: that of names without an ARN.
+	Region         string
+	SSM            func(region string) ParamClient
+	SecretsManager func(region string) SecretsClient
+}
+
+// region is the Region an item lives in: its ARN's, or the configured one.
+func (c AWSClients) region(id string) string {
+	if a, ok := parseARN(id); ok {
+		return a.region
+	}
+	return c.Region
+}
+
+// A Param is one parameter asked for by name: a --param flag or a
+// reference in an inherited variable.
+type Param struct {
+	// Name is the parameter's name, or its full ARN (the only way to name a
+	// parameter shared from another account), without a selector.
+	Name string
+	// Selector pins a version (digits) or a label; empty follows the
+	// latest version.
+	Selector string
+	// Var is the variable the value goes to.
+	Var  string
+	Rank int
+	// Ref says an inherited variable (Var) referred to the parameter, so
+	// errors name that variable, which is what the user can find and fix.
+	Ref bool
+}
+
+// ParseParamFlag parses a --param value: NAME[:SELECTOR][=VAR], where NAME
+// is a name or an ARN and SELECTOR a version number or a label. Neither
+// names, ARNs nor labels can hold "=", so the first one ends the name. VAR
+// defaults to the name's last segment, named as --path names it.
+func ParseParamFlag(s string, rank int) (Param, error) {
+	spec, varName, hasVar := strings.Cut(s, "=")
+	p, err := parseParamSpec(spec)
+	if err != nil {
+		return Param{}, fmt.Errorf("--param %q: %w", s, err)
+	}
+	p.Rank = rank
+	if hasVar {
+		if !ValidVarName(varName) {
+			return Param{}, fmt.Errorf("--param %q: %q is not a valid variable name", s, varName)
+		}
+		p.Var = varName
+		return p, nil
+	}
+	name := p.Name
+	if a, ok := parseARN(name); ok {
+		name = strings.TrimPrefix(a.resource, "parameter")
+	}
+	if p.Var, err = VarName(lastSegment(name)); err != nil {
+		return Param{}, fmt.Errorf("--param %q: %w", s, err)
+	}
+	return p, nil
+}
+
+// parseParamSpec splits NAME[:SELECTOR] and checks both. A parameter name
+// cannot hold ":", so in a plain name the first ":" starts the selector; in
+// an ARN, whose fields are separated by ":", the selector follows the
+// resource's last ":".
+func parseParamSpec(spec string) (Param, error) {
+	name, sel, hasSel := spec, "", false
+	if a, ok := parseARN(spec); ok {
+		if a.service != "ssm" || !strings.HasPrefix(a.resource, "parameter/") {
+			return Param{}, fmt.Errorf("not a parameter ARN (want arn:aws:ssm:REGION:ACCOUNT:parameter/NAME)")
+		}
+		res := a.resource
+		if i := strings.LastIndexByte(res, ':'); i >= 0 {
+			res, sel, hasSel = res[:i], res[i+1:], true
+			name = spec[:len(spec)-len(sel)-1]
+		}
+		if !validParamName(strings.TrimPrefix(res, "parameter")) {
+			return Param{}, fmt.Errorf("invalid parameter name in ARN")
+		}
+	} else {
+		if strings.HasPrefix(spec, "arn:") {
+			return Param{}, fmt.Errorf("malformed ARN (want arn:aws:ssm:REGION:ACCOUNT:parameter/NAME)")
+		}
+		name, sel, hasSel = strings.Cut(spec, ":")
+		if !validParamName(name) {
+			return Param{}, fmt.Errorf("invalid parameter name (letters, digits and _.-/ only)")
+		}
+	}
+	if hasSel && !validSelector(sel) {
+		return Param{}, fmt.Errorf("selector %q after ':' is neither a version number nor a label", sel)
+	}
+	return Param{Name: name, Selector: sel}, nil
+}
+
+// validParamName accepts what Parameter Store accepts in a name, without
+// judging hierarchy depth, which AWS checks with a better message. An empty
+// level ("//") is refused too, which keeps a URL such as ssm://host/path
+// from passing for a reference.
+func validParamName(name string) bool {
+	if name == "" || len(name) > 2048 || strings.Trim(name, "/") == "" || strings.HasSuffix(name, "/") || strings.Contains(name, "//") {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("_.-/", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// validSelector accepts a version number or a label ([A-Za-z0-9_.-], at
+// most 100 characters).
+func validSelector(sel string) bool {
+	if sel == "" || len(sel) > 100 {
+		return false
+	}
+	for i := 0; i < len(sel); i++ {
+		c := sel[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// request is the string Parameter Store is asked for: the name or ARN with
+// its selector.
+func (p Param) request() string {
+	if p.Selector == "" {
+		return p.Name
+	}
+	return p.Name + ":" + p.Selector
+}
+
+// pinned reports whether the parameter is pinned to a version number, which
+// can never change.
+func (p Param) pinned() bool {
+	if p.Selector == "" {
+		return false
+	}
+	_, err := strconv.ParseUint(p.Selector, 10, 64)
+	return err == nil
+}
+
+// describe names the parameter in errors: the variable first when a
+// reference asked for it.
+func (p Param) describe() string {
+	if p.Ref {
+		return fmt.Sprintf("variable %s (parameter %s)", p.Var, p.request())
+	}
+	return "parameter " + p.request()
+}
+
+// ParamSource is the --param flags, or the parameter references, fetched
+// together so that names share GetParameters calls.
+type ParamSource struct {
+	Params  []Param
+	Clients AWSClients
+}
+
+func (s *ParamSource) String() string { return "--param" }
+
+// Load reads every parameter, decrypted.
+func (s *ParamSource) Load(ctx context.Context) (Layer, error) {
+	got, missing, err := s.fetch(ctx, s.requests(false), true)
+	if err != nil {
+		return Layer{}, err
+	}
+	var errs []error
+	vars := make([]Var, 0, len(s.Params))
+	versions := make(map[string]string, len(got))
+	for _, p := range s.Params {
+		req := p.request()
+		if missing[req] {
+			errs = append(errs, fmt.Errorf("%s: not found (no such parameter, version or label)", p.describe()))
+			continue
+		}
+		r := got[req]
+		vars = append(vars, Var{Name: p.Var, Value: aws.ToString(r.Value), Origin: req, Rank: p.Rank})
+		versions[req] = strconv.FormatInt(r.Version, 10)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Layer{}, err
+	}
+	return Layer{Vars: vars, Versions: versions}, nil
+}
+
+// Changed asks for the versions of the parameters that can move, without
+// decryption: those with no selector (a new version) or a label (a moved
+// label resolves to another version). A version-pinned parameter never
+// changes, and a /aws/reference/secretsmanager/ name reports no version to
+// compare (always 0) and can only be read decrypted, so polling it would
+// fetch the secret every time: it is read once, at start; follow a secret
+// with --secret or a secretsmanager: reference instead.
+func (s *ParamSource) Changed(ctx context.Context, last Layer, _ bool) (bool, error) {
+	reqs := s.requests(true)
+	if len(reqs) == 0 {
+		return false, nil
+	}
+	got, missing, err := s.fetch(ctx, reqs, false)
+	if err != nil {
+		return false, err
+	}
+	if len(missing) > 0 {
+		return true, nil // deleted or unlabelled: the reload says what
+	}
+	for _, req := range reqs {
+		if last.Versions[req] != strconv.FormatInt(got[req].Version, 10) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// requests lists the distinct strings to ask Parameter Store for, sorted;
+// movable keeps only those a poll must check.
+func (s *ParamSource) requests(movable bool) []string {
+	var reqs []string
+	for _, p := range s.Params {
+		if movable && (p.pinned() || strings.HasPrefix(p.Name, secretsRefPrefix)) {
+			continue
+		}
+		reqs = append(reqs, p.request())
+	}
+	slices.Sort(reqs)
+	return slices.Compact(reqs)
+}
+
+// fetch reads the requested parameters: names through GetParameters, ten a
+// call; ARNs one by one through GetParameter, with the client of their
+// Region. It returns the parameters found by request string and the
+// requests that named nothing. Values read without decryption are only
+// for their versions: a SecureString's undecrypted value is ciphertext.
+func (s *ParamSource) fetch(ctx context.Context, reqs []string, decrypt bool) (map[string]parameter, map[string]bool, error) {
+	var names []string
+	var tasks []func(context.Context) error
+	var mu sync.Mutex
+	got := make(map[string]parameter, len(reqs))
+	missing := make(map[string]bool)
+	for _, req := range reqs {
+		a, isARN := parseARN(req)
+		if !isARN {
+			names = append(names, req)
+			continue
+		}
+		tasks = append(tasks, func(ctx context.Context) error {
+			out, err := s.Clients.SSM(a.region).GetParameter(ctx, &ssm.GetParameterInput{
+				Name:           aws.String(req),
+				WithDecryption: aws.Bool(decrypt),
+			})
+			mu.Lock()
+			defer mu.Unlock()
+			switch code := errorCode(err); {
+			case code == "ParameterNotFound" || code == "ParameterVersionNotFound":
+				missing[req] = true
+			case err != nil:
+				return fmt.Errorf("parameter %s: %w", req, explain(err))
+			case out.Parameter != nil:
+				p := out.Parameter
+				got[req] = parameter{Name: p.Name, Value: p.Value, Version: p.Version}
+			default:
+				missing[req] = true
+			}
+			return nil
+		})
+	}
+	for _, batch := range paramBatches(names) {
+		tasks = append(tasks, func(ctx context.Context) error {
+			out, err := s.Clients.SSM(s.Clients.Region).GetParameters(ctx, &ssm.GetParametersInput{
+				Names:          batch,
+				WithDecryption: aws.Bool(decrypt),
+			})
+			if err != nil {
+				return explain(err)
+			}
+			byKey := make(map[string]string, len(batch))
+			for _, req := range batch {
+				byKey[matchKey(req)] = req
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, inv := range out.InvalidParameters {
+				missing[inv] = true
+			}
+			for _, p := range out.Parameters {
+				if req, ok := byKey[matchKey(aws.ToString(p.Name))]; ok {
+					got[req] = parameter{Name: p.Name, Value: p.Value, Version: p.Version}
+				}
+			}
+			// A name neither returned nor reported invalid is missing too:
+			// never export an empty value for something not read.
+			for _, req := range batch {
+				if _, ok := got[req]; !ok {
+					missing[req] = true
+				}
+			}
+			return nil
+		})
+	}
+	if err := runAll(ctx, tasks); err != nil {
+		return nil, nil, err
+	}
+	return got, missing, nil
+}
+
+// paramBatches groups names into GetParameters calls of at most ten. A
+// response names each parameter without its selector (and, on some
+// emulators, a secret reference by the secret's bare name), so two
+// requests that would come back under the same name go to different
+// calls; otherwise the answers could not be told apart.
+func paramBatches(reqs []string) [][]string {
+	var batches [][]string
+	var keys []map[string]bool
+	for _, req := range reqs {
+		k := matchKey(req)
+		placed := false
+		for i := range batches {
+			if len(batches[i]) < 10 && !keys[i][k] {
+				batches[i] = append(batches[i], req)
+				keys[i][k] = true
+				placed = true
+				break
+			}
+		}
+		if !placed {
+			batches = append(batches, []string{req})
+			keys = append(keys, map[string]bool{k: true})
+		}
+	}
+	return batches
+}
+
+// matchKey is what a request and the name in its answer have in common:
+// the name without selector and without the secret reference prefix, since
+// AWS answers a reference with the full path and moto with the secret name.
+func matchKey(name string) string {
+	if i := strings.IndexByte(name, ':'); i >= 0 {
+		name = name[:i]
+	}
+	return strings.TrimPrefix(name, secretsRefPrefix)
+}
+
+// runLimit bounds the calls one source makes at once, so a long list of
+// secrets does not open a connection per item all at the same moment.
+const runLimit = 8
+
+// runAll runs the tasks, at most runLimit at a time, and joins their
+// errors: a user fixing a configuration wants every broken item at once.
+func runAll(ctx context.Context, tasks []func(context.Context) error) error {
+	errs := make([]error, len(tasks))
+	sem := make(chan struct{}, runLimit)
+	var wg sync.WaitGroup
+	for i, task := range tasks {
+		wg.Go(func() {
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				errs[i] = ctx.Err()
+				return
+			}
+			defer func() { <-sem }()
+			errs[i] = task(ctx)
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,361 @@
+package fetch
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
+
+	"github.com/paramexec/paramexec/internal/faultproxy"
+	"github.com/paramexec/paramexec/internal/motoserver"
+)
+
+const account = "123456789012" // moto's default account
+
+func TestParseParamFlag(t *testing.T) {
+	arn := "arn:aws:ssm:eu-west-1:" + account + ":parameter/app/db/password"
+	for _, tc := range []struct {
+		in   string
+		want Param
+	}{
+		{"/app/db/password", Param{Name: "/app/db/password", Var: "PASSWORD"}},
+		{"/app/db/api-key=API", Param{Name: "/app/db/api-key", Var: "API"}},
+		{"/app/db/api-key", Param{Name: "/app/db/api-key", Var: "API_KEY"}},
+		{"DATABASE_PASSWORD", Param{Name: "DATABASE_PASSWORD", Var: "DATABASE_PASSWORD"}},
+		{"/app/3rd", Param{Name: "/app/3rd", Var: "_3RD"}},
+		{"/app/db:3", Param{Name: "/app/db", Selector: "3", Var: "DB"}},
+		{"/app/db:prod=DB_URL", Param{Name: "/app/db", Selector: "prod", Var: "DB_URL"}},
+		{arn, Param{Name: arn, Var: "PASSWORD"}},
+		{arn + ":7=PW", Param{Name: arn, Selector: "7", Var: "PW"}},
+		{arn + ":live", Param{Name: arn, Selector: "live", Var: "PASSWORD"}},
+		{"arn:aws:ssm:us-east-1:" + account + ":parameter/TOP", Param{Name: "arn:aws:ssm:us-east-1:" + account + ":parameter/TOP", Var: "TOP"}},
+		{"arn:aws-cn:ssm:cn-north-1:" + account + ":parameter/x", Param{Name: "arn:aws-cn:ssm:cn-north-1:" + account + ":parameter/x", Var: "X"}},
+	} {
+		got, err := ParseParamFlag(tc.in, 4)
+		if err != nil {
+			t.Errorf("%q: %v", tc.in, err)
+			continue
+		}
+		tc.want.Rank = 4
+		if got != tc.want {
+			t.Errorf("%q: got %+v, want %+v", tc.in, got, tc.want)
+		}
+	}
+	for _, bad := range []string{
+		"", "=X", "/app/db=", "/app/db=1X", "/app/db=A-B", "/app/db:", "/app/db:a b", "/app/db:x:y",
+		"/app/", "/app db", "arn:aws:ssm:us-east-1:" + account + ":document/x",
+		"arn:aws:s3:::bucket/x", "arn:aws:ssm:us-east-1:12345:parameter/x", "arn:aws:ssm::" + account + ":parameter/x",
+		"arn:aws:ssm:us-east-1:" + account + ":parameter/", "arn:aws:ssm:us-east-1:" + account + ":parameter/x:",
+		"arn:garbage",
+	} {
+		if p, err := ParseParamFlag(bad, 0); err == nil {
+			t.Errorf("%q: accepted as %+v", bad, p)
+		}
+	}
+}
+
+func TestParamBatches(t *testing.T) {
+	var names []string
+	for i := range 25 {
+		names = append(names, fmt.Sprintf("/p/%02d", i))
+	}
+	if got := paramBatches(names); len(got) != 3 || len(got[0]) != 10 || len(got[2]) != 5 {
+		t.Errorf("25 names: batches of %v", batchSizes(got))
+	}
+
+	// Answers carry no selector, and moto names a secret reference by the
+	// secret's bare name: such requests must not share a call.
+	clash := []string{"/a", "/a:1", "/a:live", "/b", secretsRefPrefix + "db", "db", "/c"}
+	got := paramBatches(clash)
+	for _, b := range got {
+		keys := map[string]bool{}
+		for _, req := range b {
+			if keys[matchKey(req)] {
+				t.Errorf("batch %q holds two requests answered as %s", b, matchKey(req))
+			}
+			keys[matchKey(req)] = true
+		}
+	}
+	if len(got) != 3 {
+		t.Errorf("clashing names: %d batches (%v), want 3", len(got), got)
+	}
+}
+
+func batchSizes(b [][]string) []int {
+	var out []int
+	for _, x := range b {
+		out = append(out, len(x))
+	}
+	return out
+}
+
+// putVersions writes values as successive versions of name.
+func putVersions(t *testing.T, name, typ string, values ...string) {
+	t.Helper()
+	for _, v := range values {
+		moto.PutParameter(t, name, v, typ)
+	}
+}
+
+func TestParamSourceLoad(t *testing.T) {
+	base := "/" + uniq(t)
+	putVersions(t, base+"/plain", "String", "plain-1")
+	putVersions(t, base+"/secure", "SecureString", "secure-1")
+	putVersions(t, base+"/list", "StringList", "a,b,c")
+	putVersions(t, base+"/multi", "String", "multi-1", "multi-2", "multi-3")
+	moto.LabelParameter(t, base+"/multi", 2, "live")
+	secretName := uniq(t)
+	createSecret(t, secretName, "via-reference", nil)
+
+	// A parameter in another Region, named by ARN: only a client for that
+	// Region finds it (moto keeps Regions apart as AWS does).
+	euName := base + "/eu"
+	eu := ssm.NewFromConfig(direct(), func(o *ssm.Options) { o.Region = "eu-west-1" })
+	if _, err := eu.PutParameter(t.Context(), &ssm.PutParameterInput{
+		Name: aws.String(euName), Value: aws.String("from-eu"), Type: ssmtypes.ParameterTypeString,
+	}); err != nil {
+		t.Fatal(err)
+	}
+	arn := func(region, name string) string {
+		return "arn:aws:ssm:" + region + ":" + account + ":parameter" + name
+	}
+
+	var params []Param
+	for i, flag := range []string{
+		base + "/plain",
+		base + "/secure",
+		base + "/list",
+		base + "/multi",
+		base + "/multi:1=MULTI_V1",
+		base + "/multi:live=MULTI_LIVE",
+		arn(motoserver.Region, base+"/plain") + "=PLAIN_BY_ARN",
+		arn(motoserver.Region, base+"/multi") + ":1=MULTI_ARN_V1",
+		arn(motoserver.Region, base+"/multi") + ":live=MULTI_ARN_LIVE",
+		arn("eu-west-1", euName),
+		secretsRefPrefix + secretName + "=FROM_SECRET",
+	} {
+		p, err := ParseParamFlag(flag, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		params = append(params, p)
+	}
+	src := &ParamSource{Params: params, Clients: clientsFor(direct())}
+	layer, err := src.Load(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantVars(t, layer, map[string]string{
+		"PLAIN":          "plain-1",
+		"SECURE":         "secure-1",
+		"LIST":           "a,b,c",
+		"MULTI":          "multi-3",
+		"MULTI_V1":       "multi-1",
+		"MULTI_LIVE":     "multi-2",
+		"PLAIN_BY_ARN":   "plain-1",
+		"MULTI_ARN_V1":   "multi-1",
+		"MULTI_ARN_LIVE": "multi-2",
+		"EU":             "from-eu",
+		"FROM_SECRET":    "via-reference",
+	})
+	for _, v := range layer.Vars {
+		if v.Rank != slices.IndexFunc(params, func(p Param) bool { return p.Var == v.Name }) {
+			t.Errorf("%s has rank %d, not its flag's", v.Name, v.Rank)
+		}
+	}
+	if got := layer.Versions[base+"/multi"]; got != "3" {
+		t.Errorf("version of %s/multi = %q, want 3", base, got)
+	}
+	if got := layer.Versions[base+"/multi:live"]; got != "2" {
+		t.Errorf("version of %s/multi:live = %q, want 2", base, got)
+	}
+}
+
+func TestParamSourceBatchesCalls(t *testing.T) {
+	base := "/" + uniq(t)
+	const n = 23
+	var params []Param
+	for i := range n {
+		name := fmt.Sprintf("%s/p%02d", base, i)
+		moto.PutParameter(t, name, "v", "SecureString")
+		params = append(params, Param{Name: name, Var: fmt.Sprintf("P%02d", i), Rank: i})
+	}
+	proxy, cfg := proxied(t)
+	src := &ParamSource{Params: params, Clients: clientsFor(cfg)}
+	if _, err := src.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	c := proxy.Counts()
+	if want := (n + 9) / 10; c.ByOp["ssm:GetParameters"] != want || c.Total != want {
+		t.Errorf("load of %d parameters: %v, want %d GetParameters calls and nothing else", n, c.ByOp, want)
+	}
+	if c.Decrypting != c.Total {
+		t.Errorf("load: %d of %d calls decrypting, want all", c.Decrypting, c.Total)
+	}
+}
+
+func TestParamSourceChanged(t *testing.T) {
+	base := "/" + uniq(t)
+	putVersions(t, base+"/latest", "SecureString", "l-1")
+	putVersions(t, base+"/labelled", "String", "a-1", "a-2")
+	moto.LabelParameter(t, base+"/labelled", 1, "live")
+	putVersions(t, base+"/pinned", "String", "p-1", "p-2")
+	arnLatest := "arn:aws:ssm:" + motoserver.Region + ":" + account + ":parameter" + base + "/latest"
+
+	proxy, cfg := proxied(t)
+	params := []Param{
+		{Name: base + "/latest", Var: "LATEST", Rank: 0},
+		{Name: base + "/labelled", Selector: "live", Var: "LABELLED", Rank: 1},
+		{Name: base + "/pinned", Selector: "1", Var: "PINNED", Rank: 2},
+		{Name: arnLatest, Var: "LATEST_ARN", Rank: 3},
+	}
+	src := &ParamSource{Params: params, Clients: clientsFor(cfg)}
+	layer, err := src.Load(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantVars(t, layer, map[string]string{"LATEST": "l-1", "LABELLED": "a-1", "PINNED": "p-1", "LATEST_ARN": "l-1"})
+
+	poll := func(what string, want bool) {
+		t.Helper()
+		proxy.ResetCounts()
+		got, err := src.Changed(t.Context(), layer, false)
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if got != want {
+			t.Fatalf("%s: Changed = %v, want %v", what, got, want)
+		}
+		c := proxy.Counts()
+		if c.Decrypting != 0 {
+			t.Errorf("%s: %d decrypting calls; a poll must not decrypt", what, c.Decrypting)
+		}
+		// One GetParameters for the names (the pinned one is left out),
+		// one GetParameter for the ARN.
+		if c.ByOp["ssm:GetParameters"] != 1 || c.ByOp["ssm:GetParameter"] != 1 || c.Total != 2 {
+			t.Errorf("%s: calls %v, want one GetParameters and one GetParameter", what, c.ByOp)
+		}
+	}
+	reload := func() {
+		t.Helper()
+		if layer, err = src.Load(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	poll("nothing moved", false)
+	poll("nothing moved, again", false)
+
+	putVersions(t, base+"/pinned", "String", "p-3")
+	poll("new version of a version-pinned parameter", false)
+
+	putVersions(t, base+"/labelled", "String", "a-3")
+	poll("new version beside a label", false)
+
+	moto.LabelParameter(t, base+"/labelled", 3, "live")
+	poll("label moved", true)
+	reload()
+	if got := varsOf(layer)["LABELLED"].Value; got != "a-3" {
+		t.Errorf("after the label moved: LABELLED = %q, want a-3", got)
+	}
+	poll("after the reload", false)
+
+	putVersions(t, base+"/latest", "SecureString", "l-2")
+	poll("new version", true)
+	reload()
+	wantVars(t, layer, map[string]string{"LATEST": "l-2", "LABELLED": "a-3", "PINNED": "p-1", "LATEST_ARN": "l-2"})
+	poll("after the second reload", false)
+
+	moto.DeleteParameter(t, base+"/labelled")
+	poll("deleted", true)
+}
+
+func TestParamSourcePinnedOnlyCostsNothing(t *testing.T) {
+	base := "/" + uniq(t)
+	putVersions(t, base+"/p", "String", "1", "2")
+	proxy, cfg := proxied(t)
+	src := &ParamSource{Params: []Param{{Name: base + "/p", Selector: "1", Var: "P"}}, Clients: clientsFor(cfg)}
+	layer, err := src.Load(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.ResetCounts()
+	if changed, err := src.Changed(t.Context(), layer, true); err != nil || changed {
+		t.Fatalf("Changed = %v, %v", changed, err)
+	}
+	if c := proxy.Counts(); c.Total != 0 {
+		t.Errorf("a poll of a version-pinned parameter made calls: %v", c.ByOp)
+	}
+}
+
+func TestParamSourceMissing(t *testing.T) {
+	base := "/" + uniq(t)
+	putVersions(t, base+"/there", "String", "there-value")
+	arnMissing := "arn:aws:ssm:" + motoserver.Region + ":" + account + ":parameter" + base + "/gone-by-arn"
+	for _, tc := range []struct {
+		name  string
+		param Param
+		want  string
+	}{
+		{"name", Param{Name: base + "/gone", Var: "GONE"}, "parameter " + base + "/gone: not found"},
+		{"label", Param{Name: base + "/there", Selector: "nolabel", Var: "X"}, "parameter " + base + "/there:nolabel: not found"},
+		{"version", Param{Name: base + "/there", Selector: "9", Var: "X"}, "parameter " + base + "/there:9: not found"},
+		{"arn", Param{Name: arnMissing, Var: "X"}, "parameter " + arnMissing + ": not found"},
+		{"reference", Param{Name: base + "/gone", Var: "DB_PASSWORD", Ref: true}, "variable DB_PASSWORD (parameter " + base + "/gone): not found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := &ParamSource{
+				Params:  []Param{{Name: base + "/there", Var: "THERE"}, tc.param},
+				Clients: clientsFor(direct()),
+			}
+			_, err := LoadAll(t.Context(), []Source{src})
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not say %q", err, tc.want)
+			}
+			if Transient(err) {
+				t.Errorf("a missing parameter is reported as transient: %v", err)
+			}
+			noValues(t, err, "there-value")
+		})
+	}
+}
+
+func TestParamSourceAccessDenied(t *testing.T) {
+	base := "/" + uniq(t)
+	putVersions(t, base+"/p", "SecureString", "denied-value")
+	arn := "arn:aws:ssm:" + motoserver.Region + ":" + account + ":parameter" + base + "/p"
+	for _, tc := range []struct {
+		name   string
+		param  Param
+		rule   faultproxy.Rule
+		action string
+	}{
+		{"GetParameters", Param{Name: base + "/p", Var: "P"}, faultproxy.Rule{Op: "ssm:GetParameters", Fault: faultproxy.AccessDenied}, "ssm:GetParameters"},
+		{"GetParameter", Param{Name: arn, Var: "P"}, faultproxy.Rule{Op: "ssm:GetParameter", Fault: faultproxy.AccessDenied}, "ssm:GetParameter"},
+		{"KMS", Param{Name: base + "/p", Var: "P"}, faultproxy.Rule{Op: "ssm:GetParameters", Fault: faultproxy.KMSAccessDenied}, "kms:Decrypt"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			proxy, cfg := proxied(t)
+			proxy.Inject(tc.rule)
+			src := &ParamSource{Params: []Param{tc.param}, Clients: clientsFor(cfg)}
+			_, err := src.Load(t.Context())
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if !strings.Contains(err.Error(), "allow "+tc.action) {
+				t.Errorf("error %q does not name %s", err, tc.action)
+			}
+			if Transient(err) {
+				t.Errorf("access denied reported as transient")
+			}
+			noValues(t, err, "denied-value")
+		})
+	}
+}

@@ -1,0 +1,470 @@
+package fetch
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+)
+
+// SecretsClient lists the Secrets Manager operations paramexec calls.
+// *secretsmanager.Client satisfies it.
+type SecretsClient interface {
+	GetSecretValue(ctx context.Context, in *secretsmanager.GetSecretValueInput, opts ...func(*secretsmanager.Options)) (*secretsmanager.GetSecretValueOutput, error)
+	BatchGetSecretValue(ctx context.Context, in *secretsmanager.BatchGetSecretValueInput, opts ...func(*secretsmanager.Options)) (*secretsmanager.BatchGetSecretValueOutput, error)
+	DescribeSecret(ctx context.Context, in *secretsmanager.DescribeSecretInput, opts ...func(*secretsmanager.Options)) (*secretsmanager.DescribeSecretOutput, error)
+}
+
+// currentStage is the staging label a secret's live value carries; rotation
+// moves it to the new version in its last step.
+const currentStage = "AWSCURRENT"
+
+// batchSize is BatchGetSecretValue's limit of secrets a call.
+const batchSize = 20
+
+// A Secret is one secret asked for: a --secret flag or a reference in an
+// inherited variable.
+type Secret struct {
+	// ID is the secret's name or ARN.
+	ID string
+	// VersionStage and VersionID pin a version; both empty follow
+	// AWSCURRENT. A version id never moves; a stage may.
+	VersionStage, VersionID string
+
+	// Var, when set, makes the secret a single variable holding the whole
+	// value, or the value of JSONKey, as an ECS task definition's
+	// valueFrom does. That is what references use.
+	Var     string
+	JSONKey string
+
+	// Prefix, for --secret only, goes before the name of each variable a
+	// JSON object yields. For a secret that is not a JSON object (or is
+	// binary) it is the variable's whole name: --secret prod/api-key=API_KEY
+	// then names the variable as --param NAME=VAR would, which is what
+	// someone writing "=" after a plain secret means.
+	Prefix string
+
+	Rank int
+}
+
+// ParseSecretFlag parses a --secret value: ID[=PREFIX], ID a name or an ARN.
+// A secret name may hold "=", so the last "=" starts PREFIX; an empty
+// PREFIX means none, which lets "--secret a=b=" name the secret "a=b".
+func ParseSecretFlag(s string, rank int) (Secret, error) {
+	id, prefix := s, ""
+	if i := strings.LastIndexByte(s, '='); i >= 0 {
+		id, prefix = s[:i], s[i+1:]
+	}
+	if prefix != "" && !ValidVarName(prefix) {
+		return Secret{}, fmt.Errorf("--secret %q: prefix %q cannot start a variable name ([A-Za-z_][A-Za-z0-9_]*)", s, prefix)
+	}
+	if a, ok := parseARN(id); ok {
+		name, isSecret := strings.CutPrefix(a.resource, "secret:")
+		if a.service != "secretsmanager" || !isSecret || !validSecretName(name) {
+			return Secret{}, fmt.Errorf("--secret %q: not a secret ARN (want arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME; JSON keys and versions are for references)", s)
+		}
+	} else if !validSecretName(id) {
+		return Secret{}, fmt.Errorf("--secret %q: invalid secret name (letters, digits and /_+=.@- only)", s)
+	}
+	return Secret{ID: id, Prefix: prefix, Rank: rank}, nil
+}
+
+// validSecretName accepts what Secrets Manager accepts in a name.
+func validSecretName(name string) bool {
+	if name == "" || len(name) > 512 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("/_+=.@-", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+// key identifies one read of a secret: items asking for the same secret
+// and version share it.
+func (s Secret) key() string {
+	k := s.ID
+	if stage := s.stage(); stage != currentStage || s.VersionID != "" {
+		k += " stage " + stage
+	}
+	if s.VersionID != "" {
+		k += " version " + s.VersionID
+	}
+	return k
+}
+
+// stage is the staging label followed.
+func (s Secret) stage() string {
+	if s.VersionStage == "" {
+		return currentStage
+	}
+	return s.VersionStage
+}
+
+// current reports whether the secret follows AWSCURRENT, which is all
+// BatchGetSecretValue can read.
+func (s Secret) current() bool { return s.VersionID == "" && s.stage() == currentStage }
+
+// describe names the secret in errors: the variable first when a reference
+// asked for it.
+func (s Secret) describe() string {
+	if s.Var != "" {
+		return fmt.Sprintf("variable %s (secret %s)", s.Var, s.ID)
+	}
+	return "secret " + s.ID
+}
+
+// secretValue is one read version of a secret.
+type secretValue struct {
+	name    string // from the response: an ARN's random suffix is not part of it
+	value   string
+	binary  bool
+	version string
+}
+
+// SecretSource is the --secret flags, or the secret references, fetched
+// together.
+type SecretSource struct {
+	Secrets []Secret
+	Clients AWSClients
+}
+
+func (s *SecretSource) String() string { return "--secret" }
+
+// Load reads every secret and turns each into its variables.
+func (s *SecretSource) Load(ctx context.Context) (Layer, error) {
+	got, err := s.fetch(ctx)
+	if err != nil {
+		return Layer{}, err
+	}
+	var vars []Var
+	var errs []error
+	versions := make(map[string]string, len(got))
+	for _, sec := range s.Secrets {
+		v := got[sec.key()]
+		versions[sec.key()] = v.version
+		vs, err := sec.vars(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", sec.describe(), err))
+			continue
+		}
+		vars = append(vars, vs...)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Layer{}, err
+	}
+	return Layer{Vars: vars, Versions: versions}, nil
+}
+
+// vars turns one read value into the secret's variables. Errors name keys
+// and secrets, never values.
+func (s Secret) vars(v secretValue) ([]Var, error) {
+	origin := v.name
+	if s.Var != "" {
+		value := v.value
+		if s.JSONKey != "" {
+			if v.binary {
+				return nil, fmt.Errorf("the secret is binary, so it has no JSON key %q", s.JSONKey)
+			}
+			fields, ok := jsonObject(v.value)
+			if !ok {
+				return nil, fmt.Errorf("the secret is not a JSON object, so it has no key %q", s.JSONKey)
+			}
+			if value, ok = fields[s.JSONKey]; !ok {
+				return nil, fmt.Errorf("the secret has no JSON key %q", s.JSONKey)
+			}
+			origin += "#" + s.JSONKey
+		}
+		return []Var{{Name: s.Var, Value: value, Origin: origin, Rank: s.Rank}}, nil
+	}
+	fields, isObject := jsonObject(v.value)
+	if v.binary || !isObject {
+		name := s.Prefix
+		if name == "" {
+			var err error
+			if name, err = VarName(lastSegment(v.name)); err != nil {
+				return nil, err
+			}
+		}
+		return []Var{{Name: name, Value: v.value, Origin: origin, Rank: s.Rank}}, nil
+	}
+	keys := make([]string, 0, len(fields))
+	for k := range fields {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys) // stable errors and output
+	var n namer
+	for _, k := range keys {
+		name, err := VarName(k)
+		if err != nil {
+			return nil, fmt.Errorf("JSON key %q: %w", k, err)
+		}
+		if err := n.add(Var{Name: s.Prefix + name, Value: fields[k], Origin: origin + "#" + k, Rank: s.Rank}); err != nil {
+			return nil, err
+		}
+	}
+	return n.vars, nil
+}
+
+// jsonObject parses s as a JSON object and returns each top-level key's
+// value as an environment value: a string unquoted, null empty, anything
+// else (number, boolean, nested object or array) as its compact JSON text.
+// Anything but a JSON object is reported as not one: a password may well
+// start with "{".
+func jsonObject(s string) (map[string]string, bool) {
+	t := strings.TrimSpace(s)
+	if !strings.HasPrefix(t, "{") {
+		return nil, false
+	}
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(t), &raw); err != nil {
+		return nil, false
+	}
+	out := make(map[string]string, len(raw))
+	for k, r := range raw {
+		switch {
+		case len(r) > 0 && r[0] == '"':
+			var str string
+			if json.Unmarshal(r, &str) != nil {
+				return nil, false
+			}
+			out[k] = str
+		case string(r) == "null":
+			out[k] = ""
+		default:
+			var b bytes.Buffer
+			if json.Compact(&b, r) != nil {
+				return nil, false
+			}
+			out[k] = b.String()
+		}
+	}
+	return out, true
+}
+
+// fetch reads each distinct secret version once. Secrets following
+// AWSCURRENT in one Region go through BatchGetSecretValue, twenty a call,
+// when there are two or more of them; anything the batch did not return
+// (an error for that secret, a pinned version, a lone secret) is read with
+// GetSecretValue, whose error then says exactly what is wrong.
+func (s *SecretSource) fetch(ctx context.Context) (map[string]secretValue, error) {
+	byKey := make(map[string]Secret)
+	var keys []string
+	for _, sec := range s.Secrets {
+		if _, ok := byKey[sec.key()]; !ok {
+			byKey[sec.key()] = sec
+			keys = append(keys, sec.key())
+		}
+	}
+	slices.Sort(keys)
+
+	var mu sync.Mutex
+	got := make(map[string]secretValue, len(keys))
+
+	byRegion := make(map[string][]string)
+	var regions []string
+	for _, k := range keys {
+		if sec := byKey[k]; sec.current() {
+			r := s.Clients.region(sec.ID)
+			if _, ok := byRegion[r]; !ok {
+				regions = append(regions, r)
+			}
+			byRegion[r] = append(byRegion[r], sec.ID)
+		}
+	}
+	var batches []func(context.Context) error
+	for _, r := range regions {
+		if len(byRegion[r]) < 2 {
+			continue
+		}
+		for ids := range slices.Chunk(byRegion[r], batchSize) {
+			batches = append(batches, func(ctx context.Context) error {
+				vals, err := batchGet(ctx, s.Clients.SecretsManager(r), ids)
+				mu.Lock()
+				defer mu.Unlock()
+				for id, v := range vals {
+					got[Secret{ID: id}.key()] = v
+				}
+				return err
+			})
+		}
+	}
+	if err := runAll(ctx, batches); err != nil {
+		return nil, err
+	}
+
+	var singles []func(context.Context) error
+	for _, k := range keys {
+		if _, ok := got[k]; ok {
+			continue
+		}
+		sec := byKey[k]
+		singles = append(singles, func(ctx context.Context) error {
+			v, err := getSecret(ctx, s.Clients.SecretsManager(s.Clients.region(sec.ID)), sec)
+			if err != nil {
+				return fmt.Errorf("%s: %w", sec.describe(), err)
+			}
+			mu.Lock()
+			got[k] = v
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := runAll(ctx, singles); err != nil {
+		return nil, err
+	}
+	return got, nil
+}
+
+// batchGet reads up to twenty secrets' AWSCURRENT values in one call and
+// returns those it could match to an id. The batch only saves calls: a
+// secret it reports an error for, or does not return, is read again alone
+// by the caller, as is every secret when the batch call fails for any
+// reason but a denial. That includes throttling, and the call is made
+// without the SDK's retries: BatchGetSecretValue's quota is 100 calls a
+// second per Region against GetSecretValue's 10,000, so a fleet restarting
+// at once is better served by the single reads than by waiting.
+func batchGet(ctx context.Context, client SecretsClient, ids []string) (map[string]secretValue, error) {
+	out, err := client.BatchGetSecretValue(ctx, &secretsmanager.BatchGetSecretValueInput{SecretIdList: ids},
+		func(o *secretsmanager.Options) { o.RetryMaxAttempts = 1 })
+	if err != nil {
+		if strings.Contains(errorCode(err), "AccessDenied") {
+			err = explain(err)
+			var ae *awsError
+			if errors.As(err, &ae) && ae.action == "secretsmanager:BatchGetSecretValue" {
+				ae.action += " (and secretsmanager:GetSecretValue on each secret)"
+			}
+			return nil, fmt.Errorf("secrets %s: %w", strings.Join(ids, ", "), err)
+		}
+		return nil, nil
+	}
+	vals := make(map[string]secretValue, len(ids))
+	for _, e := range out.SecretValues {
+		v := secretValue{
+			name:    aws.ToString(e.Name),
+			version: aws.ToString(e.VersionId),
+		}
+		if e.SecretString != nil {
+			v.value = *e.SecretString
+		} else {
+			v.value, v.binary = string(e.SecretBinary), true
+		}
+		for _, id := range ids {
+			if secretMatches(id, aws.ToString(e.Name), aws.ToString(e.ARN)) {
+				vals[id] = v
+			}
+		}
+	}
+	return vals, nil
+}
+
+// secretMatches reports whether a secret asked for by id is the one named
+// name with ARN arn. An id may be the name, the full ARN, or a partial ARN
+// without the six random characters AWS appends to a secret's name.
+func secretMatches(id, name, arn string) bool {
+	if id == name || id == arn {
+		return true
+	}
+	return strings.HasPrefix(id, "arn:") && len(arn) == len(id)+7 && strings.HasPrefix(arn, id+"-")
+}
+
+// getSecret reads one secret version.
+func getSecret(ctx context.Context, client SecretsClient, sec Secret) (secretValue, error) {
+	in := &secretsmanager.GetSecretValueInput{SecretId: aws.String(sec.ID)}
+	if sec.VersionStage != "" {
+		in.VersionStage = aws.String(sec.VersionStage)
+	}
+	if sec.VersionID != "" {
+		in.VersionId = aws.String(sec.VersionID)
+	}
+	out, err := client.GetSecretValue(ctx, in)
+	if err != nil {
+		return secretValue{}, explainSecret(err)
+	}
+	v := secretValue{name: aws.ToString(out.Name), version: aws.ToString(out.VersionId)}
+	if out.SecretString != nil {
+		v.value = *out.SecretString
+	} else {
+		v.value, v.binary = string(out.SecretBinary), true
+	}
+	if v.name == "" {
+		v.name = sec.ID
+	}
+	return v, nil
+}
+
+// explainSecret is explain plus Secrets Manager's own codes: a secret that
+// is not there, and DecryptionFailure, which is how a KMS key the role may
+// not use shows through GetSecretValue.
+func explainSecret(err error) error {
+	switch errorCode(err) {
+	case "ResourceNotFoundException":
+		return fmt.Errorf("not found (no such secret, or no such version): %w", err)
+	case "DecryptionFailure":
+		return &awsError{err: err, action: "kms:Decrypt"}
+	}
+	return explain(err)
+}
+
+// Changed asks DescribeSecret, which returns no value and costs no KMS
+// call, where each followed staging label points now. A secret pinned to a
+// version id never changes and costs no call. A poll of S secrets is S
+// DescribeSecret calls against a 40,000-a-second quota, and GetSecretValue
+// is called only when a version moved, as AWS's own Secrets Store CSI
+// provider does.
+func (s *SecretSource) Changed(ctx context.Context, last Layer, _ bool) (bool, error) {
+	seen := make(map[string]bool)
+	var tasks []func(context.Context) error
+	var mu sync.Mutex
+	changed := false
+	for _, sec := range s.Secrets {
+		k := sec.key()
+		if sec.VersionID != "" || seen[k] {
+			continue
+		}
+		seen[k] = true
+		tasks = append(tasks, func(ctx context.Context) error {
+			moved, err := stageMoved(ctx, s.Clients.SecretsManager(s.Clients.region(sec.ID)), sec, last.Versions[k])
+			if err != nil {
+				return fmt.Errorf("%s: %w", sec.describe(), err)
+			}
+			if moved {
+				mu.Lock()
+				changed = true
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	if err := runAll(ctx, tasks); err != nil {
+		return false, err
+	}
+	return changed, nil
+}
+
+// stageMoved reports whether the secret's followed stage no longer points
+// at version: rotated, deleted, or the stage removed. The reload that a
+// true answer causes then reports any error.
+func stageMoved(ctx context.Context, client SecretsClient, sec Secret, version string) (bool, error) {
+	out, err := client.DescribeSecret(ctx, &secretsmanager.DescribeSecretInput{SecretId: aws.String(sec.ID)})
+	if errorCode(err) == "ResourceNotFoundException" {
+		return true, nil
+	}
+	if err != nil {
+		return false, explain(err)
+	}
+	if out.DeletedDate != nil {
+		return true, nil
+	}
+	return !slices.Contains(out.VersionIdsToStages[version], sec.stage()), nil
+}
