@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -97,6 +98,11 @@ func TestSystemdUnit(t *testing.T) {
 		if got := u.one(t, "Service", key); got != want {
 			t.Errorf("[Service] %s=%s, want %s", key, got, want)
 		}
+	}
+	// paramexec exits 128+N for a child ended by signal N: after systemd's
+	// SIGTERM that is 143, which systemd otherwise records as a failure.
+	if !slices.Contains(strings.Fields(strings.Join(u["Service"]["SuccessExitStatus"], " ")), "143") {
+		t.Error("SuccessExitStatus lacks 143: every systemctl stop would leave the unit failed")
 	}
 	if user := u.one(t, "Service", "User"); user == "" || user == "root" || user == "0" {
 		t.Errorf("User=%s: run the app unprivileged", user)
