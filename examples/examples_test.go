@@ -286,7 +286,8 @@ func runBuild(dir, line, out string) error {
 		return err
 	}
 	var env []string
-	for len(words) > 0 && regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*=`).MatchString(words[0]) {
+	assignment := regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*=`)
+	for len(words) > 0 && assignment.MatchString(words[0]) {
 		env, words = append(env, words[0]), words[1:]
 	}
 	if len(words) < 2 || words[0] != "go" || words[1] != "build" {
