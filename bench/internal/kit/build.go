@@ -17,6 +17,7 @@ type Binaries struct {
 	Paramexec string // the stripped static paramexec
 	Floor     string // bench/floor: only the SDK calls paramexec makes at start-up
 	Testchild string // internal/testchild: records its start, environment and exit
+	Runner    string // bench/internal/runner: times whole-process runs
 }
 
 // Module is the import path of paramexec's module.
@@ -27,6 +28,7 @@ var packages = map[string]string{
 	"paramexec": Module,
 	"floor":     Module + "/bench/floor",
 	"testchild": Module + "/internal/testchild",
+	"runner":    Module + "/bench/internal/runner",
 }
 
 // Build builds the binaries into dir the way a release is built: static
@@ -51,8 +53,9 @@ func Build(ctx context.Context, dir string, reuse bool) (Binaries, error) {
 		Paramexec: filepath.Join(dir, "paramexec"),
 		Floor:     filepath.Join(dir, "floor"),
 		Testchild: filepath.Join(dir, "testchild"),
+		Runner:    filepath.Join(dir, "runner"),
 	}
-	for name, out := range map[string]string{"paramexec": b.Paramexec, "floor": b.Floor, "testchild": b.Testchild} {
+	for name, out := range map[string]string{"paramexec": b.Paramexec, "floor": b.Floor, "testchild": b.Testchild, "runner": b.Runner} {
 		if _, err := os.Stat(out); err == nil && reuse {
 			continue
 		}
