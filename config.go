@@ -1,0 +1,339 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
+	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+
+	"github.com/paramexec/paramexec/exec"
+	"github.com/paramexec/paramexec/fetch"
+)
+
+// envPrefix starts the environment variable that stands in for each flag.
+const envPrefix = "PARAMEXEC_"
+
+// A sourceFlag is one --path, --param, --secret or --env-file, kept in the
+// order given, since that order is the precedence.
+type sourceFlag struct {
+	kind  string // the flag's name
+	value string
+}
+
+type config struct {
+	sources    []sourceFlag // lowest precedence first
+	noOverride bool
+
+	interval       time.Duration
+	onChange       exec.Action
+	grace          time.Duration
+	stopSignal     syscall.Signal
+	init           bool
+	startupTimeout time.Duration
+	discoverEvery  int
+
+	print, reveal bool
+	format        string
+
+	logFormat, logLevel string
+	version             bool
+
+	argv []string
+}
+
+// supervise reports whether paramexec stays as the child's parent rather
+// than exec-ing in its place.
+func (c *config) supervise() bool { return c.interval > 0 || c.init }
+
+// sourceKinds lists the repeatable source flags in the order their
+// PARAMEXEC_* variables are applied (lowest precedence first).
+var sourceKinds = []string{"env-file", "path", "param", "secret"}
+
+// sourceList collects one kind of source flag into a shared ordered list.
+type sourceList struct {
+	kind string
+	dst  *[]sourceFlag
+}
+
+func (s sourceList) String() string { return "" }
+func (s sourceList) Set(v string) error {
+	if v == "" {
+		return fmt.Errorf("empty value")
+	}
+	*s.dst = append(*s.dst, sourceFlag{kind: s.kind, value: v})
+	return nil
+}
+
+// parseConfig reads flags from args and, for each flag not on the command
+// line, from its PARAMEXEC_* variable. lookup reads the environment.
+func parseConfig(args []string, lookup func(string) (string, bool)) (*config, error) {
+	cfg := &config{}
+	fs := flag.NewFlagSet("paramexec", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // errors are returned and printed once, by run
+	fs.Usage = func() {}
+
+	var fromFlags, fromEnv []sourceFlag
+	for _, kind := range sourceKinds {
+		fs.Var(sourceList{kind: kind, dst: &fromFlags}, kind, "")
+	}
+	fs.BoolVar(&cfg.noOverride, "no-override", false, "")
+	fs.DurationVar(&cfg.interval, "interval", 0, "")
+	onChange := fs.String("on-change", "restart", "")
+	fs.DurationVar(&cfg.grace, "grace", 10*time.Second, "")
+	stopSignal := fs.String("stop-signal", "TERM", "")
+	fs.BoolVar(&cfg.init, "init", false, "")
+	fs.DurationVar(&cfg.startupTimeout, "startup-timeout", 30*time.Second, "")
+	fs.IntVar(&cfg.discoverEvery, "discover-every", 10, "")
+	fs.BoolVar(&cfg.print, "print", false, "")
+	fs.BoolVar(&cfg.reveal, "reveal", false, "")
+	fs.StringVar(&cfg.format, "format", "dotenv", "")
+	fs.StringVar(&cfg.logFormat, "log-format", "text", "")
+	fs.StringVar(&cfg.logLevel, "log-level", "info", "")
+	fs.BoolVar(&cfg.version, "version", false, "")
+
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	onCommandLine := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
+
+	// Source flags from the environment go first, in a fixed kind order, so
+	// that a command line adds to an image's defaults and wins over them.
+	for _, kind := range sourceKinds {
+		if onCommandLine[kind] {
+			continue
+		}
+		if v, ok := lookup(envName(kind)); ok && v != "" {
+			for _, item := range strings.Split(v, ",") {
+				if item = strings.TrimSpace(item); item != "" {
+					fromEnv = append(fromEnv, sourceFlag{kind: kind, value: item})
+				}
+			}
+		}
+	}
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if onCommandLine[f.Name] || isSourceKind(f.Name) {
+			return
+		}
+		if v, ok := lookup(envName(f.Name)); ok && v != "" {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = errors.Join(envErr, fmt.Errorf("%s=%q: %w", envName(f.Name), v, err))
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	cfg.sources = append(fromEnv, fromFlags...)
+	cfg.argv = fs.Args()
+
+	var err error
+	if cfg.onChange, err = exec.ParseAction(*onChange); err != nil {
+		return nil, fmt.Errorf("--on-change: %w", err)
+	}
+	if cfg.stopSignal, err = exec.ParseSignal(*stopSignal); err != nil {
+		return nil, fmt.Errorf("--stop-signal: %w", err)
+	}
+	return cfg, cfg.check()
+}
+
+// check refuses settings that cannot work together.
+func (c *config) check() error {
+	switch {
+	case c.version:
+		return nil
+	case c.interval < 0:
+		return fmt.Errorf("--interval %s: must not be negative", c.interval)
+	case c.interval > 0 && c.interval < time.Second:
+		return fmt.Errorf("--interval %s: at least 1s; polling faster only spends the account's API quota", c.interval)
+	case c.grace < 0:
+		return fmt.Errorf("--grace %s: must not be negative", c.grace)
+	case c.startupTimeout < 0:
+		return fmt.Errorf("--startup-timeout %s: must not be negative", c.startupTimeout)
+	case c.discoverEvery < 1:
+		return fmt.Errorf("--discover-every %d: at least 1", c.discoverEvery)
+	case c.format != "dotenv" && c.format != "json" && c.format != "shell":
+		return fmt.Errorf("--format %q: want dotenv, json or shell", c.format)
+	case c.reveal && !c.print:
+		return fmt.Errorf("--reveal only goes with --print")
+	case !c.print && len(c.argv) == 0:
+		return fmt.Errorf("no command given: paramexec [flags] [--] COMMAND [ARGS...]")
+	}
+	return nil
+}
+
+func isSourceKind(name string) bool {
+	for _, k := range sourceKinds {
+		if k == name {
+			return true
+		}
+	}
+	return false
+}
+
+// envName is the variable that stands in for a flag: --log-level is
+// PARAMEXEC_LOG_LEVEL.
+func envName(flagName string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
+}
+
+// envLookup looks names up in an environment list rather than the process's
+// own, so tests can run many configurations side by side.
+func envLookup(environ []string) func(string) (string, bool) {
+	return func(name string) (string, bool) {
+		for i := len(environ) - 1; i >= 0; i-- {
+			if k, v, ok := strings.Cut(environ[i], "="); ok && k == name {
+				return v, true
+			}
+		}
+		return "", false
+	}
+}
+
+// buildSources turns the source flags into fetch sources, creating AWS
+// clients only when an AWS source asks for them, so that a dotenv-only run
+// needs no AWS configuration at all. The --param flags form one source and
+// the --secret flags another, so that they share calls; each variable
+// keeps its flag's rank. References among the inherited variables form a
+// source of their own, ranked below every flag.
+func buildSources(ctx context.Context, cfg *config, inherited []string, log *slog.Logger) ([]fetch.Source, error) {
+	var shared *awsClients
+	clients := func() (*awsClients, error) {
+		if shared != nil {
+			return shared, nil
+		}
+		c, err := newAWSClients(ctx)
+		shared = c
+		return c, err
+	}
+	var sources []fetch.Source
+	var params []fetch.Param
+	var secrets []fetch.Secret
+	for rank, sf := range cfg.sources {
+		switch sf.kind {
+		case "env-file":
+			sources = append(sources, &fetch.EnvFileSource{Path: sf.value, Rank: rank})
+		case "path":
+			c, err := clients()
+			if err != nil {
+				return nil, err
+			}
+			src, err := fetch.NewPathSource(sf.value, c.ssm, rank)
+			if err != nil {
+				return nil, err
+			}
+			sources = append(sources, src)
+		case "param":
+			p, err := fetch.ParseParamFlag(sf.value, rank)
+			if err != nil {
+				return nil, err
+			}
+			params = append(params, p)
+		case "secret":
+			s, err := fetch.ParseSecretFlag(sf.value, rank)
+			if err != nil {
+				return nil, err
+			}
+			secrets = append(secrets, s)
+		default:
+			return nil, fmt.Errorf("--%s is not supported yet", sf.kind)
+		}
+	}
+	refs := fetch.FindReferences(inherited)
+	if len(params) > 0 || len(secrets) > 0 || len(refs) > 0 {
+		c, err := clients()
+		if err != nil {
+			return nil, err
+		}
+		if len(params) > 0 {
+			sources = append(sources, &fetch.ParamSource{Params: params, Clients: c.regional})
+		}
+		if len(secrets) > 0 {
+			sources = append(sources, &fetch.SecretSource{Secrets: secrets, Clients: c.regional})
+		}
+		if len(refs) > 0 {
+			names := make([]string, len(refs))
+			for i, r := range refs {
+				names[i] = r.Var
+			}
+			log.Debug("inherited variables hold references", "variables", names)
+			sources = append(sources, fetch.NewRefSource(refs, c.regional))
+		}
+	}
+	log.Debug("sources configured", "count", len(sources))
+	return sources, nil
+}
+
+// awsClients holds the SDK clients, created once from the default chain.
+type awsClients struct {
+	ssm *ssm.Client
+	// regional hands out clients by Region: an ARN in another Region must
+	// be read there. Clients for other Regions are made on first use and
+	// kept.
+	regional fetch.AWSClients
+}
+
+// newAWSClients loads the SDK's default configuration: credentials and
+// region from the environment, profiles, ECS or EC2 (IMDSv2, region
+// included), and AWS_ENDPOINT_URL for emulators. Each HTTP attempt is
+// bounded so that a black-holed connection cannot stall start-up forever.
+func newAWSClients(ctx context.Context) (*awsClients, error) {
+	cfg, err := awsconfig.LoadDefaultConfig(ctx,
+		awsconfig.WithEC2IMDSRegion(),
+		awsconfig.WithHTTPClient(awshttp.NewBuildableClient().WithTimeout(15*time.Second)),
+		// One attempt per call: paramexec retries on its own schedule, until
+		// --startup-timeout at start and with capped, jittered backoff while
+		// polling. The SDK's three attempts would triple a fleet's calls just
+		// when the account is throttled, and its retry-token bucket can run dry.
+		awsconfig.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("AWS configuration: %w", err)
+	}
+	if cfg.Region == "" {
+		return nil, fmt.Errorf("no AWS region: set AWS_REGION (on EC2 it is read from instance metadata)")
+	}
+	// Sources load concurrently, so the per-Region maps need a lock.
+	var mu sync.Mutex
+	ssmClients := map[string]*ssm.Client{cfg.Region: ssm.NewFromConfig(cfg)}
+	smClients := map[string]*secretsmanager.Client{}
+	return &awsClients{
+		ssm: ssmClients[cfg.Region],
+		regional: fetch.AWSClients{
+			Region: cfg.Region,
+			SSM: func(region string) fetch.ParamClient {
+				mu.Lock()
+				defer mu.Unlock()
+				if c, ok := ssmClients[region]; ok {
+					return c
+				}
+				c := ssm.NewFromConfig(cfg, func(o *ssm.Options) { o.Region = region })
+				ssmClients[region] = c
+				return c
+			},
+			SecretsManager: func(region string) fetch.SecretsClient {
+				mu.Lock()
+				defer mu.Unlock()
+				if c, ok := smClients[region]; ok {
+					return c
+				}
+				c := secretsmanager.NewFromConfig(cfg, func(o *secretsmanager.Options) { o.Region = region })
+				smClients[region] = c
+				return c
+			},
+		},
+	}, nil
+}

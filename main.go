@@ -1,0 +1,181 @@
+// Command paramexec is a container entrypoint: it reads configuration and
+// secrets from AWS Parameter Store, Secrets Manager or dotenv files into the
+// environment, then runs a command with it, in its own place or supervised
+// and restarted when a value changes.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/paramexec/paramexec/exec"
+	"github.com/paramexec/paramexec/fetch"
+)
+
+// version is set at build time with -ldflags "-X main.version=v1.2.3".
+var version = ""
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
+}
+
+// run is paramexec without the process around it, so tests can drive it.
+func run(args, environ []string, stdout, stderr io.Writer) int {
+	cfg, err := parseConfig(args, envLookup(environ))
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(stdout, usage)
+		return 0
+	case err != nil:
+		fmt.Fprintf(stderr, "paramexec: %v\nRun 'paramexec --help' for usage.\n", err)
+		return exitUsage
+	case cfg.version:
+		fmt.Fprintf(stdout, "paramexec %s\n", buildVersion())
+		return 0
+	}
+	log, err := newLogger(cfg.logFormat, cfg.logLevel, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "paramexec: %v\n", err)
+		return exitUsage
+	}
+
+	// Until the child runs, a SIGTERM must stop paramexec even as PID 1,
+	// where the kernel drops signals that have no handler.
+	ctx, stopStartup := startupContext()
+	defer stopStartup()
+
+	inherited := childEnviron(environ)
+	sources, err := buildSources(ctx, cfg, inherited, log)
+	if err != nil {
+		log.Error("configuration", "error", err)
+		return exitUsage
+	}
+	layers, err := fetch.LoadWithRetry(ctx, sources, cfg.startupTimeout, log)
+	if err != nil {
+		if sig := stopStartup(); sig != 0 {
+			log.Info("stopped by signal during start-up", "signal", sig.String())
+			return 128 + int(sig)
+		}
+		log.Error("cannot read configuration", "error", err)
+		return exitSource
+	}
+	env, effective := fetch.Merge(inherited, layers, cfg.noOverride)
+	log.Debug("environment resolved", "variables", len(effective), "names", names(effective))
+
+	if cfg.print {
+		if err := printVars(stdout, effective, cfg.format, cfg.reveal); err != nil {
+			log.Error("print", "error", err)
+			return 1
+		}
+		return 0
+	}
+	if !cfg.supervise() {
+		stopStartup()
+		err := exec.Replace(cfg.argv, env)
+		log.Error("cannot run command", "command", cfg.argv[0], "error", err)
+		return exec.ExitCode(err)
+	}
+	w := &fetch.Watcher{
+		Sources:       sources,
+		Inherited:     inherited,
+		NoOverride:    cfg.noOverride,
+		Interval:      cfg.interval,
+		DiscoverEvery: cfg.discoverEvery,
+		Files:         envFiles(cfg),
+		Debounce:      fileDebounce,
+		Log:           log,
+	}
+	return supervise(ctx, cfg, env, w, layers, stopStartup, log)
+}
+
+// Exit codes of paramexec's own, beside the child's (see README).
+const (
+	exitUsage  = 2
+	exitSource = 3
+)
+
+// startupContext is cancelled by SIGTERM or SIGINT. Its stop func ends the
+// interception and reports the signal that cancelled it, if any.
+func startupContext() (context.Context, func() syscall.Signal) {
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	done := make(chan struct{})
+	result := make(chan syscall.Signal, 1)
+	go func() {
+		var got syscall.Signal
+		select {
+		case s := <-sigs:
+			got = s.(syscall.Signal)
+			cancel()
+		case <-done:
+		}
+		result <- got
+	}()
+	var once sync.Once
+	var got syscall.Signal
+	return ctx, func() syscall.Signal {
+		once.Do(func() {
+			signal.Stop(sigs)
+			close(done)
+			got = <-result
+		})
+		return got
+	}
+}
+
+// childEnviron is the environment the child inherits: paramexec's own
+// settings are not passed on, so that a paramexec nested in the child does
+// not read them a second time.
+func childEnviron(environ []string) []string {
+	out := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		if !strings.HasPrefix(kv, envPrefix) {
+			out = append(out, kv)
+		}
+	}
+	return out
+}
+
+func names(vars []fetch.Var) []string {
+	out := make([]string, len(vars))
+	for i, v := range vars {
+		out[i] = v.Name
+	}
+	return out
+}
+
+func newLogger(format, level string, w io.Writer) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)).With("app", "paramexec"), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)).With("app", "paramexec"), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+}
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" {
+		return info.Main.Version
+	}
+	return "(devel)"
+}
