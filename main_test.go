@@ -1,0 +1,216 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/paramexec/paramexec/internal/motoserver"
+)
+
+// The process-level tests run the real binary, built once, against a real
+// moto_server, with the project's test child as the command.
+var (
+	moto     *motoserver.Server
+	binPath  string // the paramexec binary under test
+	childBin string // internal/testchild
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "paramexec-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binPath = filepath.Join(dir, "paramexec")
+	childBin = filepath.Join(dir, "testchild")
+	args := []string{"build", "-o", binPath}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	for _, b := range []struct{ args []string }{
+		{append(args, ".")},
+		{[]string{"build", "-o", childBin, "./internal/testchild"}},
+	} {
+		cmd := osexec.Command("go", b.args...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "go %s: %v\n%s", strings.Join(b.args, " "), err, out)
+			return 1
+		}
+	}
+	code := motoserver.Main(m, &moto)
+	if leaks := logScan.leaks(); len(leaks) > 0 {
+		fmt.Fprintf(os.Stderr, "FAIL: paramexec output holds seeded values:\n%s\n", strings.Join(leaks, "\n"))
+		return 1
+	}
+	fmt.Printf("log scan: %d paramexec runs, no seeded value in their logs\n", logScan.runs)
+	return code
+}
+
+// baseEnv is a minimal environment for the binary, without the developer's
+// AWS settings, pointing at endpoint (moto or a proxy in front of it).
+func baseEnv(endpoint string) []string {
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	if endpoint != "" {
+		env = append(env, motoserver.Env(endpoint)...)
+	}
+	return env
+}
+
+// result is what a user sees of one paramexec run.
+type result struct {
+	code           int
+	signaled       bool // the process died from a signal (code is 128+N)
+	stdout, stderr string
+}
+
+// runBinary runs paramexec to completion with env and args.
+func runBinary(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	cmd := osexec.CommandContext(ctx, binPath, args...)
+	cmd.Env = env
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	if slices.Contains(args, "--reveal") {
+		logScan.add(r.stderr)
+	} else {
+		logScan.add(r.stdout + r.stderr)
+	}
+	if exitErr, ok := err.(*osexec.ExitError); ok {
+		r.code = exitErr.ExitCode()
+		if ws, ok := exitErr.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			// What a shell reports; in place the child is this process.
+			r.code, r.signaled = 128+int(ws.Signal()), true
+		}
+	} else if err != nil {
+		t.Fatalf("run paramexec: %v", err)
+	}
+	return r
+}
+
+// record is one line the test child writes.
+type record struct {
+	Event    string            `json:"event"`
+	Pid      int               `json:"pid"`
+	Ppid     int               `json:"ppid"`
+	Pgid     int               `json:"pgid"`
+	Env      map[string]string `json:"env"`
+	Signal   string            `json:"signal"`
+	Code     int               `json:"code"`
+	Kind     string            `json:"kind"`
+	Children []int             `json:"children"`
+}
+
+// readRecords returns what the test child recorded so far.
+func readRecords(t *testing.T, path string) []record {
+	t.Helper()
+	f, err := os.Open(path)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []record
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 16<<20)
+	for sc.Scan() {
+		var r record
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatalf("bad record %q: %v", sc.Text(), err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func starts(recs []record) []record {
+	var out []record
+	for _, r := range recs {
+		if r.Event == "start" {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// onlyStart returns the single start record of a run, failing otherwise.
+func onlyStart(t *testing.T, path string) record {
+	t.Helper()
+	s := starts(readRecords(t, path))
+	if len(s) != 1 {
+		t.Fatalf("want 1 child start, got %d", len(s))
+	}
+	return s[0]
+}
+
+// childArgs is the test child as paramexec's command, recording to a file
+// in the test's temp dir; it returns the args and the record file.
+func childArgs(t *testing.T, flags ...string) ([]string, string) {
+	rec := filepath.Join(t.TempDir(), "records.jsonl")
+	return append([]string{"--", childBin, "-record", rec}, flags...), rec
+}
+
+// uniquePath gives each test its own parameter namespace in the shared moto.
+func uniquePath(t *testing.T) string {
+	name := strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())
+	return "/test/" + name + "/" + fmt.Sprint(time.Now().UnixNano())
+}
+
+// valueMark starts every value the tests seed, so that the output of every
+// run can be scanned for values: paramexec must never log one.
+const valueMark = "zqv_"
+
+// val makes a seeded value recognisable to the log scan.
+func val(s string) string { return valueMark + s }
+
+// logScan collects what paramexec wrote to stderr (and to stdout unless
+// values were asked for) across the whole suite.
+var logScan collector
+
+type collector struct {
+	mu   sync.Mutex
+	buf  strings.Builder
+	runs int
+}
+
+func (c *collector) add(s string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.buf.WriteString(s)
+	c.runs++
+}
+
+// leaks returns the lines that hold a seeded value.
+func (c *collector) leaks() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for _, line := range strings.Split(c.buf.String(), "\n") {
+		if strings.Contains(line, valueMark) {
+			out = append(out, line)
+		}
+	}
+	return out
+}

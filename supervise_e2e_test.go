@@ -1,0 +1,528 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	osexec "os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/paramexec/paramexec/internal/faultproxy"
+)
+
+// running is a paramexec started in the background, as a container runtime
+// would start it.
+type running struct {
+	t      *testing.T
+	cmd    *osexec.Cmd
+	stderr *syncBuffer
+	done   chan struct{}
+	code   int
+}
+
+func startBinary(t *testing.T, env []string, args ...string) *running {
+	t.Helper()
+	cmd := osexec.Command(binPath, args...)
+	cmd.Env = env
+	r := &running{t: t, cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
+	cmd.Stderr = r.stderr
+	// Descendants that outlive a killed paramexec keep the pipe open; do
+	// not let them hang the test.
+	cmd.WaitDelay = 5 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		err := cmd.Wait()
+		r.code = cmd.ProcessState.ExitCode()
+		if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			r.code = -int(ws.Signal())
+		}
+		_ = err
+		logScan.add(r.stderr.String())
+		close(r.done)
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-r.done:
+		default:
+			cmd.Process.Signal(syscall.SIGKILL)
+			<-r.done
+		}
+	})
+	return r
+}
+
+func (r *running) signal(sig syscall.Signal) {
+	if err := r.cmd.Process.Signal(sig); err != nil {
+		r.t.Fatalf("signal paramexec: %v", err)
+	}
+}
+
+// wait returns paramexec's exit code; a negative code is death by signal.
+func (r *running) wait() int {
+	r.t.Helper()
+	select {
+	case <-r.done:
+		return r.code
+	case <-time.After(60 * time.Second):
+		r.t.Fatalf("paramexec did not exit; stderr:\n%s", r.stderr.String())
+		return 0
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after a deadline
+// that is generous because it is no measure of speed.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(45 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func waitStarts(t *testing.T, rec string, n int) []record {
+	t.Helper()
+	var s []record
+	waitFor(t, strconv.Itoa(n)+" child start(s)", func() bool {
+		s = starts(readRecords(t, rec))
+		return len(s) >= n
+	})
+	return s
+}
+
+// syncBuffer collects a process's stderr while the test reads it.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func TestRestartOnParameterChange(t *testing.T) {
+	path := uniquePath(t)
+	moto.PutParameter(t, path+"/DB_PASSWORD", val("old"), "SecureString")
+	moto.PutParameter(t, path+"/OTHER", val("same"), "String")
+	args, rec := childArgs(t)
+	pe := startBinary(t, baseEnv(moto.URL), append([]string{"--path", path, "--interval", "1s", "--grace", "5s"}, args...)...)
+	first := waitStarts(t, rec, 1)[0]
+	if first.Env["DB_PASSWORD"] != val("old") || first.Ppid != pe.cmd.Process.Pid {
+		t.Fatalf("first child: DB_PASSWORD=%q ppid=%d (paramexec %d)", first.Env["DB_PASSWORD"], first.Ppid, pe.cmd.Process.Pid)
+	}
+
+	moto.PutParameter(t, path+"/DB_PASSWORD", val("new"), "SecureString")
+	second := waitStarts(t, rec, 2)[1]
+	if second.Env["DB_PASSWORD"] != val("new") || second.Env["OTHER"] != val("same") {
+		t.Errorf("new child: DB_PASSWORD=%q OTHER=%q", second.Env["DB_PASSWORD"], second.Env["OTHER"])
+	}
+	if second.Ppid != pe.cmd.Process.Pid {
+		t.Errorf("new child's parent is %d, want the same paramexec %d", second.Ppid, pe.cmd.Process.Pid)
+	}
+	// The old child was asked to stop, and exited, before the new one began.
+	recs := readRecords(t, rec)
+	exitIdx := slices.IndexFunc(recs, func(r record) bool { return r.Event == "exit" && r.Pid == first.Pid })
+	startIdx := slices.IndexFunc(recs, func(r record) bool { return r.Event == "start" && r.Pid == second.Pid })
+	if exitIdx < 0 || exitIdx > startIdx {
+		t.Errorf("old child did not exit before the new one started: %+v", recs)
+	}
+	// Several quiet polls later, still exactly two children.
+	time.Sleep(3 * time.Second)
+	if n := len(starts(readRecords(t, rec))); n != 2 {
+		t.Errorf("%d child starts after one change, want 2", n)
+	}
+	if !strings.Contains(pe.stderr.String(), "DB_PASSWORD") {
+		t.Errorf("the log does not name the changed variable:\n%s", pe.stderr.String())
+	}
+	pe.signal(syscall.SIGTERM)
+	if code := pe.wait(); code != 0 {
+		t.Errorf("exit %d after SIGTERM, want the child's 0; stderr:\n%s", code, pe.stderr.String())
+	}
+}
+
+// proxied starts a fault proxy in front of moto for one test.
+func proxied(t *testing.T) *faultproxy.Proxy {
+	p, err := faultproxy.Start(moto.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func TestTwoChangesOneRestart(t *testing.T) {
+	p := proxied(t)
+	path := uniquePath(t)
+	moto.PutParameter(t, path+"/A", val("a1"), "String")
+	moto.PutParameter(t, path+"/B", val("b1"), "String")
+	args, rec := childArgs(t)
+	pe := startBinary(t, baseEnv(p.URL()), append([]string{"--path", path, "--interval", "1s"}, args...)...)
+	waitStarts(t, rec, 1)
+
+	// Hold polls off while both changes land, so that they meet in one poll.
+	p.Inject(faultproxy.Rule{Fault: faultproxy.Throttle})
+	waitFor(t, "a throttled poll", func() bool { return p.Counts().Throttled > 0 })
+	moto.PutParameter(t, path+"/A", val("a2"), "String")
+	moto.PutParameter(t, path+"/B", val("b2"), "String")
+	p.Clear()
+
+	second := waitStarts(t, rec, 2)[1]
+	if second.Env["A"] != val("a2") || second.Env["B"] != val("b2") {
+		t.Errorf("new child: A=%q B=%q", second.Env["A"], second.Env["B"])
+	}
+	time.Sleep(3 * time.Second)
+	if n := len(starts(readRecords(t, rec))); n != 2 {
+		t.Errorf("%d child starts for two changes in one poll, want 2 (one restart)", n)
+	}
+	pe.signal(syscall.SIGTERM)
+	pe.wait()
+}
+
+func TestIdlePollsAreCheap(t *testing.T) {
+	p := proxied(t)
+	path := uniquePath(t)
+	for i := range 25 {
+		moto.PutParameter(t, path+"/S"+strconv.Itoa(i), val("secret"), "SecureString")
+	}
+	args, rec := childArgs(t)
+	pe := startBinary(t, baseEnv(p.URL()), append([]string{"--path", path, "--interval", "1s", "--discover-every", "4"}, args...)...)
+	waitStarts(t, rec, 1)
+	p.ResetCounts()
+	time.Sleep(7 * time.Second)
+	c := p.Counts()
+	pe.signal(syscall.SIGTERM)
+	pe.wait()
+
+	if n := len(starts(readRecords(t, rec))); n != 1 {
+		t.Errorf("%d child starts with nothing changed, want 1", n)
+	}
+	if c.Decrypting != 0 || c.SecretValues != 0 {
+		t.Errorf("idle polls made %d decrypting and %d secret-value calls, want 0: %v", c.Decrypting, c.SecretValues, c.ByOp)
+	}
+	// 25 names are 3 GetParameters calls a poll; some polls list instead.
+	versionCalls := c.ByOp["ssm:GetParameters"]
+	if versionCalls == 0 || versionCalls%3 != 0 {
+		t.Errorf("GetParameters calls = %d, want a positive multiple of ceil(25/10)=3: %v", versionCalls, c.ByOp)
+	}
+	t.Logf("7s of idle polling: %v", c.ByOp)
+}
+
+func TestGraceKillsStubbornChildAndGrandchild(t *testing.T) {
+	path := uniquePath(t)
+	moto.PutParameter(t, path+"/V", val("1"), "String")
+	args, rec := childArgs(t, "-ignore-term", "-spawn", "1")
+	pe := startBinary(t, baseEnv(moto.URL), append([]string{"--path", path, "--interval", "1s", "--grace", "1s"}, args...)...)
+	waitStarts(t, rec, 1)
+	var grandchild int
+	waitFor(t, "the grandchild", func() bool {
+		for _, r := range readRecords(t, rec) {
+			if r.Event == "spawned" && len(r.Children) == 1 {
+				grandchild = r.Children[0]
+			}
+		}
+		return grandchild != 0
+	})
+	moto.PutParameter(t, path+"/V", val("2"), "String")
+	waitStarts(t, rec, 2)
+	if !gone(grandchild) {
+		t.Errorf("grandchild %d survived the restart", grandchild)
+	}
+	recs := readRecords(t, rec)
+	if !slices.ContainsFunc(recs, func(r record) bool { return r.Event == "signal" && r.Signal == "SIGTERM" }) {
+		t.Error("the stubborn child was never asked to stop with SIGTERM")
+	}
+	if !strings.Contains(pe.stderr.String(), "grace") {
+		t.Errorf("the log does not say the grace period ran out:\n%s", pe.stderr.String())
+	}
+	// Shutting down, the stubborn child gets the same grace, then SIGKILL.
+	pe.signal(syscall.SIGTERM)
+	if code := pe.wait(); code != 128+9 {
+		t.Errorf("exit %d after SIGTERM to a child that ignores it, want 137", code)
+	}
+}
+
+// gone reports whether pid no longer exists (zombies count as existing).
+func gone(pid int) bool {
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if err := syscall.Kill(pid, 0); err == syscall.ESRCH {
+			return true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return false
+}
+
+func TestSignalsAreForwarded(t *testing.T) {
+	args, rec := childArgs(t)
+	pe := startBinary(t, baseEnv(""), append([]string{"--init"}, args...)...)
+	waitStarts(t, rec, 1)
+	sent := []syscall.Signal{syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGQUIT, syscall.SIGALRM, syscall.SIGCONT}
+	names := []string{"SIGHUP", "SIGUSR1", "SIGUSR2", "SIGWINCH", "SIGQUIT", "SIGALRM", "SIGCONT"}
+	for i, sig := range sent {
+		pe.signal(sig)
+		waitFor(t, names[i]+" at the child", func() bool {
+			return slices.ContainsFunc(readRecords(t, rec), func(r record) bool { return r.Signal == names[i] })
+		})
+	}
+	pe.signal(syscall.SIGINT)
+	if code := pe.wait(); code != 0 {
+		t.Errorf("exit %d after SIGINT, want the child's 0", code)
+	}
+	if !slices.ContainsFunc(readRecords(t, rec), func(r record) bool { return r.Signal == "SIGINT" }) {
+		t.Error("SIGINT was not forwarded")
+	}
+}
+
+func TestTermExitCodeOfChild(t *testing.T) {
+	args, rec := childArgs(t, "-term-exit", "7")
+	pe := startBinary(t, baseEnv(""), append([]string{"--init"}, args...)...)
+	waitStarts(t, rec, 1)
+	pe.signal(syscall.SIGTERM)
+	if code := pe.wait(); code != 7 {
+		t.Errorf("exit %d, want the child's 7", code)
+	}
+}
+
+// zombiesOf counts zombie processes whose parent is pid.
+func zombiesOf(t *testing.T, pid int) int {
+	entries, _ := os.ReadDir("/proc")
+	n := 0
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		data, err := os.ReadFile(filepath.Join("/proc", e.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so cut at ')'.
+		s := string(data)
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(fields) > 1 && fields[0] == "Z" && fields[1] == strconv.Itoa(pid) {
+			n++
+		}
+	}
+	return n
+}
+
+func TestOrphansAreReaped(t *testing.T) {
+	args, rec := childArgs(t, "-orphans", "200")
+	pe := startBinary(t, baseEnv(""), append([]string{"--init"}, args...)...)
+	var orphans []int
+	waitFor(t, "the orphans", func() bool {
+		for _, r := range readRecords(t, rec) {
+			if r.Event == "spawned" && r.Kind == "orphans" {
+				orphans = r.Children
+			}
+		}
+		return len(orphans) == 200
+	})
+	waitFor(t, "every orphan to be reaped", func() bool {
+		for _, pid := range orphans {
+			if syscall.Kill(pid, 0) == nil {
+				return false
+			}
+		}
+		return true
+	})
+	if z := zombiesOf(t, pe.cmd.Process.Pid); z != 0 {
+		t.Errorf("%d zombies left under paramexec", z)
+	}
+	pe.signal(syscall.SIGTERM)
+	pe.wait()
+}
+
+func TestOrphansAreReapedAsPID1(t *testing.T) {
+	// In a new PID namespace paramexec is PID 1, as in a container.
+	if _, err := osexec.LookPath("unshare"); err != nil {
+		t.Fatalf("unshare (util-linux) is needed for the PID 1 test: %v", err)
+	}
+	if out, err := osexec.Command("unshare", "--pid", "--fork", "--mount-proc", "true").CombinedOutput(); err != nil {
+		t.Skipf("no PID namespaces here (%v: %s); the subreaper test covers reaping", err, out)
+	}
+	args, rec := childArgs(t, "-orphans", "200", "-run", "4s")
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	cmd := osexec.CommandContext(ctx, "unshare", append([]string{"--pid", "--fork", "--mount-proc", binPath, "--init"}, args...)...)
+	cmd.Env = baseEnv("")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	start := waitStarts(t, rec, 1)[0]
+	if start.Ppid != 1 {
+		t.Errorf("child's parent is %d, want paramexec as PID 1", start.Ppid)
+	}
+	// Find paramexec's pid outside the namespace: unshare's only child.
+	var pid1 int
+	waitFor(t, "paramexec under unshare", func() bool {
+		data, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(cmd.Process.Pid), "task", strconv.Itoa(cmd.Process.Pid), "children"))
+		f := strings.Fields(string(data))
+		if len(f) == 1 {
+			pid1, _ = strconv.Atoi(f[0])
+		}
+		return pid1 != 0
+	})
+	waitFor(t, "orphans", func() bool {
+		return slices.ContainsFunc(readRecords(t, rec), func(r record) bool { return r.Kind == "orphans" })
+	})
+	time.Sleep(1500 * time.Millisecond) // orphans live 50-200ms
+	if z := zombiesOf(t, pid1); z != 0 {
+		t.Errorf("%d zombies under paramexec as PID 1", z)
+	}
+	err := cmd.Wait()
+	logScan.add(stderr.String())
+	if err != nil {
+		t.Errorf("paramexec as PID 1: %v; stderr:\n%s", err, stderr.String())
+	}
+}
+
+func TestFaultSoakNeverRestartsWithoutChange(t *testing.T) {
+	p := proxied(t)
+	path := uniquePath(t)
+	moto.PutParameter(t, path+"/TOKEN", val("t1"), "SecureString")
+	moto.PutParameter(t, path+"/MODE", val("m"), "String")
+	args, rec := childArgs(t)
+	pe := startBinary(t, baseEnv(p.URL()), append([]string{"--path", path, "--interval", "1s", "--discover-every", "2"}, args...)...)
+	waitStarts(t, rec, 1)
+	for _, r := range []faultproxy.Rule{
+		{Fault: faultproxy.Throttle, Probability: 0.25},
+		{Fault: faultproxy.ServerError, Probability: 0.15},
+		{Fault: faultproxy.Unavailable, Probability: 0.1},
+		{Fault: faultproxy.Drop, Probability: 0.1},
+		{Fault: faultproxy.ExpiredToken, Probability: 0.05},
+		{Fault: faultproxy.Delay, Delay: 300 * time.Millisecond, Probability: 0.2},
+	} {
+		p.Inject(r)
+	}
+	time.Sleep(10 * time.Second)
+	c := p.Counts()
+	if c.Faulted == 0 {
+		t.Fatalf("the soak injected no fault: %+v", c)
+	}
+	if n := len(starts(readRecords(t, rec))); n != 1 {
+		t.Fatalf("%d child starts under faults alone, want 1; stderr:\n%s", n, pe.stderr.String())
+	}
+	// A real change still gets through while the faults go on.
+	moto.PutParameter(t, path+"/TOKEN", val("t2"), "SecureString")
+	second := waitStarts(t, rec, 2)[1]
+	if second.Env["TOKEN"] != val("t2") || second.Env["MODE"] != val("m") {
+		t.Errorf("after the change: TOKEN=%q MODE=%q (a partial environment?)", second.Env["TOKEN"], second.Env["MODE"])
+	}
+	p.Clear()
+	time.Sleep(2 * time.Second)
+	if n := len(starts(readRecords(t, rec))); n != 2 {
+		t.Errorf("%d child starts, want 2", n)
+	}
+	if !strings.Contains(pe.stderr.String(), "poll failed") {
+		t.Error("poll failures were not logged")
+	}
+	t.Logf("soak: %d requests, %d faulted", c.Total, c.Faulted)
+	pe.signal(syscall.SIGTERM)
+	pe.wait()
+}
+
+func TestEnvFileEditsRestart(t *testing.T) {
+	t.Run("rename", func(t *testing.T) {
+		dir := t.TempDir()
+		file := filepath.Join(dir, "app.env")
+		os.WriteFile(file, []byte("GREETING=one\n"), 0o600)
+		args, rec := childArgs(t)
+		pe := startBinary(t, baseEnv(""), append([]string{"--env-file", file, "--interval", "1h"}, args...)...)
+		waitStarts(t, rec, 1)
+		tmp := filepath.Join(dir, ".app.env.swp")
+		os.WriteFile(tmp, []byte("GREETING=two\n"), 0o600)
+		if err := os.Rename(tmp, file); err != nil {
+			t.Fatal(err)
+		}
+		if got := waitStarts(t, rec, 2)[1].Env["GREETING"]; got != "two" {
+			t.Errorf("GREETING=%q after the save", got)
+		}
+		time.Sleep(1500 * time.Millisecond)
+		if n := len(starts(readRecords(t, rec))); n != 2 {
+			t.Errorf("%d starts for one save, want 2", n)
+		}
+		pe.signal(syscall.SIGTERM)
+		pe.wait()
+	})
+	t.Run("symlink swap", func(t *testing.T) {
+		// The layout a Kubernetes ConfigMap or Secret volume uses.
+		dir := t.TempDir()
+		mustDo(t, os.Mkdir(filepath.Join(dir, "..v1"), 0o755))
+		os.WriteFile(filepath.Join(dir, "..v1", "app.env"), []byte("GREETING=one\n"), 0o600)
+		mustDo(t, os.Symlink("..v1", filepath.Join(dir, "..data")))
+		mustDo(t, os.Symlink("..data/app.env", filepath.Join(dir, "app.env")))
+		args, rec := childArgs(t)
+		pe := startBinary(t, baseEnv(""), append([]string{"--env-file", filepath.Join(dir, "app.env"), "--interval", "1h"}, args...)...)
+		waitStarts(t, rec, 1)
+		mustDo(t, os.Mkdir(filepath.Join(dir, "..v2"), 0o755))
+		os.WriteFile(filepath.Join(dir, "..v2", "app.env"), []byte("GREETING=two\n"), 0o600)
+		mustDo(t, os.Symlink("..v2", filepath.Join(dir, "..data_tmp")))
+		mustDo(t, os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")))
+		if got := waitStarts(t, rec, 2)[1].Env["GREETING"]; got != "two" {
+			t.Errorf("GREETING=%q after the swap", got)
+		}
+		time.Sleep(1500 * time.Millisecond)
+		if n := len(starts(readRecords(t, rec))); n != 2 {
+			t.Errorf("%d starts for one swap, want 2", n)
+		}
+		pe.signal(syscall.SIGTERM)
+		pe.wait()
+	})
+}
+
+func mustDo(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOnChangeExitAndSignal(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "app.env")
+	os.WriteFile(file, []byte("V=1\n"), 0o600)
+
+	args, rec := childArgs(t, "-term-exit", "3")
+	pe := startBinary(t, baseEnv(""), append([]string{"--env-file", file, "--interval", "1h", "--on-change", "exit"}, args...)...)
+	waitStarts(t, rec, 1)
+	os.WriteFile(file, []byte("V=2\n"), 0o600)
+	if code := pe.wait(); code != 3 {
+		t.Errorf("--on-change exit: exit %d, want the child's 3", code)
+	}
+
+	os.WriteFile(file, []byte("V=1\n"), 0o600)
+	args, rec = childArgs(t)
+	pe = startBinary(t, baseEnv(""), append([]string{"--env-file", file, "--interval", "1h", "--on-change", "signal:HUP"}, args...)...)
+	waitStarts(t, rec, 1)
+	os.WriteFile(file, []byte("V=2\n"), 0o600)
+	waitFor(t, "SIGHUP at the child", func() bool {
+		return slices.ContainsFunc(readRecords(t, rec), func(r record) bool { return r.Signal == "SIGHUP" })
+	})
+	if n := len(starts(readRecords(t, rec))); n != 1 {
+		t.Errorf("--on-change signal:HUP restarted the child (%d starts)", n)
+	}
+	pe.signal(syscall.SIGTERM)
+	pe.wait()
+}
