@@ -49,9 +49,11 @@ moto_server -H 127.0.0.1 -p "$port" >"$work/moto.log" 2>&1 &
 export AWS_ENDPOINT_URL=http://127.0.0.1:$port AWS_REGION=us-east-1 \
 	AWS_ACCESS_KEY_ID=demo AWS_SECRET_ACCESS_KEY=demo AWS_EC2_METADATA_DISABLED=true
 until curl -fs "$AWS_ENDPOINT_URL/moto-api/" >/dev/null 2>&1; do sleep 0.2; done
-put() { # name value type
+put() { # name value type; moto reads the account and Region from the
+	# credential scope and, by default, does not check the signature.
 	curl -fs "$AWS_ENDPOINT_URL/" -H 'Content-Type: application/x-amz-json-1.1' \
 		-H 'X-Amz-Target: AmazonSSM.PutParameter' \
+		-H "Authorization: AWS4-HMAC-SHA256 Credential=demo/20260101/us-east-1/ssm/aws4_request, SignedHeaders=host, Signature=0" \
 		-d "{\"Name\":\"$1\",\"Value\":\"$2\",\"Type\":\"$3\",\"Overwrite\":true}" >/dev/null
 }
 put /demo/prod/greeting "Hello from Parameter Store" String
