@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -169,6 +171,8 @@ func (c *config) check() error {
 		return fmt.Errorf("--format %q: want dotenv, json or shell", c.format)
 	case c.reveal && !c.print:
 		return fmt.Errorf("--reveal only goes with --print")
+	case slices.ContainsFunc(c.sources, func(s sourceFlag) bool { return s.kind == "path" && !strings.HasPrefix(s.value, "/") }):
+		return fmt.Errorf("--path: a path starts with /, as in /myapp/prod")
 	case !c.print && len(c.argv) == 0:
 		return fmt.Errorf("no command given: paramexec [flags] [--] COMMAND [ARGS...]")
 	}
@@ -301,6 +305,11 @@ func newAWSClients(ctx context.Context) (*awsClients, error) {
 		awsconfig.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
 	)
 	if err != nil {
+		if _, set := os.LookupEnv("AWS_REGION"); !set {
+			// WithEC2IMDSRegion failing off EC2 reads as an IMDS error;
+			// say what to do about it first.
+			return nil, fmt.Errorf("no AWS region: set AWS_REGION (instance metadata, asked because none is set, did not answer: %w)", err)
+		}
 		return nil, fmt.Errorf("AWS configuration: %w", err)
 	}
 	if cfg.Region == "" {

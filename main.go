@@ -55,6 +55,14 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	defer stopStartup()
 
 	inherited := childEnviron(environ)
+	// Under a systemd Type=notify unit, a supervising paramexec speaks the
+	// notify protocol itself; the child must not report readiness for it.
+	// Exec-ing in place leaves the socket to the command, which becomes
+	// the main PID.
+	notifySocket, _ := envLookup(environ)("NOTIFY_SOCKET")
+	if cfg.supervise() {
+		inherited = withoutVar(inherited, "NOTIFY_SOCKET")
+	}
 	sources, err := buildSources(ctx, cfg, inherited, log)
 	if err != nil {
 		log.Error("configuration", "error", err)
@@ -95,7 +103,18 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		Debounce:      fileDebounce,
 		Log:           log,
 	}
-	return supervise(ctx, cfg, env, w, layers, stopStartup, log)
+	return supervise(ctx, cfg, env, w, layers, notifySocket, stopStartup, log)
+}
+
+// withoutVar returns environ without the variable name.
+func withoutVar(environ []string, name string) []string {
+	out := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		if k, _, _ := strings.Cut(kv, "="); k != name {
+			out = append(out, kv)
+		}
+	}
+	return out
 }
 
 // Exit codes of paramexec's own, beside the child's (see README).

@@ -2,14 +2,17 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/paramexec/paramexec/exec"
 	"github.com/paramexec/paramexec/fetch"
+	"github.com/paramexec/paramexec/internal/sdnotify"
 	"github.com/paramexec/paramexec/signals"
 )
 
@@ -20,7 +23,14 @@ const fileDebounce = 300 * time.Millisecond
 // supervise runs the command as paramexec's child and stays its parent:
 // forwarding signals, reaping orphans and, when watching, restarting the
 // child on change. It returns the exit code for paramexec.
-func supervise(ctx context.Context, cfg *config, env []string, w *fetch.Watcher, layers []fetch.Layer, stopStartup func() syscall.Signal, log *slog.Logger) int {
+func supervise(ctx context.Context, cfg *config, env []string, w *fetch.Watcher, layers []fetch.Layer, notifySocket string, stopStartup func() syscall.Signal, log *slog.Logger) int {
+	notify, err := sdnotify.New(notifySocket)
+	if err != nil {
+		log.Warn("cannot reach systemd's notify socket; readiness will not be reported", "error", err)
+		notify = nil // a nil Notifier is a no-op
+	}
+	defer notify.Close()
+
 	if os.Getpid() != 1 {
 		// As PID 1 the kernel already hands us every orphan; elsewhere we
 		// ask for them, so grandchildren left by the child are reaped here.
@@ -65,12 +75,41 @@ func supervise(ctx context.Context, cfg *config, env []string, w *fetch.Watcher,
 		StopSignal: cfg.stopSignal,
 		Log:        log,
 		Reap:       signals.Reap,
+		OnEvent:    notifyEvents(notify, cfg.argv[0], log),
 	}
 	code, err := sup.Run(ctx, env, changes, sigs)
 	if err != nil {
 		log.Error("cannot run command", "command", cfg.argv[0], "error", err)
 	}
 	return code
+}
+
+// notifyEvents reports the child's lifecycle to systemd (a no-op without
+// NOTIFY_SOCKET). The texts, shown by systemctl status, carry the command,
+// pids, exit codes and the names that changed: never a value.
+func notifyEvents(n *sdnotify.Notifier, command string, log *slog.Logger) func(exec.Event) {
+	name := filepath.Base(command)
+	return func(e exec.Event) {
+		var err error
+		switch e.Kind {
+		case exec.Started:
+			err = n.Ready(fmt.Sprintf("%s running (pid %d)", name, e.Pid))
+		case exec.RestartBegun:
+			err = n.Reloading(fmt.Sprintf("restarting %s: %s", name, e.Reason))
+		case exec.Restarted:
+			err = n.Ready(fmt.Sprintf("%s running (pid %d), restarted in %s at %s: %s",
+				name, e.Pid, e.Took.Round(time.Millisecond), time.Now().Format(time.TimeOnly), e.Reason))
+		case exec.Stopping:
+			err = n.Stopping(fmt.Sprintf("stopping %s (pid %d): %s", name, e.Pid, e.Reason))
+		case exec.Killed:
+			err = n.Status(fmt.Sprintf("%s (pid %d) outlived --grace; its process group was killed", name, e.Pid))
+		case exec.Exited:
+			err = n.Status(fmt.Sprintf("%s (pid %d) exited with status %d", name, e.Pid, e.Code))
+		}
+		if err != nil {
+			log.Debug("systemd notification failed", "event", e.Kind.String(), "error", err)
+		}
+	}
 }
 
 // envFiles lists the --env-file paths, to be watched for edits.
