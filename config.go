@@ -315,34 +315,35 @@ func newAWSClients(ctx context.Context) (*awsClients, error) {
 	if cfg.Region == "" {
 		return nil, fmt.Errorf("no AWS region: set AWS_REGION (on EC2 it is read from instance metadata)")
 	}
-	// Sources load concurrently, so the per-Region maps need a lock.
-	var mu sync.Mutex
-	ssmClients := map[string]*ssm.Client{cfg.Region: ssm.NewFromConfig(cfg)}
-	smClients := map[string]*secretsmanager.Client{}
+	ssmFor := perRegion(func(region string) *ssm.Client {
+		return ssm.NewFromConfig(cfg, func(o *ssm.Options) { o.Region = region })
+	})
+	smFor := perRegion(func(region string) *secretsmanager.Client {
+		return secretsmanager.NewFromConfig(cfg, func(o *secretsmanager.Options) { o.Region = region })
+	})
 	return &awsClients{
-		ssm: ssmClients[cfg.Region],
+		ssm: ssmFor(cfg.Region),
 		regional: fetch.AWSClients{
-			Region: cfg.Region,
-			SSM: func(region string) fetch.ParamClient {
-				mu.Lock()
-				defer mu.Unlock()
-				if c, ok := ssmClients[region]; ok {
-					return c
-				}
-				c := ssm.NewFromConfig(cfg, func(o *ssm.Options) { o.Region = region })
-				ssmClients[region] = c
-				return c
-			},
-			SecretsManager: func(region string) fetch.SecretsClient {
-				mu.Lock()
-				defer mu.Unlock()
-				if c, ok := smClients[region]; ok {
-					return c
-				}
-				c := secretsmanager.NewFromConfig(cfg, func(o *secretsmanager.Options) { o.Region = region })
-				smClients[region] = c
-				return c
-			},
+			Region:         cfg.Region,
+			SSM:            func(region string) fetch.ParamClient { return ssmFor(region) },
+			SecretsManager: func(region string) fetch.SecretsClient { return smFor(region) },
 		},
 	}, nil
+}
+
+// perRegion makes a client for a Region on first use and keeps it. Sources
+// load concurrently, hence the lock.
+func perRegion[C any](newClient func(region string) C) func(region string) C {
+	var mu sync.Mutex
+	made := make(map[string]C)
+	return func(region string) C {
+		mu.Lock()
+		defer mu.Unlock()
+		c, ok := made[region]
+		if !ok {
+			c = newClient(region)
+			made[region] = c
+		}
+		return c
+	}
 }
