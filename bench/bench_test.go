@@ -66,8 +66,8 @@ func TestCommandsRunQuick(t *testing.T) {
 				t.Errorf("start-up at %d: peak RSS %d KiB below the runner's own %d", r.Params, r.ParamexecRSS[0], r.RunnerHWM)
 			}
 		}
-		if res.Steady == nil || len(res.Steady.RSS) == 0 {
-			t.Errorf("steady: no RSS samples: %+v", res.Steady)
+		if len(res.Steady) != 1 || len(res.Steady[0].RSS) == 0 {
+			t.Errorf("steady: want one size with RSS samples, got %+v", res.Steady)
 		}
 		if len(res.Polls) != 3 {
 			t.Fatalf("polls: %d configurations, want 3 (two sizes, one secret count)", len(res.Polls))

@@ -17,6 +17,7 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -54,6 +55,7 @@ type options struct {
 	jsonOut   string
 	interval  time.Duration // polling phases
 	steady    time.Duration
+	steadyAt  []int
 	changes   int
 	idlePolls int
 	secrets   []int
@@ -82,7 +84,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	phases := fs.String("phases", "startup,size,steady,polls,fleet", "phases to run: "+strings.Join(allPhases, ","))
 	fs.StringVar(&o.jsonOut, "json", "", "also write every figure as JSON to this file")
 	fs.DurationVar(&o.interval, "interval", 2*time.Second, "paramexec --interval for the polling and latency phases")
-	fs.DurationVar(&o.steady, "steady", time.Minute, "how long to sample the supervisor's RSS while it watches 1000 parameters")
+	fs.DurationVar(&o.steady, "steady", time.Minute, "how long to sample the supervisor's RSS while it watches a path")
+	steadyAt := fs.String("steady-sizes", "1000", "parameter counts the supervisor's steady RSS is sampled at")
 	fs.IntVar(&o.changes, "changes", 7, "changes timed per polling configuration")
 	fs.IntVar(&o.idlePolls, "polls", 6, "idle polls counted per configuration (with --discover-every 3, a third are discovery polls)")
 	secrets := fs.String("secrets", "1,10", "secret counts for the polling phase (watched with no parameters beside them)")
@@ -112,6 +115,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		def("runs", func() { o.runs = 2 })
 		def("interval", func() { o.interval = time.Second })
 		def("steady", func() { o.steady = 3 * time.Second })
+		def("steady-sizes", func() { *steadyAt = "12" })
 		def("changes", func() { o.changes = 1 })
 		def("polls", func() { o.idlePolls = 3 })
 		def("secrets", func() { *secrets = "2" })
@@ -124,6 +128,9 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var err error
 	if o.sizes, err = intList(*sizes); err != nil {
 		return o, fmt.Errorf("-sizes: %w", err)
+	}
+	if o.steadyAt, err = intList(*steadyAt); err != nil {
+		return o, fmt.Errorf("-steady-sizes: %w", err)
 	}
 	if o.secrets, err = intList(*secrets); err != nil {
 		return o, fmt.Errorf("-secrets: %w", err)
@@ -198,14 +205,17 @@ func (b *bench) logf(format string, args ...any) {
 type Results struct {
 	Machine kit.Machine
 	Commit  string
-	Command string
-	Started time.Time
-	Startup []StartupRow   `json:",omitempty"`
-	Size    *SizeResult    `json:",omitempty"`
-	Steady  *SteadyResult  `json:",omitempty"`
-	Polls   []PollRow      `json:",omitempty"`
-	Fleet   []fleet.Result `json:",omitempty"`
-	Soak    *soak.Result   `json:",omitempty"`
+	// Paramexec is the SHA-256 of the binary measured, since a working tree
+	// may hold changes the commit does not name.
+	Paramexec string
+	Command   string
+	Started   time.Time
+	Startup   []StartupRow   `json:",omitempty"`
+	Size      *SizeResult    `json:",omitempty"`
+	Steady    []SteadyResult `json:",omitempty"`
+	Polls     []PollRow      `json:",omitempty"`
+	Fleet     []fleet.Result `json:",omitempty"`
+	Soak      *soak.Result   `json:",omitempty"`
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -246,12 +256,13 @@ func measure(ctx context.Context, opt options, stdout, stderr io.Writer) (res *R
 	b := &bench{opt: opt, log: stderr, id: kit.RunID(), bin: setup.Bin, emu: setup.Emu, work: setup.Work}
 
 	res = &Results{
-		Machine: kit.DescribeMachine(),
-		Commit:  commit(ctx),
-		Command: "go run ./bench " + strings.Join(os.Args[1:], " "),
-		Started: time.Now().UTC(),
+		Machine:   kit.DescribeMachine(),
+		Commit:    commit(ctx),
+		Paramexec: fileHash(b.bin.Paramexec),
+		Command:   "go run ./bench " + strings.Join(os.Args[1:], " "),
+		Started:   time.Now().UTC(),
 	}
-	fmt.Fprintf(stdout, "Machine: %s\nCommit: %s\nCommand: %s\n\n", res.Machine, res.Commit, res.Command)
+	fmt.Fprintf(stdout, "Machine: %s\nCommit: %s (paramexec binary sha256 %s)\nCommand: %s\n\n", res.Machine, res.Commit, res.Paramexec, res.Command)
 
 	type phase struct {
 		name string
@@ -273,12 +284,15 @@ func measure(ctx context.Context, opt options, stdout, stderr io.Writer) (res *R
 			return err
 		}},
 		{"steady", func(ctx context.Context) error {
-			r, err := b.steadyRSS(ctx)
-			if err == nil {
-				res.Steady = &r
+			for _, n := range b.opt.steadyAt {
+				r, err := b.steadyRSS(ctx, n)
+				if err != nil {
+					return err
+				}
+				res.Steady = append(res.Steady, r)
 				r.write(stdout)
 			}
-			return err
+			return nil
 		}},
 		{"polls", func(ctx context.Context) error {
 			r, err := b.polls(ctx)
@@ -363,6 +377,15 @@ func writeJSON(path string, v any) error {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return os.WriteFile(path, append(data, '\n'), 0o644)
+}
+
+// fileHash is the first 12 hex digits of a file's SHA-256.
+func fileHash(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "unknown"
+	}
+	return fmt.Sprintf("%x", sha256.Sum256(data))[:12]
 }
 
 // commit names the checkout measured, with "+dirty" when it has changes.

@@ -60,6 +60,9 @@ func HWM(pid int) (int, error) {
 	return statusField(pid, "VmHWM:")
 }
 
+// StatusKiB reads a KiB field of /proc/PID/status, such as "RssAnon:".
+func StatusKiB(pid int, field string) (int, error) { return statusField(pid, field) }
+
 func statusField(pid int, field string) (int, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
