@@ -93,7 +93,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.fleetInterval, "fleet-interval", 5*time.Second, "the fleet's --interval")
 	fs.Float64Var(&o.fleetTPS, "fleet-tps", 40, "the proxy's token bucket, requests a second, as Parameter Store's default quota")
 	fs.IntVar(&o.fleetParams, "fleet-params", 10, "parameters under the fleet's path")
-	fs.DurationVar(&o.fleetWindow, "fleet-window", 0, "each fleet measurement window (default 4 intervals)")
+	fs.DurationVar(&o.fleetWindow, "fleet-window", 0, "each fleet measurement window (default 10 intervals: one discovery poll per instance)")
 	fs.DurationVar(&o.soak, "soak", 5*time.Minute, "soak duration when the soak phase is selected")
 	if err := fs.Parse(args); err != nil {
 		return o, err

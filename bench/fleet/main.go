@@ -41,7 +41,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	interval := fs.Duration("interval", 5*time.Second, "each supervisor's --interval")
 	tps := fs.Float64("tps", 40, "the proxy's token bucket, requests a second")
 	params := fs.Int("params", 10, "parameters under the fleet's path")
-	window := fs.Duration("window", 0, "each measurement window (default 4 intervals)")
+	window := fs.Duration("window", 0, "each measurement window (default 10 intervals: one discovery poll per instance)")
 	quick := fs.Bool("quick", false, "3 supervisors, 1s interval: checks that it works")
 	motoURL := fs.String("moto", "", "use the moto_server at this URL instead of starting one")
 	binDir := fs.String("bin", "", "directory with prebuilt paramexec, floor and testchild")

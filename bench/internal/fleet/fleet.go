@@ -25,8 +25,13 @@ type Options struct {
 	TPS      float64       // the proxy's token bucket: requests a second
 	Burst    int           // the bucket's size; 0: one second's worth
 	Params   int           // parameters under the fleet's path
-	// Window is each measurement window; 0: four intervals.
+	// Window is each measurement window; 0: ten intervals, so that every
+	// instance makes about one discovery poll in it (--discover-every 10).
 	Window time.Duration
+	// ConvergeWait bounds the wait for every child to get the change (0: 5
+	// minutes). A fleet far over its quota may not make it: the result then
+	// says how many did, which is a finding, not a failure.
+	ConvergeWait time.Duration
 	// StartRate is supervisors started a second (0: 50), so that the
 	// benchmark does not measure a fork storm.
 	StartRate float64
@@ -69,13 +74,16 @@ type Result struct {
 	ChildrenStarted int           // children that had started before the change (must be N)
 
 	// One change, made with the bucket still on.
-	Converge       time.Duration // the put returned → the last child restarted with the new value
+	Converged      int           // children restarted with the new value within ConvergeWait
+	ConvergeWait   time.Duration // how long the benchmark waited for them
+	Converge       time.Duration // the put returned → the last of them restarted
 	ConvergeMedian time.Duration
 	ChangeCalls    int // requests while converging
 	ChangeThrottle int // of which throttled
 	// StartsPerInstance counts instances by how many children they started
-	// over the whole run, a few intervals after convergence: every one must
-	// be 2 (the first child and the one after the change).
+	// over the whole run, a few intervals after convergence: 2 (the first
+	// child and the one after the change), or 1 for an instance that had
+	// not got the change yet; never more.
 	StartsPerInstance map[int]int
 	Errors            int // ERROR lines in the supervisors' logs
 }
@@ -109,7 +117,10 @@ func (r Result) PerInstanceRate() float64 {
 // Run runs one fleet to the end and stops it.
 func Run(ctx context.Context, o Options) (Result, error) {
 	if o.Window <= 0 {
-		o.Window = 4 * o.Interval
+		o.Window = 10 * o.Interval
+	}
+	if o.ConvergeWait <= 0 {
+		o.ConvergeWait = 5 * time.Minute
 	}
 	if o.Burst <= 0 {
 		o.Burst = int(math.Ceil(o.TPS))
@@ -234,20 +245,22 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	}
 	put := time.Now()
 	converged := func(rs []kit.Record) bool { return len(withValue(rs, p.Var, value)) >= o.N }
-	cctx, ccancel := context.WithTimeout(ctx, max(10*time.Minute, 60*o.Interval))
+	r.ConvergeWait = o.ConvergeWait
+	cctx, ccancel := context.WithTimeout(ctx, o.ConvergeWait)
 	rs, err = recs.Wait(cctx, converged)
 	ccancel()
-	if err != nil {
-		return r, fmt.Errorf("%d of %d children got the change: %w", len(withValue(rs, p.Var, value)), o.N, err)
+	if err != nil && ctx.Err() != nil {
+		return r, err
 	}
 	var lat []time.Duration
 	for _, seen := range withValue(rs, p.Var, value) {
 		lat = append(lat, seen.Sub(put))
 	}
+	r.Converged = len(lat)
 	r.Converge, r.ConvergeMedian = kit.Max(lat), kit.Median(lat)
 	c = px.Counts()
 	r.ChangeCalls, r.ChangeThrottle = c.Total, c.Throttled
-	logf("converged in %s (median %s)", r.Converge.Round(time.Millisecond), r.ConvergeMedian.Round(time.Millisecond))
+	logf("%d of %d converged; the last after %s (median %s)", r.Converged, o.N, r.Converge.Round(time.Millisecond), r.ConvergeMedian.Round(time.Millisecond))
 
 	// A few more intervals under the bucket: a restart caused by throttling
 	// would show up as a third start.
@@ -292,8 +305,10 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	if r.ChildrenStarted != o.N {
 		errs = append(errs, fmt.Errorf("%d of %d children running before the change", r.ChildrenStarted, o.N))
 	}
-	if n := r.StartsPerInstance[2]; n != o.N {
-		errs = append(errs, fmt.Errorf("only %d of %d instances started exactly 2 children: %v", n, o.N, r.StartsPerInstance))
+	for starts, n := range r.StartsPerInstance {
+		if starts > 2 || starts < 1 {
+			errs = append(errs, fmt.Errorf("%d instances started %d children for one change: %v", n, starts, r.StartsPerInstance))
+		}
 	}
 	if stopErr != nil {
 		errs = append(errs, stopErr)
@@ -384,8 +399,8 @@ func WriteTable(w io.Writer, rs []Result) {
 		return
 	}
 	fmt.Fprintf(w, "### Fleet: N supervisors, %d parameters each, behind a %.0f/s token bucket\n\n", rs[0].Params, rs[0].TPS)
-	fmt.Fprintln(w, "| N | interval | calls/instance/s (unthrottled) | calls per poll | fleet demand /s | requests throttled | polls failed (throttled) | all converged after one change (max / median) | starts per instance | box CPU busy | supervisors CPU | moto CPU | supervisor RSS median MiB |")
-	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
+	fmt.Fprintln(w, "| N | interval | calls/instance/s (unthrottled) | calls per poll | fleet demand /s | requests/s behind the bucket | requests throttled | polls failed (throttled) | got one change: how many, last / median | starts per instance | box CPU busy | supervisors CPU | moto CPU | supervisor RSS median MiB |")
+	fmt.Fprintln(w, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|")
 	for _, r := range rs {
 		demand := r.PerInstanceRate() * float64(r.N)
 		share := func(a, b int) string {
@@ -395,10 +410,14 @@ func WriteTable(w io.Writer, rs []Result) {
 			return fmt.Sprintf("%.1f%%", 100*float64(a)/float64(b))
 		}
 		win := r.Window.Seconds()
-		fmt.Fprintf(w, "| %d | %s | %.3f | %.2f | %.1f | %s of %d | %s of %d (%d) | %.1f s / %.1f s | %v | %.0f%% | %.0f%% of a core | %.0f%% of a core | %s |\n",
-			r.N, r.Interval, r.PerInstanceRate(), r.CallsPerPoll(), demand,
+		got := fmt.Sprintf("all %d, %.1f s / %.1f s", r.N, r.Converge.Seconds(), r.ConvergeMedian.Seconds())
+		if r.Converged < r.N {
+			got = fmt.Sprintf("%d of %d in %s, median %.1f s", r.Converged, r.N, r.ConvergeWait, r.ConvergeMedian.Seconds())
+		}
+		fmt.Fprintf(w, "| %d | %s | %.3f | %.2f | %.1f | %.1f | %s of %d | %s of %d (%d) | %s | %v | %.0f%% | %.0f%% of a core | %.0f%% of a core | %s |\n",
+			r.N, r.Interval, r.PerInstanceRate(), r.CallsPerPoll(), demand, float64(r.Total)/win,
 			share(r.Throttled, r.Total), r.Total, share(r.PollsFailed, r.Polls), r.Polls, r.PollsThrottled,
-			r.Converge.Seconds(), r.ConvergeMedian.Seconds(), r.StartsPerInstance,
+			got, r.StartsPerInstance,
 			100*r.CPUBusy, 100*r.SupervisorCPU.Seconds()/win, 100*r.MotoCPU.Seconds()/win, kit.MiB(r.SupervisorRSS))
 	}
 	fmt.Fprintln(w)
