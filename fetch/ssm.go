@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
@@ -121,28 +122,41 @@ func (s *PathSource) Changed(ctx context.Context, last Layer, discover bool) (bo
 
 // versionsMoved asks GetParameters for the versions of the named
 // parameters, ten names a call, and reports whether any moved or vanished.
+// The batches run a few at a time, as --param's do: one after another,
+// a thousand names would keep a poll going for a hundred round trips.
 func versionsMoved(ctx context.Context, client SSMClient, versions map[string]string) (bool, error) {
 	names := make([]string, 0, len(versions))
 	for name := range versions {
 		names = append(names, name)
 	}
 	slices.Sort(names)
+	var moved atomic.Bool
+	var tasks []func(context.Context) error
 	for batch := range slices.Chunk(names, 10) {
-		out, err := client.GetParameters(ctx, &ssm.GetParametersInput{
-			Names:          batch,
-			WithDecryption: aws.Bool(false),
-		})
-		if err != nil {
-			return false, explain(err)
-		}
-		if len(out.InvalidParameters) > 0 {
-			return true, nil // deleted since the last load
-		}
-		for _, p := range out.Parameters {
-			if versions[aws.ToString(p.Name)] != strconv.FormatInt(p.Version, 10) {
-				return true, nil
+		tasks = append(tasks, func(ctx context.Context) error {
+			if moved.Load() {
+				return nil // the answer is known; spare the call
 			}
-		}
+			out, err := client.GetParameters(ctx, &ssm.GetParametersInput{
+				Names:          batch,
+				WithDecryption: aws.Bool(false),
+			})
+			if err != nil {
+				return explain(err)
+			}
+			if len(out.InvalidParameters) > 0 {
+				moved.Store(true) // deleted since the last load
+			}
+			for _, p := range out.Parameters {
+				if versions[aws.ToString(p.Name)] != strconv.FormatInt(p.Version, 10) {
+					moved.Store(true)
+				}
+			}
+			return nil
+		})
 	}
-	return false, nil
+	if err := runAll(ctx, tasks); err != nil {
+		return false, err
+	}
+	return moved.Load(), nil
 }

@@ -98,6 +98,7 @@ func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context
 			discover = w.DiscoverEvery > 0 && polls%w.DiscoverEvery == 0
 			which = allIndexes(len(w.Sources))
 		}
+		began := time.Now()
 		next, err := w.poll(ctx, layers, which, discover)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -114,7 +115,10 @@ func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context
 			failures = 0
 		}
 		if which != nil && len(which) == len(w.Sources) {
-			resetTimer(timer, w.wait())
+			// Polls start an interval apart, not an interval after the last
+			// one ended, so a long poll does not stretch the wait for a
+			// change; but never closer than half an interval.
+			resetTimer(timer, max(w.wait()-time.Since(began), w.Interval/2))
 		}
 		layers = next
 		env, effective := Merge(w.Inherited, layers, w.NoOverride)
