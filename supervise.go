@@ -77,6 +77,9 @@ func supervise(ctx context.Context, cfg *config, env []string, w *fetch.Watcher,
 		Reap:       signals.Reap,
 		OnEvent:    notifyEvents(notify, cfg.argv[0], log),
 	}
+	// Start-up is over: keep the supervisor small for the long run.
+	released, err := releaseStartupPages()
+	log.Debug("memory settled", "limit", limitMemory(), "released_binary_bytes", released, "release_error", err)
 	code, err := sup.Run(ctx, env, changes, sigs)
 	if err != nil {
 		log.Error("cannot run command", "command", cfg.argv[0], "error", err)
