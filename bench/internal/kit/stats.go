@@ -40,14 +40,6 @@ func Max[T Number](xs []T) T {
 	return slices.Max(xs)
 }
 
-// Min is the smallest value; zero for none.
-func Min[T Number](xs []T) T {
-	if len(xs) == 0 {
-		return 0
-	}
-	return slices.Min(xs)
-}
-
 // Ms formats a duration as milliseconds with one decimal, as the tables do.
 func Ms(d time.Duration) string {
 	return strconv.FormatFloat(float64(d)/float64(time.Millisecond), 'f', 1, 64)
