@@ -92,9 +92,11 @@ func (b *bench) pollAt(ctx context.Context, nParams, nSecrets int) (PollRow, err
 		"--log-format", "json", "--log-level", "debug", "--grace", "5s",
 	}
 	tag := fmt.Sprintf("p%d-s%d", nParams, nSecrets)
-	// What a timed change puts, and the variable the child must then hold.
-	var change func(ctx context.Context, value string) error
-	var changeVar string
+	// What a timed change puts, returning the variable the child must then
+	// hold. A parameter is picked at random for each change: a poll that
+	// stops at the first moved version would look faster than it is if the
+	// change were always in its first batch.
+	var change func(ctx context.Context, value string) (string, error)
 	if nParams > 0 {
 		path := fmt.Sprintf("/bench/%s/%s", b.id, tag)
 		params, err := b.emu.SeedPath(ctx, path, nParams)
@@ -105,9 +107,10 @@ func (b *bench) pollAt(ctx context.Context, nParams, nSecrets int) (PollRow, err
 		if row.MotoPoll, row.MotoReload, err = b.motoCost(ctx, path, params); err != nil {
 			return row, err
 		}
-		p := params[0]
-		changeVar = p.Var
-		change = func(ctx context.Context, v string) error { return b.emu.PutParameter(ctx, p.Name, v, p.Secure) }
+		change = func(ctx context.Context, v string) (string, error) {
+			p := params[rand.IntN(len(params))]
+			return p.Var, b.emu.PutParameter(ctx, p.Name, v, p.Secure)
+		}
 	}
 	for i := range nSecrets {
 		name := fmt.Sprintf("bench-%s/%s/s%02d", b.id, tag, i)
@@ -116,8 +119,10 @@ func (b *bench) pollAt(ctx context.Context, nParams, nSecrets int) (PollRow, err
 		}
 		flags = append(flags, "--secret", name)
 		if change == nil {
-			changeVar = fmt.Sprintf("S%02d", i)
-			change = func(ctx context.Context, v string) error { return b.emu.PutSecretValue(ctx, name, v) }
+			varName := fmt.Sprintf("S%02d", i)
+			change = func(ctx context.Context, v string) (string, error) {
+				return varName, b.emu.PutSecretValue(ctx, name, v)
+			}
 		}
 	}
 	if change == nil {
@@ -191,7 +196,8 @@ func (b *bench) pollAt(ctx context.Context, nParams, nSecrets int) (PollRow, err
 		time.Sleep(rand.N(b.opt.interval))
 		oldPid := kit.Starts(recs.All())
 		value := kit.NewValue()
-		if err := change(ctx, value); err != nil {
+		changeVar, err := change(ctx, value)
+		if err != nil {
 			return row, err
 		}
 		put := time.Now()
