@@ -81,6 +81,7 @@ func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context
 	timer := time.NewTimer(w.firstWait())
 	defer timer.Stop()
 	var polls, failures int
+	pending := make(map[int]bool)
 	for {
 		var which []int
 		discover := false
@@ -99,13 +100,13 @@ func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context
 			which = allIndexes(len(w.Sources))
 		}
 		began := time.Now()
-		next, err := w.poll(ctx, layers, which, discover)
+		next, err := w.poll(ctx, layers, which, discover, pending)
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			failures++
-			wait := min(w.Interval, Backoff{Base: time.Second, Max: w.Interval}.Delay(failures))
+			wait := w.retryWait(failures)
 			log.Warn("poll failed; keeping the current environment", "error", err, "code", errorCode(err), "retry_in", wait.Round(time.Millisecond))
 			resetTimer(timer, wait)
 			continue
@@ -137,13 +138,17 @@ func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context
 // poll checks the sources at the given indexes and reloads those that
 // changed. It is all or nothing: if any source fails, the old layers stay,
 // so a half-read configuration never reaches the child.
-func (w *Watcher) poll(ctx context.Context, layers []Layer, which []int, discover bool) ([]Layer, error) {
+//
+// pending holds the sources seen to change whose reload has not yet
+// succeeded: they are reloaded without being checked again, so that a
+// retry under throttling spends its calls on the reload alone.
+func (w *Watcher) poll(ctx context.Context, layers []Layer, which []int, discover bool, pending map[int]bool) ([]Layer, error) {
 	var reload []int
 	var errs []error
 	for _, i := range which {
 		src := w.Sources[i]
 		checker, ok := src.(Checker)
-		if !ok {
+		if !ok || pending[i] {
 			reload = append(reload, i)
 			continue
 		}
@@ -153,6 +158,7 @@ func (w *Watcher) poll(ctx context.Context, layers []Layer, which []int, discove
 			continue
 		}
 		if changed {
+			pending[i] = true
 			reload = append(reload, i)
 		}
 	}
@@ -173,6 +179,7 @@ func (w *Watcher) poll(ctx context.Context, layers []Layer, which []int, discove
 	next := slices.Clone(layers)
 	for j, i := range reload {
 		next[i] = got[j]
+		delete(pending, i)
 	}
 	return next, nil
 }
@@ -192,6 +199,16 @@ func (w *Watcher) fileSources(paths []string) []int {
 // deployed at once must not poll in lockstep from then on.
 func (w *Watcher) firstWait() time.Duration {
 	return w.Interval/2 + rand.N(w.Interval)
+}
+
+// retryWait is the wait after the given number of consecutive failed
+// polls: at least an interval, plus full jitter over a span that doubles
+// with each failure up to eight intervals. Most failures are throttling,
+// and a fleet that retried sooner than it polls would ask for more of the
+// quota exactly when it is spent; the fleet benchmark saw instances that
+// retried within the interval double their rate and never converge.
+func (w *Watcher) retryWait(failures int) time.Duration {
+	return w.Interval + Backoff{Base: w.Interval, Max: 8 * w.Interval}.Delay(failures-1)
 }
 
 // wait is Interval with ±10% jitter.
