@@ -50,8 +50,11 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	}
 
 	// Until the child runs, a SIGTERM must stop paramexec even as PID 1,
-	// where the kernel drops signals that have no handler.
-	ctx, stopStartup := startupContext()
+	// where the kernel drops signals that have no handler. Elsewhere, when
+	// paramexec is to exec in place, the default action already does that,
+	// and not starting the runtime's signal machinery keeps start-up as
+	// quick as the bare SDK's.
+	ctx, stopStartup := startupContext(cfg.supervise() || os.Getpid() == 1)
 	defer stopStartup()
 
 	inherited := childEnviron(environ)
@@ -123,9 +126,13 @@ const (
 	exitSource = 3
 )
 
-// startupContext is cancelled by SIGTERM or SIGINT. Its stop func ends the
-// interception and reports the signal that cancelled it, if any.
-func startupContext() (context.Context, func() syscall.Signal) {
+// startupContext is cancelled by SIGTERM or SIGINT when intercept is set.
+// Its stop func ends the interception and reports the signal that
+// cancelled it, if any.
+func startupContext(intercept bool) (context.Context, func() syscall.Signal) {
+	if !intercept {
+		return context.Background(), func() syscall.Signal { return 0 }
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
