@@ -526,3 +526,58 @@ func TestOnChangeExitAndSignal(t *testing.T) {
 	pe.signal(syscall.SIGTERM)
 	pe.wait()
 }
+
+// A change to one parameter of many is read alone: one decrypting
+// GetParameters, no listing of the path.
+func TestChangeReadsOnlyWhatMoved(t *testing.T) {
+	p := proxied(t)
+	path := uniquePath(t)
+	for i := range 25 {
+		moto.PutParameter(t, path+"/S"+strconv.Itoa(i), val("s1"), "SecureString")
+	}
+	args, rec := childArgs(t)
+	pe := startBinary(t, baseEnv(p.URL()), append([]string{"--path", path, "--interval", "1s", "--discover-every", "1000"}, args...)...)
+	waitStarts(t, rec, 1)
+	p.ResetCounts()
+	moto.PutParameter(t, path+"/S7", val("s2"), "SecureString")
+	second := waitStarts(t, rec, 2)[1]
+	c := p.Counts()
+	pe.signal(syscall.SIGTERM)
+	pe.wait()
+
+	if second.Env["S7"] != val("s2") || second.Env["S8"] != val("s1") || len(second.Env) < 25 {
+		t.Errorf("new child: S7=%q S8=%q", second.Env["S7"], second.Env["S8"])
+	}
+	if c.Decrypting != 1 || c.ByOp["ssm:GetParametersByPath"] != 0 {
+		t.Errorf("a change to one of 25 parameters cost %d decrypting calls and %d listings, want 1 and 0: %v",
+			c.Decrypting, c.ByOp["ssm:GetParametersByPath"], c.ByOp)
+	}
+}
+
+// Discovery finds a parameter added under the path, and a version check a
+// deleted one; each is one restart with the environment the path now holds.
+func TestParameterAddedAndRemoved(t *testing.T) {
+	path := uniquePath(t)
+	moto.PutParameter(t, path+"/KEEP", val("keep"), "String")
+	moto.PutParameter(t, path+"/GONE", val("gone"), "SecureString")
+	args, rec := childArgs(t)
+	pe := startBinary(t, baseEnv(moto.URL), append([]string{"--path", path, "--interval", "1s", "--discover-every", "2"}, args...)...)
+	waitStarts(t, rec, 1)
+
+	moto.PutParameter(t, path+"/nested/ADDED", val("added"), "SecureString")
+	second := waitStarts(t, rec, 2)[1]
+	if second.Env["NESTED_ADDED"] != val("added") || second.Env["GONE"] != val("gone") || second.Env["KEEP"] != val("keep") {
+		t.Errorf("after an addition: NESTED_ADDED=%q GONE=%q KEEP=%q", second.Env["NESTED_ADDED"], second.Env["GONE"], second.Env["KEEP"])
+	}
+	moto.DeleteParameter(t, path+"/GONE")
+	third := waitStarts(t, rec, 3)[2]
+	if _, still := third.Env["GONE"]; still || third.Env["NESTED_ADDED"] != val("added") || third.Env["KEEP"] != val("keep") {
+		t.Errorf("after a deletion: GONE present=%v NESTED_ADDED=%q KEEP=%q", still, third.Env["NESTED_ADDED"], third.Env["KEEP"])
+	}
+	time.Sleep(3 * time.Second)
+	if n := len(starts(readRecords(t, rec))); n != 3 {
+		t.Errorf("%d child starts for one addition and one deletion, want 3", n)
+	}
+	pe.signal(syscall.SIGTERM)
+	pe.wait()
+}

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -31,9 +32,9 @@ type PollRow struct {
 	Idle, Discovery []PollSample
 	Changes         []ChangeSample
 	// What moto alone takes, timed from the benchmark with the bare SDK:
-	// one version poll (GetParameters, ten names a call, in sequence, as
-	// paramexec makes them) and one reload of the path (GetParametersByPath,
-	// decrypted, every page). Both are inside every change's latency.
+	// one version poll (GetParameters, ten names a call, eight at a time,
+	// as paramexec makes them) and the reload of the one changed parameter
+	// (GetParameters, decrypted). Both are inside every change's latency.
 	MotoPoll, MotoReload time.Duration
 }
 
@@ -104,7 +105,7 @@ func (b *bench) pollAt(ctx context.Context, nParams, nSecrets int) (PollRow, err
 			return row, err
 		}
 		flags = append(flags, "--path", path)
-		if row.MotoPoll, row.MotoReload, err = b.motoCost(ctx, path, params); err != nil {
+		if row.MotoPoll, row.MotoReload, err = b.motoCost(ctx, params); err != nil {
 			return row, err
 		}
 		change = func(ctx context.Context, v string) (string, error) {
@@ -254,9 +255,12 @@ func (b *bench) pollAt(ctx context.Context, nParams, nSecrets int) (PollRow, err
 	return row, nil
 }
 
-// motoCost times, with the bare SDK, the calls a poll and a reload of path
-// make, median of three: the share of a change's latency that is moto's.
-func (b *bench) motoCost(ctx context.Context, path string, params []kit.Param) (poll, reload time.Duration, err error) {
+// motoCost times, with the bare SDK, the calls a poll and the reload of
+// one changed parameter make, as paramexec makes them, median of three: the
+// share of a change's latency that is moto's. A poll asks for the versions
+// of every name, ten a call, eight calls at a time; the reload reads the one
+// changed name, decrypted.
+func (b *bench) motoCost(ctx context.Context, params []kit.Param) (poll, reload time.Duration, err error) {
 	names := make([]string, len(params))
 	for i, p := range params {
 		names[i] = p.Name
@@ -264,23 +268,30 @@ func (b *bench) motoCost(ctx context.Context, path string, params []kit.Param) (
 	var polls, reloads []time.Duration
 	for range 3 {
 		t := time.Now()
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var firstErr error
+		sem := make(chan struct{}, 8)
 		for batch := range slices.Chunk(names, 10) {
-			if _, err := b.emu.SSM.GetParameters(ctx, &ssm.GetParametersInput{Names: batch, WithDecryption: aws.Bool(false)}); err != nil {
-				return 0, 0, err
-			}
+			sem <- struct{}{}
+			wg.Go(func() {
+				defer func() { <-sem }()
+				_, err := b.emu.SSM.GetParameters(ctx, &ssm.GetParametersInput{Names: batch, WithDecryption: aws.Bool(false)})
+				mu.Lock()
+				defer mu.Unlock()
+				if firstErr == nil {
+					firstErr = err
+				}
+			})
+		}
+		wg.Wait()
+		if firstErr != nil {
+			return 0, 0, firstErr
 		}
 		polls = append(polls, time.Since(t))
 		t = time.Now()
-		in := &ssm.GetParametersByPathInput{Path: aws.String(path), Recursive: aws.Bool(true), WithDecryption: aws.Bool(true), MaxResults: aws.Int32(10)}
-		for {
-			page, err := b.emu.SSM.GetParametersByPath(ctx, in)
-			if err != nil {
-				return 0, 0, err
-			}
-			if aws.ToString(page.NextToken) == "" {
-				break
-			}
-			in.NextToken = page.NextToken
+		if _, err := b.emu.SSM.GetParameters(ctx, &ssm.GetParametersInput{Names: names[:1], WithDecryption: aws.Bool(true)}); err != nil {
+			return 0, 0, err
 		}
 		reloads = append(reloads, time.Since(t))
 	}

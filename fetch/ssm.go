@@ -3,10 +3,11 @@ package fetch
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
@@ -49,6 +50,11 @@ func (s *PathSource) Load(ctx context.Context) (Layer, error) {
 	if err != nil {
 		return Layer{}, err
 	}
+	return s.layer(params)
+}
+
+// layer names the parameters' variables, refusing two that map to one name.
+func (s *PathSource) layer(params []parameter) (Layer, error) {
 	var n namer
 	versions := make(map[string]string, len(params))
 	for _, p := range params {
@@ -96,67 +102,132 @@ type parameter struct {
 	Version     int64
 }
 
-// Changed checks the versions of the parameters last held, without
-// decryption: GetParameters by name, ten a call, counts against the larger
-// GetParameters quota and costs no KMS call. Discovery lists the path
-// instead, which also finds added parameters; the poller asks for it only
-// every few polls because GetParametersByPath has the smaller quota.
+// Changed reports whether a parameter last held has a new version or has
+// gone (with discover, also whether one was added), without decryption.
 func (s *PathSource) Changed(ctx context.Context, last Layer, discover bool) (bool, error) {
-	if discover {
-		params, err := s.list(ctx, false)
-		if err != nil {
-			return false, err
-		}
-		if len(params) != len(last.Versions) {
-			return true, nil
-		}
-		for _, p := range params {
-			if last.Versions[aws.ToString(p.Name)] != strconv.FormatInt(p.Version, 10) {
-				return true, nil
-			}
-		}
-		return false, nil
+	now, err := s.versions(ctx, last, discover)
+	if err != nil {
+		return false, err
 	}
-	return versionsMoved(ctx, s.Client, last.Versions)
+	return !maps.Equal(now, last.Versions), nil
 }
 
-// versionsMoved asks GetParameters for the versions of the named
-// parameters, ten names a call, and reports whether any moved or vanished.
-// The batches run a few at a time, as --param's do: one after another,
-// a thousand names would keep a poll going for a hundred round trips.
-func versionsMoved(ctx context.Context, client SSMClient, versions map[string]string) (bool, error) {
-	names := make([]string, 0, len(versions))
-	for name := range versions {
-		names = append(names, name)
+// Refresh checks versions as Changed does and reads again, decrypted, only
+// the parameters that moved or appeared: one changed value among a thousand
+// costs one GetParameters call, not a hundred pages of the path, and a
+// fleet's burst on a change stays small. changed is false, and no value is
+// read, when every version is as last held.
+func (s *PathSource) Refresh(ctx context.Context, last Layer, discover bool) (next Layer, changed bool, err error) {
+	now, err := s.versions(ctx, last, discover)
+	if err != nil {
+		return Layer{}, false, err
 	}
+	if maps.Equal(now, last.Versions) {
+		return last, false, nil
+	}
+	var stale []string
+	for name, version := range now {
+		if last.Versions[name] != version {
+			stale = append(stale, name)
+		}
+	}
+	slices.Sort(stale)
+	fresh, err := readDecrypted(ctx, s.Client, stale)
+	if err != nil {
+		return Layer{}, false, err
+	}
+
+	params := make(map[string]parameter, len(now))
+	for _, v := range last.Vars {
+		if _, kept := now[v.Origin]; kept {
+			params[v.Origin] = parameter{Name: aws.String(v.Origin), Value: aws.String(v.Value), Version: versionNumber(last.Versions[v.Origin])}
+		}
+	}
+	// A stale name stays only if it was read: one deleted between the
+	// check and the read is gone.
+	for _, name := range stale {
+		delete(params, name)
+	}
+	for _, p := range fresh {
+		params[aws.ToString(p.Name)] = p
+	}
+	next, err = s.layer(slices.SortedFunc(maps.Values(params), func(a, b parameter) int {
+		return strings.Compare(aws.ToString(a.Name), aws.ToString(b.Name))
+	}))
+	return next, err == nil, err
+}
+
+// versions returns the current version of every parameter under the path:
+// with discover by listing the path, otherwise by asking for the names
+// last held, so that a poll between discoveries costs the larger quota and
+// never a KMS call. A deleted name is missing from the result.
+func (s *PathSource) versions(ctx context.Context, last Layer, discover bool) (map[string]string, error) {
+	if !discover {
+		return currentVersions(ctx, s.Client, slices.Collect(maps.Keys(last.Versions)))
+	}
+	params, err := s.list(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	now := make(map[string]string, len(params))
+	for _, p := range params {
+		now[aws.ToString(p.Name)] = strconv.FormatInt(p.Version, 10)
+	}
+	return now, nil
+}
+
+// currentVersions asks GetParameters for the versions of the named
+// parameters, ten names a call, without decryption. The batches run a few
+// at a time, as --param's do: one after another, a thousand names would
+// keep a poll going for a hundred round trips.
+func currentVersions(ctx context.Context, client SSMClient, names []string) (map[string]string, error) {
+	params, err := getParameters(ctx, client, names, false)
+	if err != nil {
+		return nil, err
+	}
+	now := make(map[string]string, len(params))
+	for _, p := range params {
+		now[aws.ToString(p.Name)] = strconv.FormatInt(p.Version, 10)
+	}
+	return now, nil
+}
+
+// readDecrypted reads the named parameters' values, ten names a call. A
+// name that no longer exists is left out.
+func readDecrypted(ctx context.Context, client SSMClient, names []string) ([]parameter, error) {
+	return getParameters(ctx, client, names, true)
+}
+
+func getParameters(ctx context.Context, client SSMClient, names []string, decrypt bool) ([]parameter, error) {
 	slices.Sort(names)
-	var moved atomic.Bool
+	var mu sync.Mutex
+	var out []parameter
 	var tasks []func(context.Context) error
 	for batch := range slices.Chunk(names, 10) {
 		tasks = append(tasks, func(ctx context.Context) error {
-			if moved.Load() {
-				return nil // the answer is known; spare the call
-			}
-			out, err := client.GetParameters(ctx, &ssm.GetParametersInput{
+			got, err := client.GetParameters(ctx, &ssm.GetParametersInput{
 				Names:          batch,
-				WithDecryption: aws.Bool(false),
+				WithDecryption: aws.Bool(decrypt),
 			})
 			if err != nil {
 				return explain(err)
 			}
-			if len(out.InvalidParameters) > 0 {
-				moved.Store(true) // deleted since the last load
-			}
-			for _, p := range out.Parameters {
-				if versions[aws.ToString(p.Name)] != strconv.FormatInt(p.Version, 10) {
-					moved.Store(true)
-				}
+			mu.Lock()
+			defer mu.Unlock()
+			for _, p := range got.Parameters {
+				out = append(out, parameter{Name: p.Name, Value: p.Value, Version: p.Version})
 			}
 			return nil
 		})
 	}
 	if err := runAll(ctx, tasks); err != nil {
-		return false, err
+		return nil, err
 	}
-	return moved.Load(), nil
+	return out, nil
+}
+
+// versionNumber reads a version that a layer holds as text.
+func versionNumber(s string) int64 {
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return n
 }

@@ -21,6 +21,17 @@ type Checker interface {
 	Changed(ctx context.Context, last Layer, discover bool) (bool, error)
 }
 
+// A Refresher is a Checker that can read again just the items that moved,
+// rather than the whole source, so a change costs calls in proportion to
+// what changed.
+type Refresher interface {
+	Checker
+	// Refresh checks as Changed does and returns the source's layer with
+	// the moved and added items read again and the vanished ones dropped.
+	// Nothing is read when nothing moved; changed says which.
+	Refresh(ctx context.Context, last Layer, discover bool) (next Layer, changed bool, err error)
+}
+
 // An Update is a new environment and what differs from the previous one.
 type Update struct {
 	Env []string
@@ -139,14 +150,25 @@ func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context
 // changed. It is all or nothing: if any source fails, the old layers stay,
 // so a half-read configuration never reaches the child.
 //
-// pending holds the sources seen to change whose reload has not yet
+// A Refresher checks and reads what moved in one step. For the other
+// sources, pending holds those seen to change whose reload has not yet
 // succeeded: they are reloaded without being checked again, so that a
 // retry under throttling spends its calls on the reload alone.
 func (w *Watcher) poll(ctx context.Context, layers []Layer, which []int, discover bool, pending map[int]bool) ([]Layer, error) {
 	var reload []int
 	var errs []error
+	refreshed := make(map[int]Layer)
 	for _, i := range which {
 		src := w.Sources[i]
+		if r, ok := src.(Refresher); ok {
+			layer, changed, err := r.Refresh(ctx, layers[i], discover)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", src, err))
+			} else if changed {
+				refreshed[i] = layer
+			}
+			continue
+		}
 		checker, ok := src.(Checker)
 		if !ok || pending[i] {
 			reload = append(reload, i)
@@ -165,7 +187,7 @@ func (w *Watcher) poll(ctx context.Context, layers []Layer, which []int, discove
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	if len(reload) == 0 {
+	if len(reload) == 0 && len(refreshed) == 0 {
 		return layers, nil
 	}
 	batch := make([]Source, len(reload))
@@ -180,6 +202,12 @@ func (w *Watcher) poll(ctx context.Context, layers []Layer, which []int, discove
 	for j, i := range reload {
 		next[i] = got[j]
 		delete(pending, i)
+	}
+	for i, layer := range refreshed {
+		if err := checkValues(layer.Vars); err != nil {
+			return nil, fmt.Errorf("%s: %w", w.Sources[i], err)
+		}
+		next[i] = layer
 	}
 	return next, nil
 }
