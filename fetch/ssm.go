@@ -102,39 +102,39 @@ type parameter struct {
 	Version     int64
 }
 
-// Changed reports whether a parameter last held has a new version or has
-// gone (with discover, also whether one was added), without decryption.
-func (s *PathSource) Changed(ctx context.Context, last Layer, discover bool) (bool, error) {
-	now, err := s.versions(ctx, last, discover)
-	if err != nil {
-		return false, err
+// Versions returns the current version of every parameter under the path
+// without reading a value: with discover by listing the path, otherwise by
+// asking GetParameters for the names last held, which counts against the
+// larger quota and costs no KMS call. A deleted name is missing.
+func (s *PathSource) Versions(ctx context.Context, last Layer, discover bool) (map[string]string, error) {
+	if !discover {
+		return currentVersions(ctx, s.Client, slices.Collect(maps.Keys(last.Versions)))
 	}
-	return !maps.Equal(now, last.Versions), nil
+	params, err := s.list(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	now := make(map[string]string, len(params))
+	for _, p := range params {
+		now[aws.ToString(p.Name)] = strconv.FormatInt(p.Version, 10)
+	}
+	return now, nil
 }
 
-// Refresh checks versions as Changed does and reads again, decrypted, only
-// the parameters that moved or appeared: one changed value among a thousand
-// costs one GetParameters call, not a hundred pages of the path, and a
-// fleet's burst on a change stays small. changed is false, and no value is
-// read, when every version is as last held.
-func (s *PathSource) Refresh(ctx context.Context, last Layer, discover bool) (next Layer, changed bool, err error) {
-	now, err := s.versions(ctx, last, discover)
-	if err != nil {
-		return Layer{}, false, err
-	}
-	if maps.Equal(now, last.Versions) {
-		return last, false, nil
-	}
+// Refresh reads again, decrypted, only the parameters whose version in now
+// differs from last, and drops those missing from now: one changed value
+// among a thousand costs one GetParameters call, not a hundred pages of the
+// path, and a fleet's burst on a change stays small.
+func (s *PathSource) Refresh(ctx context.Context, last Layer, now map[string]string) (Layer, error) {
 	var stale []string
 	for name, version := range now {
 		if last.Versions[name] != version {
 			stale = append(stale, name)
 		}
 	}
-	slices.Sort(stale)
 	fresh, err := readDecrypted(ctx, s.Client, stale)
 	if err != nil {
-		return Layer{}, false, err
+		return Layer{}, err
 	}
 
 	params := make(map[string]parameter, len(now))
@@ -151,29 +151,9 @@ func (s *PathSource) Refresh(ctx context.Context, last Layer, discover bool) (ne
 	for _, p := range fresh {
 		params[aws.ToString(p.Name)] = p
 	}
-	next, err = s.layer(slices.SortedFunc(maps.Values(params), func(a, b parameter) int {
+	return s.layer(slices.SortedFunc(maps.Values(params), func(a, b parameter) int {
 		return strings.Compare(aws.ToString(a.Name), aws.ToString(b.Name))
 	}))
-	return next, err == nil, err
-}
-
-// versions returns the current version of every parameter under the path:
-// with discover by listing the path, otherwise by asking for the names
-// last held, so that a poll between discoveries costs the larger quota and
-// never a KMS call. A deleted name is missing from the result.
-func (s *PathSource) versions(ctx context.Context, last Layer, discover bool) (map[string]string, error) {
-	if !discover {
-		return currentVersions(ctx, s.Client, slices.Collect(maps.Keys(last.Versions)))
-	}
-	params, err := s.list(ctx, false)
-	if err != nil {
-		return nil, err
-	}
-	now := make(map[string]string, len(params))
-	for _, p := range params {
-		now[aws.ToString(p.Name)] = strconv.FormatInt(p.Version, 10)
-	}
-	return now, nil
 }
 
 // currentVersions asks GetParameters for the versions of the named

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -21,15 +22,17 @@ type Checker interface {
 	Changed(ctx context.Context, last Layer, discover bool) (bool, error)
 }
 
-// A Refresher is a Checker that can read again just the items that moved,
-// rather than the whole source, so a change costs calls in proportion to
-// what changed.
+// A Refresher is a source that can tell which of its items moved and read
+// again just those, rather than the whole source, so that a change costs
+// calls in proportion to what changed.
 type Refresher interface {
-	Checker
-	// Refresh checks as Changed does and returns the source's layer with
-	// the moved and added items read again and the vanished ones dropped.
-	// Nothing is read when nothing moved; changed says which.
-	Refresh(ctx context.Context, last Layer, discover bool) (next Layer, changed bool, err error)
+	Source
+	// Versions returns the current version of each item without reading
+	// values; with discover it also lists the source to find added items.
+	Versions(ctx context.Context, last Layer, discover bool) (map[string]string, error)
+	// Refresh returns last with the items whose version differs in now
+	// read again and the items missing from now dropped.
+	Refresh(ctx context.Context, last Layer, now map[string]string) (Layer, error)
 }
 
 // An Update is a new environment and what differs from the previous one.
@@ -92,7 +95,7 @@ func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context
 	timer := time.NewTimer(w.firstWait())
 	defer timer.Stop()
 	var polls, failures int
-	pending := make(map[int]bool)
+	pending := make(map[int]map[string]string)
 	for {
 		var which []int
 		discover := false
@@ -150,27 +153,43 @@ func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context
 // changed. It is all or nothing: if any source fails, the old layers stay,
 // so a half-read configuration never reaches the child.
 //
-// A Refresher checks and reads what moved in one step. For the other
-// sources, pending holds those seen to change whose reload has not yet
-// succeeded: they are reloaded without being checked again, so that a
-// retry under throttling spends its calls on the reload alone.
-func (w *Watcher) poll(ctx context.Context, layers []Layer, which []int, discover bool, pending map[int]bool) ([]Layer, error) {
+// pending holds the sources seen to change whose reload has not yet taken
+// effect, with the versions that were seen (nil for a source that is not a
+// Refresher and is reloaded whole). They are read again without being
+// checked again, so that a retry under throttling or faults spends its
+// calls on the reload alone.
+func (w *Watcher) poll(ctx context.Context, layers []Layer, which []int, discover bool, pending map[int]map[string]string) ([]Layer, error) {
 	var reload []int
 	var errs []error
 	refreshed := make(map[int]Layer)
 	for _, i := range which {
 		src := w.Sources[i]
+		now, seen := pending[i]
 		if r, ok := src.(Refresher); ok {
-			layer, changed, err := r.Refresh(ctx, layers[i], discover)
+			if !seen {
+				var err error
+				if now, err = r.Versions(ctx, layers[i], discover); err != nil {
+					errs = append(errs, fmt.Errorf("%s: %w", src, err))
+					continue
+				}
+				if maps.Equal(now, layers[i].Versions) {
+					continue
+				}
+				pending[i] = now
+			}
+			layer, err := r.Refresh(ctx, layers[i], now)
+			if err == nil {
+				err = checkValues(layer.Vars)
+			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", src, err))
-			} else if changed {
-				refreshed[i] = layer
+				continue
 			}
+			refreshed[i] = layer
 			continue
 		}
 		checker, ok := src.(Checker)
-		if !ok || pending[i] {
+		if !ok || seen {
 			reload = append(reload, i)
 			continue
 		}
@@ -180,7 +199,7 @@ func (w *Watcher) poll(ctx context.Context, layers []Layer, which []int, discove
 			continue
 		}
 		if changed {
-			pending[i] = true
+			pending[i] = nil
 			reload = append(reload, i)
 		}
 	}
@@ -204,10 +223,8 @@ func (w *Watcher) poll(ctx context.Context, layers []Layer, which []int, discove
 		delete(pending, i)
 	}
 	for i, layer := range refreshed {
-		if err := checkValues(layer.Vars); err != nil {
-			return nil, fmt.Errorf("%s: %w", w.Sources[i], err)
-		}
 		next[i] = layer
+		delete(pending, i)
 	}
 	return next, nil
 }
