@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/paramexec/paramexec/internal/testenv"
 )
 
 // supervise starts the test binary as helperSupervise, a small paramexec,
@@ -102,21 +104,21 @@ func openPTY(t *testing.T) (master, slave *os.File) {
 	t.Helper()
 	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
 	if err != nil {
-		t.Skipf("no pseudo-terminals: %v", err)
+		testenv.SkipOrFailOnCI(t, "no pseudo-terminals: %v", err)
 	}
 	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
 		m.Close()
-		t.Skipf("unlockpt: %v", err)
+		testenv.SkipOrFailOnCI(t, "unlockpt: %v", err)
 	}
 	n, err := unix.IoctlGetUint32(int(m.Fd()), unix.TIOCGPTN)
 	if err != nil {
 		m.Close()
-		t.Skipf("ptsname: %v", err)
+		testenv.SkipOrFailOnCI(t, "ptsname: %v", err)
 	}
 	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
 	if err != nil {
 		m.Close()
-		t.Skipf("open pts: %v", err)
+		testenv.SkipOrFailOnCI(t, "open pts: %v", err)
 	}
 	return m, s
 }

@@ -3,7 +3,9 @@ package exec_test
 import (
 	"errors"
 	"os"
+	osexec "os/exec"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/paramexec/paramexec/exec"
@@ -94,24 +96,58 @@ func TestLookPathEmptyElementIsCurrentDir(t *testing.T) {
 	}
 }
 
+// A program in a directory the user may not enter is there but cannot be
+// run: 126, not 127. Root passes directory permission checks, so as root
+// the lookup runs in a copy of the test binary with nobody's credentials.
 func TestLookPathPermissionDenied(t *testing.T) {
-	if os.Geteuid() == 0 {
-		t.Skip("root passes permission checks on directories")
+	dir, err := os.MkdirTemp("", "lookpath")
+	if err != nil {
+		t.Fatal(err)
 	}
-	dir := t.TempDir()
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	locked := filepath.Join(dir, "locked")
 	if err := os.Mkdir(locked, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(locked, "prog"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+	prog := filepath.Join(locked, "prog")
+	if err := os.WriteFile(prog, []byte("#!/bin/sh\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.Chmod(locked, 0o000); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { os.Chmod(locked, 0o755) })
-	if _, err := exec.LookPath(filepath.Join(locked, "prog"), nil); !errors.Is(err, exec.ErrNotExecutable) {
-		t.Fatalf("err = %v; want ErrNotExecutable", err)
+	if os.Geteuid() != 0 {
+		if _, err := exec.LookPath(prog, nil); !errors.Is(err, exec.ErrNotExecutable) {
+			t.Fatalf("err = %v; want ErrNotExecutable", err)
+		}
+		return
+	}
+	// nobody must reach the test binary and the directory above locked:
+	// a copy of the binary goes next to locked, and both get 0755 (go
+	// test's build directory and t.TempDir are 0700).
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	helper := filepath.Join(dir, "exec.test")
+	if err := os.WriteFile(helper, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := osexec.Command(helper, prog)
+	cmd.Env = append(os.Environ(), helperEnv+"=lookpath")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	out, err := cmd.CombinedOutput()
+	var exit *osexec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 126 {
+		t.Fatalf("LookPath as nobody: %v, want exit 126 (not executable); output:\n%s", err, out)
 	}
 }
 

@@ -34,6 +34,10 @@ func TestMain(m *testing.M) {
 		helperReplace()
 	case "supervise":
 		helperSupervise()
+	case "lookpath":
+		_, err := exec.LookPath(os.Args[1], nil)
+		fmt.Fprintln(os.Stderr, "lookpath:", err)
+		os.Exit(exec.ExitCode(err))
 	default:
 		fmt.Fprintln(os.Stderr, "unknown helper", os.Getenv(helperEnv))
 		os.Exit(2)

@@ -23,6 +23,8 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
+
+	"github.com/paramexec/paramexec/internal/testenv"
 )
 
 // ErrNotInstalled is returned (wrapped) by Start when moto_server is not on PATH.
@@ -329,7 +331,7 @@ func (b *tailBuffer) String() string {
 // os.Exit(motoserver.Main(m, &srv)) from TestMain. Without moto_server it
 // skips every test, except on CI (CI=true) where it fails loudly.
 func Main(m *testing.M, srv **Server) int {
-	return runMain(Start, m.Run, os.Getenv("CI") == "true", os.Stdout, os.Stderr, srv)
+	return runMain(Start, m.Run, testenv.OnCI(), os.Stdout, os.Stderr, srv)
 }
 
 func runMain(start func(context.Context) (*Server, error), run func() int, ci bool, stdout, stderr io.Writer, srv **Server) int {
