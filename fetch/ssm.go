@@ -107,10 +107,13 @@ type parameter struct {
 // asking GetParameters for the names last held, which counts against the
 // larger quota and costs no KMS call. A deleted name is missing.
 func (s *PathSource) Versions(ctx context.Context, last Layer, discover bool) (map[string]string, error) {
-	if !discover {
-		return currentVersions(ctx, s.Client, slices.Collect(maps.Keys(last.Versions)))
+	var params []parameter
+	var err error
+	if discover {
+		params, err = s.list(ctx, false)
+	} else {
+		params, err = getParameters(ctx, s.Client, slices.Collect(maps.Keys(last.Versions)), false)
 	}
-	params, err := s.list(ctx, false)
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +135,7 @@ func (s *PathSource) Refresh(ctx context.Context, last Layer, now map[string]str
 			stale = append(stale, name)
 		}
 	}
-	fresh, err := readDecrypted(ctx, s.Client, stale)
+	fresh, err := getParameters(ctx, s.Client, stale, true)
 	if err != nil {
 		return Layer{}, err
 	}
@@ -156,28 +159,10 @@ func (s *PathSource) Refresh(ctx context.Context, last Layer, now map[string]str
 	}))
 }
 
-// currentVersions asks GetParameters for the versions of the named
-// parameters, ten names a call, without decryption. The batches run a few
-// at a time, as --param's do: one after another, a thousand names would
-// keep a poll going for a hundred round trips.
-func currentVersions(ctx context.Context, client SSMClient, names []string) (map[string]string, error) {
-	params, err := getParameters(ctx, client, names, false)
-	if err != nil {
-		return nil, err
-	}
-	now := make(map[string]string, len(params))
-	for _, p := range params {
-		now[aws.ToString(p.Name)] = strconv.FormatInt(p.Version, 10)
-	}
-	return now, nil
-}
-
-// readDecrypted reads the named parameters' values, ten names a call. A
-// name that no longer exists is left out.
-func readDecrypted(ctx context.Context, client SSMClient, names []string) ([]parameter, error) {
-	return getParameters(ctx, client, names, true)
-}
-
+// getParameters reads the named parameters through GetParameters, ten names
+// a call, leaving out names that no longer exist. The batches run a few at
+// a time, as --param's do: one after another, a thousand names would keep a
+// poll going for a hundred round trips.
 func getParameters(ctx context.Context, client SSMClient, names []string, decrypt bool) ([]parameter, error) {
 	slices.Sort(names)
 	var mu sync.Mutex
