@@ -217,15 +217,25 @@ func TestTwoChangesOneRestart(t *testing.T) {
 	pe.wait()
 }
 
-func TestIdlePollsAreCheap(t *testing.T) {
-	p := proxied(t)
-	path := uniquePath(t)
-	for i := range 25 {
-		moto.PutParameter(t, path+"/S"+strconv.Itoa(i), val("secret"), "SecureString")
+// watchSecureStrings puts n SecureStrings S0..S(n-1) holding value under a
+// new path and starts paramexec watching it every second through a proxy,
+// so that a test can count what its polls cost. It returns once the first
+// child runs.
+func watchSecureStrings(t *testing.T, n int, value string, discoverEvery int) (p *faultproxy.Proxy, path string, pe *running, rec string) {
+	t.Helper()
+	p = proxied(t)
+	path = uniquePath(t)
+	for i := range n {
+		moto.PutParameter(t, path+"/S"+strconv.Itoa(i), value, "SecureString")
 	}
 	args, rec := childArgs(t)
-	pe := startBinary(t, baseEnv(p.URL()), append([]string{"--path", path, "--interval", "1s", "--discover-every", "4"}, args...)...)
+	pe = startBinary(t, baseEnv(p.URL()), append([]string{"--path", path, "--interval", "1s", "--discover-every", strconv.Itoa(discoverEvery)}, args...)...)
 	waitStarts(t, rec, 1)
+	return p, path, pe, rec
+}
+
+func TestIdlePollsAreCheap(t *testing.T) {
+	p, _, pe, rec := watchSecureStrings(t, 25, val("secret"), 4)
 	p.ResetCounts()
 	time.Sleep(7 * time.Second)
 	c := p.Counts()
@@ -554,14 +564,7 @@ func TestOnChangeExitAndSignal(t *testing.T) {
 // A change to one parameter of many is read alone: one decrypting
 // GetParameters, no listing of the path.
 func TestChangeReadsOnlyWhatMoved(t *testing.T) {
-	p := proxied(t)
-	path := uniquePath(t)
-	for i := range 25 {
-		moto.PutParameter(t, path+"/S"+strconv.Itoa(i), val("s1"), "SecureString")
-	}
-	args, rec := childArgs(t)
-	pe := startBinary(t, baseEnv(p.URL()), append([]string{"--path", path, "--interval", "1s", "--discover-every", "1000"}, args...)...)
-	waitStarts(t, rec, 1)
+	p, path, pe, rec := watchSecureStrings(t, 25, val("s1"), 1000)
 	p.ResetCounts()
 	moto.PutParameter(t, path+"/S7", val("s2"), "SecureString")
 	second := waitStarts(t, rec, 2)[1]
