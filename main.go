@@ -197,11 +197,42 @@ func newLogger(format, level string, w io.Writer) (*slog.Logger, error) {
 }
 
 func buildVersion() string {
-	if version != "" {
-		return version
+	info, _ := debug.ReadBuildInfo()
+	return versionOf(version, info)
+}
+
+// versionOf picks the most telling version a build carries: one stamped
+// with -ldflags, the module's (a tagged "go install …@v1.2.3", or the
+// pseudo-version Go derives from the commit), or else the commit and its
+// time, which a build made with -buildvcs=false lacks too.
+func versionOf(stamped string, info *debug.BuildInfo) string {
+	if stamped != "" {
+		return stamped
 	}
-	if info, ok := debug.ReadBuildInfo(); ok && info.Main.Version != "" {
-		return info.Main.Version
+	if info == nil {
+		return "(devel)"
 	}
-	return "(devel)"
+	if v := info.Main.Version; v != "" && v != "(devel)" {
+		return v
+	}
+	var rev, at, dirty string
+	for _, s := range info.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.time":
+			at = s.Value
+		case "vcs.modified":
+			if s.Value == "true" {
+				dirty = "+dirty"
+			}
+		}
+	}
+	if rev == "" {
+		return "(devel)"
+	}
+	if len(rev) > 12 {
+		rev = rev[:12]
+	}
+	return strings.TrimSpace(fmt.Sprintf("(devel) %s%s %s", rev, dirty, at))
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	osexec "os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -213,4 +214,32 @@ func (c *collector) leaks() []string {
 		}
 	}
 	return out
+}
+
+func TestVersionOf(t *testing.T) {
+	vcs := func(kv ...string) *debug.BuildInfo {
+		info := &debug.BuildInfo{Main: debug.Module{Version: "(devel)"}}
+		for i := 0; i+1 < len(kv); i += 2 {
+			info.Settings = append(info.Settings, debug.BuildSetting{Key: kv[i], Value: kv[i+1]})
+		}
+		return info
+	}
+	tagged := &debug.BuildInfo{Main: debug.Module{Version: "v1.4.0"}}
+	for _, tc := range []struct {
+		name    string
+		stamped string
+		info    *debug.BuildInfo
+		want    string
+	}{
+		{"ldflags wins", "v9.9.9", tagged, "v9.9.9"},
+		{"module version", "", tagged, "v1.4.0"},
+		{"commit and time", "", vcs("vcs.revision", "6689fb3c07724a1b9d2e", "vcs.time", "2026-12-02T01:05:10Z", "vcs.modified", "false"), "(devel) 6689fb3c0772 2026-12-02T01:05:10Z"},
+		{"uncommitted changes", "", vcs("vcs.revision", "6689fb3c0772", "vcs.modified", "true"), "(devel) 6689fb3c0772+dirty"},
+		{"nothing to go on", "", vcs(), "(devel)"},
+		{"no build info", "", nil, "(devel)"},
+	} {
+		if got := versionOf(tc.stamped, tc.info); got != tc.want {
+			t.Errorf("%s: versionOf = %q, want %q", tc.name, got, tc.want)
+		}
+	}
 }
