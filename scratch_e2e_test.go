@@ -270,6 +270,10 @@ func testScratchContainer(t *testing.T, img scratchImage, proc, dev bool, env []
 	if err := syscall.Kill(secondHost, 0); !errors.Is(err, syscall.ESRCH) {
 		t.Errorf("the child (host pid %d) outlived paramexec: kill 0: %v", secondHost, err)
 	}
+	// /out is the only writable place in "bare": paramexec needs none.
+	if entries, err := os.ReadDir(out); err != nil || len(entries) != 1 || entries[0].Name() != "records.jsonl" {
+		t.Errorf("/out holds %v (%v), want the child's records alone", entries, err)
+	}
 	for _, line := range strings.Split(c.stderr.String(), "\n") {
 		if strings.Contains(line, "level=WARN") || strings.Contains(line, "level=ERROR") {
 			t.Errorf("paramexec complained in the scratch root: %s", line)

@@ -37,10 +37,9 @@ func init() {
 }
 
 func main() {
+	// run returns only when it could not become the program.
 	code, err := run(os.Args[1:])
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "container:", err)
-	}
+	fmt.Fprintln(os.Stderr, "container:", err)
 	os.Exit(code)
 }
 
