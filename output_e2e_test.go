@@ -22,9 +22,15 @@ import (
 // runtime hands it a pipe. It returns a func that waits for the exit code.
 func startWithStderr(t *testing.T, stderr *os.File, args ...string) (cmd *osexec.Cmd, wait func() int) {
 	t.Helper()
+	return startCmd(t, func(cmd *osexec.Cmd) { cmd.Stderr = stderr }, args...)
+}
+
+// startCmd starts paramexec with args, setup adjusting the command first.
+func startCmd(t *testing.T, setup func(*osexec.Cmd), args ...string) (cmd *osexec.Cmd, wait func() int) {
+	t.Helper()
 	cmd = osexec.Command(binPath, args...)
 	cmd.Env = baseEnv("")
-	cmd.Stderr = stderr
+	setup(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
