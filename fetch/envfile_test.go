@@ -204,3 +204,47 @@ func TestFileWatcherFingerprintOfFIFODoesNotBlock(t *testing.T) {
 		t.Errorf("state %v, want unreadable", fp.state)
 	}
 }
+
+// A file watch that cannot start leaves the polls to apply edits; Run
+// used to return at once, and no change of any source was applied again.
+func TestWatcherPollsOnWhenTheFileWatchCannotStart(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "app.env")
+	if err := os.WriteFile(path, []byte("A=1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := &EnvFileSource{Path: path}
+	layers, err := LoadAll(t.Context(), []Source{src})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A directory that does not exist cannot be watched: NewFileWatcher
+	// fails, as it does when inotify is unavailable.
+	w := &Watcher{
+		Sources:  []Source{src},
+		Interval: 50 * time.Millisecond,
+		Files:    []string{path, filepath.Join(dir, "missing", "other.env")},
+		Debounce: 10 * time.Millisecond,
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	updates := make(chan Update, 10)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx, layers, func(_ context.Context, u Update) { updates <- u }) }()
+	if err := os.WriteFile(path, []byte("A=2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case u := <-updates:
+		if strings.Join(u.Changed, ",") != "A" {
+			t.Errorf("update names %v", u.Changed)
+		}
+	case err := <-done:
+		t.Fatalf("Run returned %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("no update within 30s of the edit")
+	}
+	cancel()
+	if err := <-done; err != context.Canceled {
+		t.Errorf("Run returned %v, want its context's error", err)
+	}
+}
