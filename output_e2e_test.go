@@ -30,6 +30,9 @@ func startCmd(t *testing.T, setup func(*osexec.Cmd), args ...string) (cmd *osexe
 	t.Helper()
 	cmd = osexec.Command(binPath, args...)
 	cmd.Env = baseEnv("")
+	// Descendants that outlive a killed paramexec keep a stderr pipe open;
+	// do not let them hang the test.
+	cmd.WaitDelay = 5 * time.Second
 	setup(cmd)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -44,10 +47,19 @@ func startCmd(t *testing.T, setup func(*osexec.Cmd), args ...string) (cmd *osexe
 		}
 		close(done)
 	}()
+	// A test that ends early stops paramexec as a container runtime
+	// would, so that it stops its child too, and kills it only if that
+	// does not work.
 	t.Cleanup(func() {
 		select {
 		case <-done:
+			return
 		default:
+		}
+		cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
 			cmd.Process.Signal(syscall.SIGKILL)
 			<-done
 		}
