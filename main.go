@@ -5,6 +5,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -17,9 +18,11 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/paramexec/paramexec/exec"
 	"github.com/paramexec/paramexec/fetch"
+	"github.com/paramexec/paramexec/internal/logsink"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3".
@@ -43,11 +46,19 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "paramexec %s\n", buildVersion())
 		return 0
 	}
-	log, err := newLogger(cfg.logFormat, cfg.logLevel, stderr)
+	if cfg.supervise() {
+		// Deferred first so that it ends last, after the final flush: a
+		// supervisor must outlive a broken stderr (see CatchSIGPIPE). In
+		// place, there is no child to orphan yet, and not starting the
+		// signal machinery keeps start-up quick (see below).
+		defer logsink.CatchSIGPIPE()()
+	}
+	log, logs, err := newLogger(cfg.logFormat, cfg.logLevel, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "paramexec: %v\n", err)
 		return exitUsage
 	}
+	defer logs.Close(logFlushTimeout)
 
 	// Until the child runs, a SIGTERM must stop paramexec even as PID 1,
 	// where the kernel drops signals that have no handler. Elsewhere, when
@@ -92,6 +103,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	}
 	if !cfg.supervise() {
 		stopStartup()
+		logs.Flush(logFlushTimeout)
 		err := exec.Replace(cfg.argv, env)
 		log.Error("cannot run command", "command", cfg.argv[0], "error", err)
 		return exec.ExitCode(err)
@@ -181,20 +193,42 @@ func names(vars []fetch.Var) []string {
 	return out
 }
 
-func newLogger(format, level string, w io.Writer) (*slog.Logger, error) {
+// newLogger logs to w through a logsink.Sink: a log call never waits on w,
+// so a stalled reader of paramexec's stderr cannot stall supervision. Lines
+// that do not fit the queue are counted and reported, once w takes lines
+// again, as "N log lines dropped". The caller must Close the sink.
+func newLogger(format, level string, w io.Writer) (*slog.Logger, *logsink.Sink, error) {
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+		return nil, nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
 	}
 	opts := &slog.HandlerOptions{Level: lvl}
+	var handler func(io.Writer) slog.Handler
 	switch format {
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)).With("app", "paramexec"), nil
+		handler = func(w io.Writer) slog.Handler { return slog.NewTextHandler(w, opts) }
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)).With("app", "paramexec"), nil
+		handler = func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, opts) }
+	default:
+		return nil, nil, fmt.Errorf("--log-format %q: want text or json", format)
 	}
-	return nil, fmt.Errorf("--log-format %q: want text or json", format)
+	sink := logsink.New(w, logQueueBytes, func(n int) []byte {
+		var b bytes.Buffer
+		slog.New(handler(&b)).Warn(fmt.Sprintf("%d log lines dropped", n), "app", "paramexec", "dropped", n,
+			"why", "stderr was not taking lines (a stalled or gone reader)")
+		return b.Bytes()
+	})
+	return slog.New(handler(sink)).With("app", "paramexec"), sink, nil
 }
+
+// logQueueBytes bounds the log lines waiting for stderr: some hundreds of
+// lines, far more than paramexec writes in a burst (a restart is a handful).
+// logFlushTimeout bounds the wait for them at exit: a stalled reader must
+// not keep paramexec, and with it a container, from ending.
+const (
+	logQueueBytes   = 64 << 10
+	logFlushTimeout = 2 * time.Second
+)
 
 func buildVersion() string {
 	info, _ := debug.ReadBuildInfo()

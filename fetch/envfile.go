@@ -4,23 +4,71 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
 	"os"
 	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
+// MaxEnvFileSize caps an --env-file. The dotenv file of a real app is a few
+// kilobytes; the cap keeps /dev/zero or a runaway generator from being read
+// until memory runs out.
+const MaxEnvFileSize = 1 << 20
+
+// envFileWait bounds the wait for a pipe or FIFO to be written and closed
+// (--env-file <(generate-env)), unless the context's deadline comes first.
+const envFileWait = 30 * time.Second
+
 // EnvFileSource is a dotenv file, for development without AWS.
+//
+// A regular file is read again on every poll. Anything else that can be
+// opened for reading, a pipe from process substitution (--env-file <(...)),
+// a FIFO or a character device, is read once, at start-up: a pipe is empty
+// once read, and re-reading it as "changed" would restart the child with
+// every variable gone. A path that was a regular file at start-up must stay
+// one; something else put in its place is a failed poll, never waited on.
 type EnvFileSource struct {
 	Path string
 	Rank int
+
+	mu   sync.Mutex
+	kind envFileKind
+	once Layer // what a read-once file held
 }
 
+type envFileKind uint8
+
+const (
+	envFileUnread  envFileKind = iota
+	envFileRegular             // re-read on every poll
+	envFileOnce                // read at start-up, never again
+)
+
 func (s *EnvFileSource) String() string { return "--env-file " + s.Path }
+
+// ReadOnce reports whether the file was found not to be a regular file, so
+// that it is neither re-read nor watched.
+func (s *EnvFileSource) ReadOnce() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.kind == envFileOnce
+}
 
 // Load reads and parses the file. A key given twice keeps its last value,
 // as every dotenv reader does. The version is a hash of the content, so a
 // touch without an edit is no change.
 func (s *EnvFileSource) Load(ctx context.Context) (Layer, error) {
-	data, err := os.ReadFile(s.Path)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.kind == envFileOnce {
+		return s.once, nil
+	}
+	data, regular, err := readEnvFile(ctx, s.Path, s.kind == envFileRegular)
 	if err != nil {
 		return Layer{}, err
 	}
@@ -39,18 +87,126 @@ func (s *EnvFileSource) Load(ctx context.Context) (Layer, error) {
 		index[e.Key] = len(vars)
 		vars = append(vars, v)
 	}
-	return Layer{Vars: vars, Versions: map[string]string{s.Path: contentVersion(data)}}, nil
+	layer := Layer{Vars: vars, Versions: map[string]string{s.Path: contentVersion(data)}}
+	if regular {
+		s.kind = envFileRegular
+	} else {
+		s.kind, s.once = envFileOnce, layer
+	}
+	return layer, nil
 }
 
 // Changed rereads the file: it is local and small, so reading it on every
 // poll costs nothing and catches edits the file watcher might miss (some
-// network and overlay file systems send no events).
+// network and overlay file systems send no events). A read-once file never
+// changes.
 func (s *EnvFileSource) Changed(ctx context.Context, last Layer, _ bool) (bool, error) {
-	data, err := os.ReadFile(s.Path)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.kind == envFileOnce {
+		return false, nil
+	}
+	data, _, err := readEnvFile(ctx, s.Path, true)
 	if err != nil {
 		return false, err
 	}
 	return last.Versions[s.Path] != contentVersion(data), nil
+}
+
+// readEnvFile reads path, at most MaxEnvFileSize bytes of it, and reports
+// whether it is a regular file. The open never blocks (O_NONBLOCK: a FIFO
+// without a writer would block a plain open forever); what was opened is
+// then judged by fstat, so a swap between a check and the open cannot
+// fool it. With regularOnly, anything but a regular file is an error
+// before a byte is read.
+func readEnvFile(ctx context.Context, path string, regularOnly bool) (data []byte, regular bool, err error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, false, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, false, err
+	}
+	switch mode := fi.Mode(); {
+	case mode.IsRegular():
+		data, err = io.ReadAll(io.LimitReader(f, MaxEnvFileSize+1))
+		if err == nil && len(data) > MaxEnvFileSize {
+			err = fmt.Errorf("%s is larger than %d bytes, more than any dotenv file", path, MaxEnvFileSize)
+		}
+		return data, true, err
+	case regularOnly:
+		return nil, false, fmt.Errorf("%s is no longer a regular file (%s); keeping what it held", path, fileKind(mode))
+	case mode&(os.ModeNamedPipe|os.ModeCharDevice|os.ModeDevice) == 0:
+		return nil, false, fmt.Errorf("%s is a %s, not a file to read", path, fileKind(mode))
+	}
+	data, err = readStream(ctx, fd, path)
+	return data, false, err
+}
+
+// readStream reads a pipe, FIFO or device to its end. poll(2) goes before
+// each read: a FIFO opened non-blocking reads as at its end until a writer
+// comes, while poll waits for that writer (Linux reports no hang-up for
+// writers that were never there). Bounded by MaxEnvFileSize, by
+// envFileWait and by ctx.
+func readStream(ctx context.Context, fd int, path string) ([]byte, error) {
+	deadline := time.Now().Add(envFileWait)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	var data []byte
+	buf := make([]byte, 32<<10)
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, fmt.Errorf("%s: no end of input after %s (a pipe or FIFO is read once, at start-up, to its end)", path, envFileWait)
+		}
+		// Short slices, so that a cancelled ctx is seen soon.
+		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+		n, err := unix.Poll(fds, int(min(left, 100*time.Millisecond)/time.Millisecond)+1)
+		if errors.Is(err, unix.EINTR) || (err == nil && n == 0) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: poll: %w", path, err)
+		}
+		n, err = unix.Read(fd, buf)
+		switch {
+		case errors.Is(err, unix.EINTR), errors.Is(err, unix.EAGAIN):
+			continue
+		case err != nil:
+			return nil, &os.PathError{Op: "read", Path: path, Err: err}
+		case n == 0:
+			return data, nil
+		}
+		if len(data)+n > MaxEnvFileSize {
+			return nil, fmt.Errorf("%s: more than %d bytes, more than any dotenv file", path, MaxEnvFileSize)
+		}
+		data = append(data, buf[:n]...)
+	}
+}
+
+func fileKind(mode os.FileMode) string {
+	switch {
+	case mode.IsDir():
+		return "directory"
+	case mode&os.ModeNamedPipe != 0:
+		return "pipe"
+	case mode&os.ModeSocket != 0:
+		return "socket"
+	case mode&os.ModeCharDevice != 0:
+		return "character device"
+	case mode&os.ModeDevice != 0:
+		return "device"
+	case mode&os.ModeSymlink != 0:
+		return "symlink"
+	}
+	return "special file"
 }
 
 func contentVersion(data []byte) string {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+	"golang.org/x/sys/unix"
 )
 
 // FileWatcher reports when any of a set of files changes, seeing editors'
@@ -292,26 +293,22 @@ type fwPrint struct {
 }
 
 func fwFingerprint(path string) fwPrint {
-	// Stat before opening: opening a FIFO would block the watcher.
-	fi, err := os.Stat(path)
+	// Open without blocking and judge what was opened: a FIFO swapped in
+	// between a stat and a plain open would block the watcher for good.
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 	if err != nil {
-		if errors.Is(err, os.ErrNotExist) {
+		if errors.Is(err, unix.ENOENT) {
 			return fwPrint{state: fwMissing}
 		}
 		return fwPrint{state: fwUnreadable}
 	}
-	if !fi.Mode().IsRegular() {
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || !fi.Mode().IsRegular() {
 		return fwPrint{state: fwUnreadable}
 	}
 	if fi.Size() <= fwHashLimit {
-		f, err := os.Open(path)
-		if err != nil {
-			if errors.Is(err, os.ErrNotExist) {
-				return fwPrint{state: fwMissing}
-			}
-			return fwPrint{state: fwUnreadable}
-		}
-		defer f.Close()
 		h := sha256.New()
 		// The size is what was hashed: the file may be growing under us.
 		n, err := io.Copy(h, io.LimitReader(f, fwHashLimit+1))

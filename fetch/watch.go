@@ -69,7 +69,8 @@ type Watcher struct {
 // Run polls until ctx is done, starting from the layers LoadAll returned
 // for w.Sources. Each time the merged environment differs from the last,
 // it calls onUpdate, which may block; a failed or partial poll never
-// reaches onUpdate. It returns ctx's error, or the file watcher's.
+// reaches onUpdate. It returns ctx's error; a file watch that fails only
+// leaves the polls to see edits.
 func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context.Context, Update)) error {
 	log := w.Log
 	if log == nil {
@@ -78,19 +79,8 @@ func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context
 	layers = slices.Clone(layers)
 	_, current := Merge(w.Inherited, layers, w.NoOverride)
 
-	fileEvents := make(chan []string, 1)
-	fileErr := make(chan error, 1)
-	if len(w.Files) > 0 {
-		fw, err := NewFileWatcher(w.Files, w.Debounce, log)
-		if err != nil {
-			return fmt.Errorf("watch files: %w", err)
-		}
-		defer fw.Close()
-		fwCtx, stop := context.WithCancel(ctx)
-		defer stop()
-		go func() { fileErr <- fw.Run(fwCtx, fileEvents) }()
-		defer func() { stop(); <-fileErr }()
-	}
+	fileEvents, fileErr, stopFiles := w.watchFiles(ctx, log)
+	defer stopFiles()
 
 	timer := time.NewTimer(w.firstWait())
 	defer timer.Stop()
@@ -103,8 +93,10 @@ func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context
 		case <-ctx.Done():
 			return ctx.Err()
 		case err := <-fileErr:
-			fileErr <- err // for the deferred wait
-			return fmt.Errorf("watch files: %w", err)
+			// The file watch only makes edits quicker; polling goes on.
+			fileErr, fileEvents = nil, nil
+			log.Warn("file watch stopped; edits to --env-file files are seen at the next poll", "error", err, "interval", w.Interval)
+			continue
 		case paths := <-fileEvents:
 			which = w.fileSources(paths)
 			log.Debug("file changed", "files", paths)
@@ -121,7 +113,18 @@ func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context
 			}
 			failures++
 			wait := w.retryWait(failures)
-			log.Warn("poll failed; keeping the current environment", "error", err, "code", errorCode(err), "retry_in", wait.Round(time.Millisecond))
+			attrs := []any{"error", err}
+			if code := errorCode(err); code != "" {
+				attrs = append(attrs, "code", code)
+			}
+			attrs = append(attrs, "retry_in", wait.Round(time.Millisecond))
+			msg := "poll failed; keeping the current environment"
+			if fileEvents != nil {
+				// A broken file is fixed by saving it again, and the file
+				// watch reads it then, without waiting for retry_in.
+				msg += " until the next poll, or the next save of an --env-file"
+			}
+			log.Warn(msg, attrs...)
 			resetTimer(timer, wait)
 			continue
 		}
@@ -146,6 +149,46 @@ func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context
 		update := Update{Env: env, Changed: changed}
 		log.Info("change detected", "changed", changed)
 		onUpdate(ctx, update)
+	}
+}
+
+// watchFiles starts the file watch on the regular --env-file files, if
+// any. It is an accelerator: when it cannot start (inotify instances used
+// up, say) polling still sees every edit, later, and a warning says so.
+// events and failed are nil when nothing is watched; failed reports a
+// watch that stopped. stop ends the watch and waits for it.
+func (w *Watcher) watchFiles(ctx context.Context, log *slog.Logger) (events <-chan []string, failed <-chan error, stop func()) {
+	var paths []string
+	for _, p := range w.Files {
+		if !slices.ContainsFunc(w.Sources, func(src Source) bool {
+			f, ok := src.(*EnvFileSource)
+			return ok && f.Path == p && f.ReadOnce()
+		}) {
+			paths = append(paths, p)
+		}
+	}
+	if len(paths) == 0 {
+		return nil, nil, func() {}
+	}
+	fw, err := NewFileWatcher(paths, w.Debounce, log)
+	if err != nil {
+		log.Warn("cannot watch --env-file files; edits are seen at the next poll", "error", err, "interval", w.Interval)
+		return nil, nil, func() {}
+	}
+	fwCtx, cancel := context.WithCancel(ctx)
+	ev := make(chan []string, 1)
+	errc := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := fw.Run(fwCtx, ev); fwCtx.Err() == nil {
+			errc <- err
+		}
+	}()
+	return ev, errc, func() {
+		cancel()
+		<-done
+		fw.Close()
 	}
 }
 

@@ -19,8 +19,8 @@ import (
 //   - SIGPROF drives the runtime's CPU profiler; it is about this process only.
 //   - SIGPIPE is raised by the kernel for this process's own writes to a broken
 //     pipe or socket (an AWS connection, say); relaying it would kill a child
-//     that did nothing wrong. Left to the runtime: writes return EPIPE, and a
-//     broken stdout/stderr ends the process as for any Unix program.
+//     that did nothing wrong. Writes return EPIPE; a supervising paramexec
+//     also catches it (logsink.CatchSIGPIPE) so a broken stderr cannot end it.
 //   - SIGTTIN, SIGTTOU are job control: the kernel raises them when a process
 //     in a background group uses the terminal, which the supervisor is
 //     whenever its child owns the foreground. Catching them would loop (the
