@@ -55,8 +55,13 @@ WATCHING
     --on-change ACTION    restart (default), exit, or signal:NAME (the child
                           gets NAME and keeps its old environment)
     --grace DURATION      how long a stopping child has before SIGKILL to its
-                          process group (default 10s)
-    --stop-signal NAME    the signal that asks the child to stop (default TERM)
+                          process group (default 10s); 0 means none: SIGKILL
+                          right after the stop signal
+    --stop-signal NAME    the signal that asks the child to stop (default
+                          TERM), on a restart and when paramexec itself is
+                          stopped: the first SIGTERM or SIGINT paramexec gets
+                          reaches the child as NAME; a second one is
+                          forwarded as it is
     --init                stay the parent (signal forwarding, zombie reaping)
                           even when not watching
     --discover-every N    look for added or removed parameters under a path

@@ -14,6 +14,10 @@ import (
 	"time"
 )
 
+// NoGrace as Supervisor.Grace sends SIGKILL right after the stop signal.
+// Zero is not it: a zero Supervisor gets the default grace.
+const NoGrace time.Duration = -1
+
 const (
 	defaultGrace = 10 * time.Second
 	// safetyTick is how often Run reaps without being told to: the signal
@@ -88,7 +92,7 @@ type Event struct {
 type Supervisor struct {
 	Argv       []string
 	OnChange   Action
-	Grace      time.Duration  // before SIGKILL; 10s when 0, none when negative
+	Grace      time.Duration  // before SIGKILL; 10s when 0, none when NoGrace (any negative)
 	StopSignal syscall.Signal // asks the child to stop; SIGTERM when 0
 	Log        *slog.Logger   // nil: discard
 	// Reap collects exited children and reports each (signals.Reap, which
@@ -108,13 +112,13 @@ type Supervisor struct {
 
 // Run starts the child with env and supervises it until it exits. It returns
 // the child's StatusCode when the child exits on its own (it never restarts
-// a child that exits by itself), after a terminating signal was forwarded to
-// it, after OnChange Exit, or after ctx is done; in the last two cases Run
-// sends StopSignal first. A child still running Grace after a stop was asked
+// a child that exits by itself), after a terminating signal, after OnChange
+// Exit, or after ctx is done; in each case Run sends StopSignal first (see
+// terminate for the signals). A child still running Grace after a stop was asked
 // for is SIGKILLed with its whole process group.
 //
 // sigs carries every signal this process receives, SIGCHLD included: each
-// but SIGCHLD is forwarded to the child's pid. changes carry new
+// but SIGCHLD and the first terminating one is forwarded to the child's pid. changes carry new
 // environments: see Action for what each does. Changes arriving during a
 // restart are coalesced: the next child gets the newest environment; and
 // signals other than terminating ones are held until it has started.
@@ -189,17 +193,18 @@ type run struct {
 	io         *stdio
 	tty        int // the terminal each child gets as foreground, or -1
 
-	phase  phase
-	pid    int                // the current child; also its process group
-	env    []string           // the next child's environment
-	reason string             // why the restart or stop under way
-	begun  time.Time          // when the restart under way was asked for
-	queued []syscall.Signal   // held for the next child, each once, in order
-	timer  *time.Timer        // the grace period under way
-	graceC <-chan time.Time   // timer.C while the grace period runs, else nil
-	exited bool               // the current child has been reaped
-	status syscall.WaitStatus // and how it ended
-	exitAt time.Time
+	phase      phase
+	terminated bool               // a terminating signal was received
+	pid        int                // the current child; also its process group
+	env        []string           // the next child's environment
+	reason     string             // why the restart or stop under way
+	begun      time.Time          // when the restart under way was asked for
+	queued     []syscall.Signal   // held for the next child, each once, in order
+	timer      *time.Timer        // the grace period under way
+	graceC     <-chan time.Time   // timer.C while the grace period runs, else nil
+	exited     bool               // the current child has been reaped
+	status     syscall.WaitStatus // and how it ended
+	exitAt     time.Time
 }
 
 func (r *run) loop(ctx context.Context, changes <-chan Change, sigs <-chan os.Signal) (int, error) {
@@ -281,11 +286,7 @@ func (r *run) signal(sig os.Signal) {
 	}
 	name := SignalName(ss)
 	if r.terminates(sig) {
-		// Forwarded as it is, even during a stop: a second ^C or a SIGTERM
-		// after our SIGQUIT says more than the first.
-		r.log.Info("forwarding terminating signal", "pid", r.pid, "signal", name)
-		r.send(ss)
-		r.stop(stopping, 0, "received "+name)
+		r.terminate(ss)
 		return
 	}
 	if r.phase == restarting {
@@ -299,6 +300,31 @@ func (r *run) signal(sig os.Signal) {
 	}
 	r.log.Debug("forwarding signal", "pid", r.pid, "signal", name)
 	r.send(ss)
+}
+
+// terminate handles a signal that ends the supervision. The first one asks
+// the child to stop as the child wants to be asked, with StopSignal: docker
+// stop, ECS and systemd send SIGTERM whatever the program's graceful stop
+// is (nginx's is SIGQUIT), and ECS ignores an image's STOPSIGNAL. A child
+// already sent StopSignal (a restart or a stop under way) gets nothing more
+// for it. Every later one is forwarded as it is: a second ^C or SIGTERM
+// during a stop says more than the first, as it would to the program run
+// without paramexec.
+func (r *run) terminate(sig syscall.Signal) {
+	name := SignalName(sig)
+	if r.terminated {
+		r.log.Info("forwarding terminating signal", "pid", r.pid, "signal", name)
+		r.send(sig)
+		return
+	}
+	r.terminated = true
+	if r.phase == running {
+		r.log.Info("terminating signal received; asking the child to stop", "pid", r.pid, "signal", name, "stop_signal", SignalName(r.stopSig))
+		r.stop(stopping, r.stopSig, "received "+name)
+		return
+	}
+	r.log.Info("terminating signal received; the child is already stopping", "pid", r.pid, "signal", name)
+	r.stop(stopping, 0, "received "+name)
 }
 
 func (r *run) change(c Change) {
@@ -374,7 +400,7 @@ func (r *run) stop(to phase, sig syscall.Signal, reason string) {
 // kill ends a grace period that ran out.
 func (r *run) kill() {
 	r.graceC = nil
-	r.log.Warn("child still running after the grace period; killing its process group", "pid", r.pid, "grace", r.grace)
+	r.log.Warn("child still running after the grace period; killing its process group", "pid", r.pid, "grace", max(r.grace, 0))
 	r.killGroup()
 	// The child may have left its group (setsid); it is killed all the same.
 	r.send(syscall.SIGKILL)

@@ -1,0 +1,87 @@
+package main
+
+import (
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+// signalsAt lists the signals the test child recorded, in order.
+func signalsAt(t *testing.T, rec string) []string {
+	t.Helper()
+	var out []string
+	for _, r := range readRecords(t, rec) {
+		if r.Event == "signal" {
+			out = append(out, r.Signal)
+		}
+	}
+	return out
+}
+
+// docker stop, ECS and systemd send SIGTERM; a child whose graceful stop is
+// another signal (nginx: SIGQUIT) must get that one.
+func TestTerminatingSignalBecomesStopSignal(t *testing.T) {
+	t.Run("first is the stop signal", func(t *testing.T) {
+		// The child ignores SIGTERM: only SIGQUIT stops it with code 5.
+		// --grace 30s: were SIGTERM forwarded, it would end in SIGKILL.
+		args, rec := childArgs(t, "-ignore-term", "-stop-on", "QUIT", "-term-exit", "5")
+		pe := startBinary(t, baseEnv(""), append([]string{"--init", "--stop-signal", "QUIT", "--grace", "30s"}, args...)...)
+		waitStarts(t, rec, 1)
+		pe.signal(syscall.SIGTERM)
+		if code := pe.wait(); code != 5 {
+			t.Errorf("exit %d after SIGTERM, want the child's 5 from SIGQUIT; stderr:\n%s", code, pe.stderr.String())
+		}
+		if got := signalsAt(t, rec); !slices.Equal(got, []string{"SIGQUIT"}) {
+			t.Errorf("the child received %q, want only SIGQUIT", got)
+		}
+	})
+	t.Run("a second is forwarded as it is", func(t *testing.T) {
+		// SIGQUIT starts a stop that takes an hour; the second SIGTERM must
+		// reach the child as SIGTERM, and the grace period ends it.
+		args, rec := childArgs(t, "-ignore-term", "-stop-on", "QUIT", "-stop-delay", "1h")
+		pe := startBinary(t, baseEnv(""), append([]string{"--init", "--stop-signal", "QUIT", "--grace", "3s"}, args...)...)
+		waitStarts(t, rec, 1)
+		pe.signal(syscall.SIGTERM)
+		waitFor(t, "SIGQUIT at the child", func() bool { return slices.Contains(signalsAt(t, rec), "SIGQUIT") })
+		pe.signal(syscall.SIGTERM)
+		waitFor(t, "SIGTERM at the child", func() bool { return slices.Contains(signalsAt(t, rec), "SIGTERM") })
+		if code := pe.wait(); code != 128+9 {
+			t.Errorf("exit %d, want 137 after the grace period", code)
+		}
+		if got := signalsAt(t, rec); !slices.Equal(got, []string{"SIGQUIT", "SIGTERM"}) {
+			t.Errorf("the child received %q, want SIGQUIT then SIGTERM", got)
+		}
+	})
+}
+
+func TestGraceZeroMeansNone(t *testing.T) {
+	t.Run("--grace 0", func(t *testing.T) {
+		// The child would exit 0 five seconds after SIGTERM, well inside the
+		// 10 s that 0 used to mean: only an immediate SIGKILL gives 137.
+		args, rec := childArgs(t, "-stop-delay", "5s")
+		pe := startBinary(t, baseEnv(""), append([]string{"--init", "--grace", "0"}, args...)...)
+		waitStarts(t, rec, 1)
+		pe.signal(syscall.SIGTERM)
+		if code := pe.wait(); code != 128+9 {
+			t.Errorf("exit %d with --grace 0, want 137 (SIGKILL right after the stop signal); stderr:\n%s", code, pe.stderr.String())
+		}
+		// The stop signal is still sent first (the child may die before it
+		// handles it, so the log, not the child, is the witness).
+		if !strings.Contains(pe.stderr.String(), `msg="stopping child"`) || !strings.Contains(pe.stderr.String(), "signal=SIGTERM") {
+			t.Errorf("with --grace 0 the stop signal must still be sent first:\n%s", pe.stderr.String())
+		}
+		if !strings.Contains(pe.stderr.String(), "grace=0s") {
+			t.Errorf("the log does not say the grace was 0s:\n%s", pe.stderr.String())
+		}
+	})
+	t.Run("no flag keeps 10s", func(t *testing.T) {
+		args, rec := childArgs(t, "-stop-delay", "1s")
+		pe := startBinary(t, baseEnv(""), append([]string{"--init"}, args...)...)
+		waitStarts(t, rec, 1)
+		pe.signal(syscall.SIGTERM)
+		if code := pe.wait(); code != 0 {
+			t.Errorf("exit %d without --grace, want the child's 0 after its 1s stop; stderr:\n%s", code, pe.stderr.String())
+		}
+	})
+}
