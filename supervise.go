@@ -115,6 +115,8 @@ func notifyEvents(n *sdnotify.Notifier, command string, log *slog.Logger) func(e
 			err = n.Stopping(fmt.Sprintf("stopping %s (pid %d): %s", name, e.Pid, e.Reason))
 		case exec.Killed:
 			err = n.Status(fmt.Sprintf("%s (pid %d) outlived --grace; its process group was killed", name, e.Pid))
+		case exec.Rejected:
+			err = n.Status(fmt.Sprintf("%s (pid %d) keeps running: new environment rejected: %s", name, e.Pid, e.Reason))
 		case exec.Exited:
 			err = n.Status(fmt.Sprintf("%s (pid %d) exited with status %d", name, e.Pid, e.Code))
 		}

@@ -30,7 +30,14 @@ type running struct {
 
 func startBinary(t *testing.T, env []string, args ...string) *running {
 	t.Helper()
-	cmd := osexec.Command(binPath, args...)
+	return startCommand(t, env, binPath, args...)
+}
+
+// startCommand is startBinary with a command in front of paramexec that
+// execs it (prlimit, say), so that the pid is paramexec's all the same.
+func startCommand(t *testing.T, env []string, name string, args ...string) *running {
+	t.Helper()
+	cmd := osexec.Command(name, args...)
 	cmd.Env = env
 	r := &running{t: t, cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = r.stderr

@@ -72,6 +72,9 @@ WATCHING
     only for a source whose versions moved. --env-file files are watched
     for writes as well. A failed poll is retried with backoff and logged
     with the AWS error code; the child keeps running with the values it has.
+    A new environment that could not start the command (too large for
+    execve, or the command not found with its PATH) is rejected before the
+    child is touched, and the child keeps running.
 
 STARTING
     --startup-timeout D   keep retrying throttling, 5xx and network errors
@@ -112,6 +115,7 @@ EXIT STATUS
     the command's own exit status, or 128+N if it died from signal N;
     2    usage or configuration error
     3    a source could not be read at start-up (after retries)
+    4    the arguments and environment are too large to exec (E2BIG)
     126  the command is not executable
     127  the command was not found
 

@@ -51,6 +51,10 @@ const (
 	// Exited: a child has exited, the old one of a restart as well as the
 	// last one, after which Run returns.
 	Exited
+	// Rejected: a change's environment cannot start the command (too large
+	// for execve, or the command not found with its PATH); the child keeps
+	// running. Reason says why, with names and sizes only.
+	Rejected
 )
 
 func (k EventKind) String() string {
@@ -67,6 +71,8 @@ func (k EventKind) String() string {
 		return "killed"
 	case Exited:
 		return "exited"
+	case Rejected:
+		return "rejected"
 	}
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }
@@ -124,8 +130,11 @@ type Supervisor struct {
 // signals other than terminating ones are held until it has started.
 // Terminating ones end the restart: no new child starts.
 //
+// A change whose environment cannot start the command is rejected before
+// the child is touched (see reject).
+//
 // Run returns an error only when a child could not be started, at first or
-// on a restart, with ExitCode(err) as the code (126, 127), or when the
+// on a restart, with ExitCode(err) as the code (126, 127, 4), or when the
 // Supervisor is misconfigured (2). When ctx is done before the first start,
 // it starts nothing and returns 1 and ctx's error. When Run returns, no
 // child of it is running and nothing is left in the last child's process
@@ -267,7 +276,7 @@ func (r *run) start() error {
 	pid, err := syscall.ForkExec(path, r.s.Argv, &syscall.ProcAttr{Env: r.env, Files: files, Sys: sys})
 	runtime.KeepAlive(r.io)
 	if err != nil {
-		return startError(path, err)
+		return startError(path, r.s.Argv, r.env, err)
 	}
 	r.pid, r.exited = pid, false
 	r.log.Info("child started", "pid", pid, "command", path)
@@ -333,9 +342,15 @@ func (r *run) change(c Change) {
 		r.log.Debug("change ignored: the child is stopping", "reason", c.Reason)
 		return
 	case restarting:
+		if r.reject(c) {
+			return
+		}
 		r.env = slices.Clone(c.Env)
 		r.addReason(c.Reason)
 		r.log.Info("change joins the restart under way", "reason", c.Reason)
+		return
+	}
+	if r.s.OnChange.Kind != Signal && r.reject(c) {
 		return
 	}
 	switch r.s.OnChange.Kind {
@@ -350,6 +365,22 @@ func (r *run) change(c Change) {
 		r.log.Info("signalling child to reload", "pid", r.pid, "signal", SignalName(r.s.OnChange.Signal), "reason", c.Reason)
 		r.send(r.s.OnChange.Signal)
 	}
+}
+
+// reject reports whether the environment of c cannot start the command,
+// and logs why (names and sizes, never values). It is checked before the
+// child is touched: stopping a working child for an environment that
+// cannot exec (over execve's limits, or a PATH that no longer leads to the
+// command) would take the service down. The child keeps running and the
+// environment is dropped; a later change is checked afresh.
+func (r *run) reject(c Change) bool {
+	err := checkStart(r.s.Argv, c.Env)
+	if err == nil {
+		return false
+	}
+	r.log.Error("new environment rejected; the child keeps running with its current one", "pid", r.pid, "reason", c.Reason, "error", err)
+	r.emit(Event{Kind: Rejected, Pid: r.pid, Reason: c.Reason + ": " + err.Error()})
+	return true
 }
 
 func (r *run) addReason(reason string) {
