@@ -1,7 +1,10 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -84,4 +87,70 @@ func TestGraceZeroMeansNone(t *testing.T) {
 			t.Errorf("exit %d without --grace, want the child's 0 after its 1s stop; stderr:\n%s", code, pe.stderr.String())
 		}
 	})
+}
+
+// daemonsOf returns the pids of the setsid daemons each child reported,
+// by the child's pid.
+func daemonsOf(t *testing.T, rec string) map[int][]int {
+	t.Helper()
+	out := map[int][]int{}
+	for _, r := range readRecords(t, rec) {
+		if r.Event == "spawned" && r.Kind == "daemons" {
+			out[r.Pid] = r.Children
+		}
+	}
+	return out
+}
+
+// A child's setsid daemons leave its process group, so a signal to the
+// group misses them; paramexec, their subreaper, must end them with the
+// generation: at a restart (stop signal, then SIGKILL after --grace; these
+// ignore the stop signal) and at its own exit.
+func TestSetsidLeftoversEndWithTheirGeneration(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "app.env")
+	mustDo(t, os.WriteFile(file, []byte("V=1\n"), 0o600))
+	args, rec := childArgs(t, "-daemons", "2")
+	pe := startBinary(t, baseEnv(""), append([]string{"--env-file", file, "--interval", "1h", "--grace", "1s"}, args...)...)
+	var daemons []int
+	for gen := 1; gen <= 4; gen++ {
+		child := waitStarts(t, rec, gen)[gen-1]
+		waitFor(t, "the daemons of child "+strconv.Itoa(gen), func() bool { return len(daemonsOf(t, rec)[child.Pid]) == 2 })
+		mine := daemonsOf(t, rec)[child.Pid]
+		for _, pid := range mine {
+			if !isAlive(pid) {
+				t.Fatalf("daemon %d of the current child %d is not running", pid, child.Pid)
+			}
+		}
+		// gone waits 10 s for each: the leftovers have 1 s of grace.
+		for _, pid := range daemons {
+			if !gone(pid) {
+				t.Errorf("daemon %d of an earlier generation is alive with child %d (generation %d)", pid, child.Pid, gen)
+			}
+		}
+		daemons = append(daemons, mine...)
+		if gen < 4 {
+			mustDo(t, os.WriteFile(file, []byte("V="+strconv.Itoa(gen+1)+"\n"), 0o600))
+		}
+	}
+	if !strings.Contains(pe.stderr.String(), "left outside its process group") {
+		t.Errorf("the log does not say leftovers were stopped:\n%s", pe.stderr.String())
+	}
+	pe.signal(syscall.SIGTERM)
+	pe.wait()
+	for _, pid := range daemons {
+		if !gone(pid) {
+			t.Errorf("daemon %d outlived paramexec", pid)
+		}
+	}
+}
+
+// isAlive reports whether pid runs and is no zombie.
+func isAlive(pid int) bool {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(f) > 0 && f[0] != "Z"
 }

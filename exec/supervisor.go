@@ -138,7 +138,8 @@ type Supervisor struct {
 // Supervisor is misconfigured (2). When ctx is done before the first start,
 // it starts nothing and returns 1 and ctx's error. When Run returns, no
 // child of it is running and nothing is left in the last child's process
-// group.
+// group, nor below this process: what a child left outside its group (see
+// sweep) got the stop signal and Grace, then SIGKILL.
 func (s *Supervisor) Run(ctx context.Context, env []string, changes <-chan Change, sigs <-chan os.Signal) (int, error) {
 	if len(s.Argv) == 0 {
 		return ExitCode(ErrNotFound), fmt.Errorf("supervise: empty command: %w", ErrNotFound)
@@ -214,6 +215,10 @@ type run struct {
 	exited     bool               // the current child has been reaped
 	status     syscall.WaitStatus // and how it ended
 	exitAt     time.Time
+
+	left  []leftovers      // earlier generations' leftovers, by deadline
+	leftT *time.Timer      // the first deadline of left
+	leftC <-chan time.Time // leftT.C, or nil
 }
 
 func (r *run) loop(ctx context.Context, changes <-chan Change, sigs <-chan os.Signal) (int, error) {
@@ -245,13 +250,17 @@ func (r *run) loop(ctx context.Context, changes <-chan Change, sigs <-chan os.Si
 			r.kill()
 		case <-tick.C:
 			r.reap()
+		case <-r.leftC:
+			r.killLeftovers()
 		}
 		if !r.exited {
 			continue
 		}
 		code := StatusCode(r.status)
 		r.cleanUp(code)
+		r.sweep()
 		if r.phase != restarting {
+			r.finish(sigs, tick.C)
 			return code, nil
 		}
 		if err := r.restart(); err != nil {
@@ -476,6 +485,106 @@ func (r *run) cleanUp(code int) {
 	r.killGroup()
 	r.log.Info("child exited", "pid", r.pid, "code", code)
 	r.emit(Event{Kind: Exited, Pid: r.pid, Code: code})
+}
+
+// sweep follows cleanUp: what the child left outside its process group
+// (setsid daemons, double-forked helpers) is found among this process's
+// descendants, where a subreaper or PID 1 has them. At this moment, the
+// old child gone and no new one started, every descendant belongs to the
+// generation that just ended. They get the stop signal now and SIGKILL
+// after the grace period, while the new child runs: a restart replaces the
+// whole generation, long-lived daemons included.
+func (r *run) sweep() {
+	procs := descendantsOutside(r.pid, os.Getpid())
+	if len(procs) == 0 {
+		return
+	}
+	grace := max(r.grace, 0)
+	l := leftovers{procs: procs, deadline: time.Now().Add(grace)}
+	r.log.Info("stopping what the child left outside its process group", "pids", l.pids(), "signal", SignalName(r.stopSig), "grace", grace)
+	for _, p := range procs {
+		p.signal(r.stopSig)
+	}
+	r.left = append(r.left, l)
+	r.armLeftovers()
+}
+
+// killLeftovers SIGKILLs the leftovers whose grace period is over.
+func (r *run) killLeftovers() {
+	now := time.Now()
+	for len(r.left) > 0 && !r.left[0].deadline.After(now) {
+		l := r.left[0]
+		r.left = r.left[1:]
+		if l.prune() {
+			r.log.Warn("leftovers still running after the grace period; killing them", "pids", l.pids())
+			l.kill()
+		}
+	}
+	r.armLeftovers()
+}
+
+func (r *run) armLeftovers() {
+	if r.leftT != nil {
+		r.leftT.Stop()
+		r.leftT, r.leftC = nil, nil
+	}
+	if len(r.left) > 0 {
+		r.leftT = time.NewTimer(time.Until(r.left[0].deadline))
+		r.leftC = r.leftT.C
+	}
+}
+
+// finishBound caps the last sweep of finish: SIGKILL cannot be refused, so
+// only a process forking as fast as it is killed would last that long.
+const finishBound = 2 * time.Second
+
+// finish ends Run once the last child has exited: the leftovers get the
+// rest of their grace period (a terminating signal cuts it short), then
+// whatever is still below this process is SIGKILLed, so that nothing this
+// process started or adopted outlives it.
+func (r *run) finish(sigs <-chan os.Signal, tick <-chan time.Time) {
+	for len(r.left) > 0 {
+		select {
+		case <-r.leftC:
+			r.killLeftovers()
+		case sig, ok := <-sigs:
+			switch {
+			case !ok:
+				sigs = nil
+			case sig == syscall.SIGCHLD:
+				r.reap()
+			case r.terminates(sig):
+				r.log.Info("terminating signal received; killing the leftovers now", "signal", sig.String())
+				for _, l := range r.left {
+					l.kill()
+				}
+			}
+		case <-tick:
+			r.reap()
+		}
+		for i := range r.left {
+			r.left[i].prune()
+		}
+		r.left = slices.DeleteFunc(r.left, func(l leftovers) bool { return len(l.procs) == 0 })
+	}
+	r.armLeftovers()
+	deadline := time.Now().Add(finishBound)
+	for {
+		procs := descendants(os.Getpid())
+		if len(procs) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.log.Warn("descendants still running at exit", "count", len(procs))
+			return
+		}
+		for _, p := range procs {
+			p.signal(syscall.SIGKILL)
+		}
+		// SIGKILL takes effect when the process next runs: give it the CPU.
+		time.Sleep(5 * time.Millisecond)
+		r.reap()
+	}
 }
 
 func (r *run) restart() error {
