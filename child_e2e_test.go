@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // signalsAt lists the signals the test child recorded, in order.
@@ -153,4 +154,32 @@ func isAlive(pid int) bool {
 	s := string(data)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	return len(f) > 0 && f[0] != "Z"
+}
+
+// The OOM killer ends paramexec with SIGKILL, which it cannot catch: the
+// child must die with it (its parent-death signal), not run on unsupervised.
+func TestChildDiesWithKilledSupervisor(t *testing.T) {
+	// A restart first: the child of a restart is forked later, and must be
+	// tied to paramexec's life as well as the first.
+	file := filepath.Join(t.TempDir(), "app.env")
+	mustDo(t, os.WriteFile(file, []byte("V=1\n"), 0o600))
+	args, rec := childArgs(t)
+	pe := startBinary(t, baseEnv(""), append([]string{"--env-file", file, "--interval", "1h"}, args...)...)
+	waitStarts(t, rec, 1)
+	mustDo(t, os.WriteFile(file, []byte("V=2\n"), 0o600))
+	child := waitStarts(t, rec, 2)[1]
+	pe.signal(syscall.SIGKILL)
+	if code := pe.wait(); code != -int(syscall.SIGKILL) {
+		t.Fatalf("paramexec ended with %d, want death by SIGKILL", code)
+	}
+	// Whoever reaps the orphan (init, a subreaper above the test), a dead
+	// child is at most a zombie; 10 s is far beyond a signal's delivery.
+	deadline := time.Now().Add(10 * time.Second)
+	for isAlive(child.Pid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(child.Pid, syscall.SIGKILL)
+			t.Fatalf("child %d still running 10 s after paramexec was killed", child.Pid)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -182,6 +182,8 @@ func (s *Supervisor) Run(ctx context.Context, env []string, changes <-chan Chang
 			defer r.restoreTTY()
 		}
 	}
+	r.fork = startForker()
+	defer r.fork.close()
 	return r.loop(ctx, changes, sigs)
 }
 
@@ -201,6 +203,7 @@ type run struct {
 	stopSig    syscall.Signal
 	terminates func(os.Signal) bool
 	io         *stdio
+	fork       *forker
 	tty        int // the terminal each child gets as foreground, or -1
 
 	phase      phase
@@ -276,13 +279,16 @@ func (r *run) start() error {
 	}
 	files := []uintptr{r.io.files[0].Fd(), r.io.files[1].Fd(), r.io.files[2].Fd()}
 	// Its own process group, so that SIGKILL reaches its descendants too and
-	// a terminal's ^C reaches it rather than this process.
-	sys := &syscall.SysProcAttr{Setpgid: true}
+	// a terminal's ^C reaches it rather than this process. SIGKILL when this
+	// process dies, even by SIGKILL (see forker); not inherited by the
+	// child's own children, which only a PID namespace's end or a cgroup
+	// kill reaches then.
+	sys := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if r.tty >= 0 {
 		sys.Foreground, sys.Ctty = true, r.tty
 	}
 	// ForkExec, not os/exec: the reaper owns wait4, so nothing here may wait.
-	pid, err := syscall.ForkExec(path, r.s.Argv, &syscall.ProcAttr{Env: r.env, Files: files, Sys: sys})
+	pid, err := r.fork.forkExec(path, r.s.Argv, &syscall.ProcAttr{Env: r.env, Files: files, Sys: sys})
 	runtime.KeepAlive(r.io)
 	if err != nil {
 		return startError(path, r.s.Argv, r.env, err)
