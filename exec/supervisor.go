@@ -219,9 +219,10 @@ type run struct {
 	status     syscall.WaitStatus // and how it ended
 	exitAt     time.Time
 
-	left  []leftovers      // earlier generations' leftovers, by deadline
-	leftT *time.Timer      // the first deadline of left
-	leftC <-chan time.Time // leftT.C, or nil
+	stopBy time.Time        // when the grace period of the last stop ends
+	left   []leftovers      // earlier generations' leftovers, by deadline
+	leftT  *time.Timer      // the first deadline of left
+	leftC  <-chan time.Time // leftT.C, or nil
 }
 
 func (r *run) loop(ctx context.Context, changes <-chan Change, sigs <-chan os.Signal) (int, error) {
@@ -429,6 +430,7 @@ func (r *run) stop(to phase, sig syscall.Signal, reason string) {
 	if sig != 0 {
 		r.send(sig)
 	}
+	r.stopBy = time.Now().Add(max(r.grace, 0))
 	r.timer = time.NewTimer(max(r.grace, 0))
 	r.graceC = r.timer.C
 	kind, msg := Stopping, "stopping child"
@@ -506,7 +508,15 @@ func (r *run) sweep() {
 		return
 	}
 	grace := max(r.grace, 0)
-	l := leftovers{procs: procs, deadline: time.Now().Add(grace)}
+	deadline := time.Now().Add(grace)
+	if r.phase == stopping && !r.stopBy.IsZero() && r.stopBy.Before(deadline) {
+		// Stopping for good, the grace is the stop's, for the whole
+		// generation: an orchestrator's own timeout (docker stop's 10 s)
+		// is counted from the same signal.
+		deadline = r.stopBy
+		grace = max(time.Until(deadline), 0)
+	}
+	l := leftovers{procs: procs, deadline: deadline}
 	r.log.Info("stopping what the child left outside its process group", "pids", l.pids(), "signal", SignalName(r.stopSig), "grace", grace)
 	for _, p := range procs {
 		p.signal(r.stopSig)
