@@ -84,9 +84,15 @@ type result struct {
 // runBinary runs paramexec to completion with env and args.
 func runBinary(t *testing.T, env []string, args ...string) result {
 	t.Helper()
+	return runCommand(t, env, binPath, args...)
+}
+
+// runCommand is runBinary with a command in front that execs paramexec.
+func runCommand(t *testing.T, env []string, name string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	defer cancel()
-	cmd := osexec.CommandContext(ctx, binPath, args...)
+	cmd := osexec.CommandContext(ctx, name, args...)
 	cmd.Env = env
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

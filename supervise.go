@@ -71,7 +71,7 @@ func supervise(ctx context.Context, cfg *config, env []string, w *fetch.Watcher,
 	sup := &exec.Supervisor{
 		Argv:       cfg.argv,
 		OnChange:   cfg.onChange,
-		Grace:      cfg.grace,
+		Grace:      grace(cfg.grace),
 		StopSignal: cfg.stopSignal,
 		Log:        log,
 		Reap:       signals.Reap,
@@ -85,6 +85,15 @@ func supervise(ctx context.Context, cfg *config, env []string, w *fetch.Watcher,
 		log.Error("cannot run command", "command", cfg.argv[0], "error", err)
 	}
 	return code
+}
+
+// grace maps --grace to the supervisor's: --grace 0 is read as "no grace",
+// SIGKILL right after the stop signal, where exec's zero means its default.
+func grace(d time.Duration) time.Duration {
+	if d == 0 {
+		return exec.NoGrace
+	}
+	return d
 }
 
 // notifyEvents reports the child's lifecycle to systemd (a no-op without
@@ -106,6 +115,8 @@ func notifyEvents(n *sdnotify.Notifier, command string, log *slog.Logger) func(e
 			err = n.Stopping(fmt.Sprintf("stopping %s (pid %d): %s", name, e.Pid, e.Reason))
 		case exec.Killed:
 			err = n.Status(fmt.Sprintf("%s (pid %d) outlived --grace; its process group was killed", name, e.Pid))
+		case exec.Rejected:
+			err = n.Status(fmt.Sprintf("%s (pid %d) keeps running: new environment rejected: %s", name, e.Pid, e.Reason))
 		case exec.Exited:
 			err = n.Status(fmt.Sprintf("%s (pid %d) exited with status %d", name, e.Pid, e.Code))
 		}

@@ -55,8 +55,13 @@ WATCHING
     --on-change ACTION    restart (default), exit, or signal:NAME (the child
                           gets NAME and keeps its old environment)
     --grace DURATION      how long a stopping child has before SIGKILL to its
-                          process group (default 10s)
-    --stop-signal NAME    the signal that asks the child to stop (default TERM)
+                          process group (default 10s); 0 means none: SIGKILL
+                          right after the stop signal
+    --stop-signal NAME    the signal that asks the child to stop (default
+                          TERM), on a restart and when paramexec itself is
+                          stopped: the first SIGTERM or SIGINT paramexec gets
+                          reaches the child as NAME; a second one is
+                          forwarded as it is
     --init                stay the parent (signal forwarding, zombie reaping)
                           even when not watching
     --discover-every N    look for added or removed parameters under a path
@@ -67,6 +72,9 @@ WATCHING
     only for a source whose versions moved. --env-file files are watched
     for writes as well. A failed poll is retried with backoff and logged
     with the AWS error code; the child keeps running with the values it has.
+    A new environment that could not start the command (too large for
+    execve, or the command not found with its PATH) is rejected before the
+    child is touched, and the child keeps running.
 
 STARTING
     --startup-timeout D   keep retrying throttling, 5xx and network errors
@@ -107,6 +115,7 @@ EXIT STATUS
     the command's own exit status, or 128+N if it died from signal N;
     2    usage or configuration error
     3    a source could not be read at start-up (after retries)
+    4    the arguments and environment are too large to exec (E2BIG)
     126  the command is not executable
     127  the command was not found
 

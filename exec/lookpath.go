@@ -113,20 +113,32 @@ func lookupEnv(env []string, key string) (string, bool) {
 
 // ExitCode maps an error from starting a command to the shell's convention:
 // 0 for nil, 127 when it wraps ErrNotFound, 126 for anything else (not
-// executable, or any other failure to start).
+// executable, or any other failure to start), except 4 when it wraps
+// ErrTooLarge: a shell's 126 would send the reader to the file's mode.
 func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return 0
 	case errors.Is(err, ErrNotFound):
 		return 127
+	case errors.Is(err, ErrTooLarge):
+		return 4
 	default:
 		return 126
 	}
 }
 
-// startError classifies an execve failure of path, which LookPath had found.
-func startError(path string, err error) error {
+// startError classifies an execve failure of path, which LookPath had found,
+// with argv and env.
+func startError(path string, argv, env []string, err error) error {
+	if errors.Is(err, syscall.E2BIG) {
+		if serr := checkSize(path, argv, env); serr != nil {
+			return fmt.Errorf("exec %q: %w", path, serr)
+		}
+		// Over a limit this process does not model: say what it saw.
+		return fmt.Errorf("exec %q: %w: %d bytes of arguments and environment, %d variables: %w",
+			path, ErrTooLarge, stringsSize(path, argv, env), len(env), err)
+	}
 	if errors.Is(err, syscall.ENOENT) {
 		if _, serr := os.Stat(path); serr == nil {
 			// The file is there, so what is missing is its interpreter

@@ -35,7 +35,7 @@ func Replace(argv, env []string) error {
 			setDefault(sig)
 		}
 	}
-	return startError(path, syscall.Exec(path, argv, env))
+	return startError(path, argv, env, syscall.Exec(path, argv, env))
 }
 
 // setDefault sets sig's disposition to SIG_DFL behind the Go runtime's back,

@@ -14,6 +14,10 @@ import (
 	"time"
 )
 
+// NoGrace as Supervisor.Grace sends SIGKILL right after the stop signal.
+// Zero is not it: a zero Supervisor gets the default grace.
+const NoGrace time.Duration = -1
+
 const (
 	defaultGrace = 10 * time.Second
 	// safetyTick is how often Run reaps without being told to: the signal
@@ -47,6 +51,10 @@ const (
 	// Exited: a child has exited, the old one of a restart as well as the
 	// last one, after which Run returns.
 	Exited
+	// Rejected: a change's environment cannot start the command (too large
+	// for execve, or the command not found with its PATH); the child keeps
+	// running. Reason says why, with names and sizes only.
+	Rejected
 )
 
 func (k EventKind) String() string {
@@ -63,6 +71,8 @@ func (k EventKind) String() string {
 		return "killed"
 	case Exited:
 		return "exited"
+	case Rejected:
+		return "rejected"
 	}
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }
@@ -88,7 +98,7 @@ type Event struct {
 type Supervisor struct {
 	Argv       []string
 	OnChange   Action
-	Grace      time.Duration  // before SIGKILL; 10s when 0, none when negative
+	Grace      time.Duration  // before SIGKILL; 10s when 0, none when NoGrace (any negative)
 	StopSignal syscall.Signal // asks the child to stop; SIGTERM when 0
 	Log        *slog.Logger   // nil: discard
 	// Reap collects exited children and reports each (signals.Reap, which
@@ -108,24 +118,28 @@ type Supervisor struct {
 
 // Run starts the child with env and supervises it until it exits. It returns
 // the child's StatusCode when the child exits on its own (it never restarts
-// a child that exits by itself), after a terminating signal was forwarded to
-// it, after OnChange Exit, or after ctx is done; in the last two cases Run
-// sends StopSignal first. A child still running Grace after a stop was asked
+// a child that exits by itself), after a terminating signal, after OnChange
+// Exit, or after ctx is done; in each case Run sends StopSignal first (see
+// terminate for the signals). A child still running Grace after a stop was asked
 // for is SIGKILLed with its whole process group.
 //
 // sigs carries every signal this process receives, SIGCHLD included: each
-// but SIGCHLD is forwarded to the child's pid. changes carry new
+// but SIGCHLD and the first terminating one is forwarded to the child's pid. changes carry new
 // environments: see Action for what each does. Changes arriving during a
 // restart are coalesced: the next child gets the newest environment; and
 // signals other than terminating ones are held until it has started.
 // Terminating ones end the restart: no new child starts.
 //
+// A change whose environment cannot start the command is rejected before
+// the child is touched (see reject).
+//
 // Run returns an error only when a child could not be started, at first or
-// on a restart, with ExitCode(err) as the code (126, 127), or when the
+// on a restart, with ExitCode(err) as the code (126, 127, 4), or when the
 // Supervisor is misconfigured (2). When ctx is done before the first start,
 // it starts nothing and returns 1 and ctx's error. When Run returns, no
 // child of it is running and nothing is left in the last child's process
-// group.
+// group, nor below this process: what a child left outside its group (see
+// sweep) got the stop signal and Grace, then SIGKILL.
 func (s *Supervisor) Run(ctx context.Context, env []string, changes <-chan Change, sigs <-chan os.Signal) (int, error) {
 	if len(s.Argv) == 0 {
 		return ExitCode(ErrNotFound), fmt.Errorf("supervise: empty command: %w", ErrNotFound)
@@ -168,6 +182,8 @@ func (s *Supervisor) Run(ctx context.Context, env []string, changes <-chan Chang
 			defer r.restoreTTY()
 		}
 	}
+	r.fork = startForker()
+	defer r.fork.close()
 	return r.loop(ctx, changes, sigs)
 }
 
@@ -187,19 +203,26 @@ type run struct {
 	stopSig    syscall.Signal
 	terminates func(os.Signal) bool
 	io         *stdio
+	fork       *forker
 	tty        int // the terminal each child gets as foreground, or -1
 
-	phase  phase
-	pid    int                // the current child; also its process group
-	env    []string           // the next child's environment
-	reason string             // why the restart or stop under way
-	begun  time.Time          // when the restart under way was asked for
-	queued []syscall.Signal   // held for the next child, each once, in order
-	timer  *time.Timer        // the grace period under way
-	graceC <-chan time.Time   // timer.C while the grace period runs, else nil
-	exited bool               // the current child has been reaped
-	status syscall.WaitStatus // and how it ended
-	exitAt time.Time
+	phase      phase
+	terminated bool               // a terminating signal was received
+	pid        int                // the current child; also its process group
+	env        []string           // the next child's environment
+	reason     string             // why the restart or stop under way
+	begun      time.Time          // when the restart under way was asked for
+	queued     []syscall.Signal   // held for the next child, each once, in order
+	timer      *time.Timer        // the grace period under way
+	graceC     <-chan time.Time   // timer.C while the grace period runs, else nil
+	exited     bool               // the current child has been reaped
+	status     syscall.WaitStatus // and how it ended
+	exitAt     time.Time
+
+	stopBy time.Time        // when the grace period of the last stop ends
+	left   []leftovers      // earlier generations' leftovers, by deadline
+	leftT  *time.Timer      // the first deadline of left
+	leftC  <-chan time.Time // leftT.C, or nil
 }
 
 func (r *run) loop(ctx context.Context, changes <-chan Change, sigs <-chan os.Signal) (int, error) {
@@ -231,13 +254,17 @@ func (r *run) loop(ctx context.Context, changes <-chan Change, sigs <-chan os.Si
 			r.kill()
 		case <-tick.C:
 			r.reap()
+		case <-r.leftC:
+			r.killLeftovers()
 		}
 		if !r.exited {
 			continue
 		}
 		code := StatusCode(r.status)
 		r.cleanUp(code)
+		r.sweep()
 		if r.phase != restarting {
+			r.finish(sigs, tick.C)
 			return code, nil
 		}
 		if err := r.restart(); err != nil {
@@ -253,16 +280,19 @@ func (r *run) start() error {
 	}
 	files := []uintptr{r.io.files[0].Fd(), r.io.files[1].Fd(), r.io.files[2].Fd()}
 	// Its own process group, so that SIGKILL reaches its descendants too and
-	// a terminal's ^C reaches it rather than this process.
-	sys := &syscall.SysProcAttr{Setpgid: true}
+	// a terminal's ^C reaches it rather than this process. SIGKILL when this
+	// process dies, even by SIGKILL (see forker); not inherited by the
+	// child's own children, which only a PID namespace's end or a cgroup
+	// kill reaches then.
+	sys := &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if r.tty >= 0 {
 		sys.Foreground, sys.Ctty = true, r.tty
 	}
 	// ForkExec, not os/exec: the reaper owns wait4, so nothing here may wait.
-	pid, err := syscall.ForkExec(path, r.s.Argv, &syscall.ProcAttr{Env: r.env, Files: files, Sys: sys})
+	pid, err := r.fork.forkExec(path, r.s.Argv, &syscall.ProcAttr{Env: r.env, Files: files, Sys: sys})
 	runtime.KeepAlive(r.io)
 	if err != nil {
-		return startError(path, err)
+		return startError(path, r.s.Argv, r.env, err)
 	}
 	r.pid, r.exited = pid, false
 	r.log.Info("child started", "pid", pid, "command", path)
@@ -281,11 +311,7 @@ func (r *run) signal(sig os.Signal) {
 	}
 	name := SignalName(ss)
 	if r.terminates(sig) {
-		// Forwarded as it is, even during a stop: a second ^C or a SIGTERM
-		// after our SIGQUIT says more than the first.
-		r.log.Info("forwarding terminating signal", "pid", r.pid, "signal", name)
-		r.send(ss)
-		r.stop(stopping, 0, "received "+name)
+		r.terminate(ss)
 		return
 	}
 	if r.phase == restarting {
@@ -301,15 +327,46 @@ func (r *run) signal(sig os.Signal) {
 	r.send(ss)
 }
 
+// terminate handles a signal that ends the supervision. The first one asks
+// the child to stop as the child wants to be asked, with StopSignal: docker
+// stop, ECS and systemd send SIGTERM whatever the program's graceful stop
+// is (nginx's is SIGQUIT), and ECS ignores an image's STOPSIGNAL. A child
+// already sent StopSignal (a restart or a stop under way) gets nothing more
+// for it. Every later one is forwarded as it is: a second ^C or SIGTERM
+// during a stop says more than the first, as it would to the program run
+// without paramexec.
+func (r *run) terminate(sig syscall.Signal) {
+	name := SignalName(sig)
+	if r.terminated {
+		r.log.Info("forwarding terminating signal", "pid", r.pid, "signal", name)
+		r.send(sig)
+		return
+	}
+	r.terminated = true
+	if r.phase == running {
+		r.log.Info("terminating signal received; asking the child to stop", "pid", r.pid, "signal", name, "stop_signal", SignalName(r.stopSig))
+		r.stop(stopping, r.stopSig, "received "+name)
+		return
+	}
+	r.log.Info("terminating signal received; the child is already stopping", "pid", r.pid, "signal", name)
+	r.stop(stopping, 0, "received "+name)
+}
+
 func (r *run) change(c Change) {
 	switch r.phase {
 	case stopping:
 		r.log.Debug("change ignored: the child is stopping", "reason", c.Reason)
 		return
 	case restarting:
+		if r.reject(c) {
+			return
+		}
 		r.env = slices.Clone(c.Env)
 		r.addReason(c.Reason)
 		r.log.Info("change joins the restart under way", "reason", c.Reason)
+		return
+	}
+	if r.s.OnChange.Kind != Signal && r.reject(c) {
 		return
 	}
 	switch r.s.OnChange.Kind {
@@ -324,6 +381,22 @@ func (r *run) change(c Change) {
 		r.log.Info("signalling child to reload", "pid", r.pid, "signal", SignalName(r.s.OnChange.Signal), "reason", c.Reason)
 		r.send(r.s.OnChange.Signal)
 	}
+}
+
+// reject reports whether the environment of c cannot start the command,
+// and logs why (names and sizes, never values). It is checked before the
+// child is touched: stopping a working child for an environment that
+// cannot exec (over execve's limits, or a PATH that no longer leads to the
+// command) would take the service down. The child keeps running and the
+// environment is dropped; a later change is checked afresh.
+func (r *run) reject(c Change) bool {
+	err := checkStart(r.s.Argv, c.Env)
+	if err == nil {
+		return false
+	}
+	r.log.Error("new environment rejected; the child keeps running with its current one", "pid", r.pid, "reason", c.Reason, "error", err)
+	r.emit(Event{Kind: Rejected, Pid: r.pid, Reason: c.Reason + ": " + err.Error()})
+	return true
 }
 
 func (r *run) addReason(reason string) {
@@ -357,6 +430,7 @@ func (r *run) stop(to phase, sig syscall.Signal, reason string) {
 	if sig != 0 {
 		r.send(sig)
 	}
+	r.stopBy = time.Now().Add(max(r.grace, 0))
 	r.timer = time.NewTimer(max(r.grace, 0))
 	r.graceC = r.timer.C
 	kind, msg := Stopping, "stopping child"
@@ -374,7 +448,7 @@ func (r *run) stop(to phase, sig syscall.Signal, reason string) {
 // kill ends a grace period that ran out.
 func (r *run) kill() {
 	r.graceC = nil
-	r.log.Warn("child still running after the grace period; killing its process group", "pid", r.pid, "grace", r.grace)
+	r.log.Warn("child still running after the grace period; killing its process group", "pid", r.pid, "grace", max(r.grace, 0))
 	r.killGroup()
 	// The child may have left its group (setsid); it is killed all the same.
 	r.send(syscall.SIGKILL)
@@ -419,6 +493,114 @@ func (r *run) cleanUp(code int) {
 	r.killGroup()
 	r.log.Info("child exited", "pid", r.pid, "code", code)
 	r.emit(Event{Kind: Exited, Pid: r.pid, Code: code})
+}
+
+// sweep follows cleanUp: what the child left outside its process group
+// (setsid daemons, double-forked helpers) is found among this process's
+// descendants, where a subreaper or PID 1 has them. At this moment, the
+// old child gone and no new one started, every descendant belongs to the
+// generation that just ended. They get the stop signal now and SIGKILL
+// after the grace period, while the new child runs: a restart replaces the
+// whole generation, long-lived daemons included.
+func (r *run) sweep() {
+	procs := descendantsOutside(r.pid, os.Getpid())
+	if len(procs) == 0 {
+		return
+	}
+	grace := max(r.grace, 0)
+	deadline := time.Now().Add(grace)
+	if r.phase == stopping && !r.stopBy.IsZero() && r.stopBy.Before(deadline) {
+		// Stopping for good, the grace is the stop's, for the whole
+		// generation: an orchestrator's own timeout (docker stop's 10 s)
+		// is counted from the same signal.
+		deadline = r.stopBy
+		grace = max(time.Until(deadline), 0)
+	}
+	l := leftovers{procs: procs, deadline: deadline}
+	r.log.Info("stopping what the child left outside its process group", "pids", l.pids(), "signal", SignalName(r.stopSig), "grace", grace)
+	for _, p := range procs {
+		p.signal(r.stopSig)
+	}
+	r.left = append(r.left, l)
+	r.armLeftovers()
+}
+
+// killLeftovers SIGKILLs the leftovers whose grace period is over.
+func (r *run) killLeftovers() {
+	now := time.Now()
+	for len(r.left) > 0 && !r.left[0].deadline.After(now) {
+		l := r.left[0]
+		r.left = r.left[1:]
+		if l.prune() {
+			r.log.Warn("leftovers still running after the grace period; killing them", "pids", l.pids())
+			l.kill()
+		}
+	}
+	r.armLeftovers()
+}
+
+func (r *run) armLeftovers() {
+	if r.leftT != nil {
+		r.leftT.Stop()
+		r.leftT, r.leftC = nil, nil
+	}
+	if len(r.left) > 0 {
+		r.leftT = time.NewTimer(time.Until(r.left[0].deadline))
+		r.leftC = r.leftT.C
+	}
+}
+
+// finishBound caps the last sweep of finish: SIGKILL cannot be refused, so
+// only a process forking as fast as it is killed would last that long.
+const finishBound = 2 * time.Second
+
+// finish ends Run once the last child has exited: the leftovers get the
+// rest of their grace period (a terminating signal cuts it short), then
+// whatever is still below this process is SIGKILLed, so that nothing this
+// process started or adopted outlives it.
+func (r *run) finish(sigs <-chan os.Signal, tick <-chan time.Time) {
+	for len(r.left) > 0 {
+		select {
+		case <-r.leftC:
+			r.killLeftovers()
+		case sig, ok := <-sigs:
+			switch {
+			case !ok:
+				sigs = nil
+			case sig == syscall.SIGCHLD:
+				r.reap()
+			case r.terminates(sig):
+				r.log.Info("terminating signal received; killing the leftovers now", "signal", sig.String())
+				for _, l := range r.left {
+					l.kill()
+				}
+			}
+		case <-tick:
+			r.reap()
+		}
+		for i := range r.left {
+			r.left[i].prune()
+		}
+		r.left = slices.DeleteFunc(r.left, func(l leftovers) bool { return len(l.procs) == 0 })
+	}
+	r.armLeftovers()
+	deadline := time.Now().Add(finishBound)
+	for {
+		procs := descendants(os.Getpid())
+		if len(procs) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			r.log.Warn("descendants still running at exit", "count", len(procs))
+			return
+		}
+		for _, p := range procs {
+			p.signal(syscall.SIGKILL)
+		}
+		// SIGKILL takes effect when the process next runs: give it the CPU.
+		time.Sleep(5 * time.Millisecond)
+		r.reap()
+	}
 }
 
 func (r *run) restart() error {

@@ -647,22 +647,29 @@ func TestRunChildExitDuringSignalActionIsNotRestarted(t *testing.T) {
 	}
 }
 
-func TestRunRestartStartFailure(t *testing.T) {
+// A change whose PATH no longer leads to the command is rejected before the
+// working child is touched (it used to stop the child and exit 127).
+func TestRunRestartRejectsUnresolvableCommand(t *testing.T) {
 	sup := &exec.Supervisor{Argv: sh(slowScript)}
 	h := newHarness(t, sup)
 	h.start(sup)
 	h.waitFile("ready.1")
-	if err := os.WriteFile(h.path("release"), nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
 	select {
 	case h.changes <- exec.Change{Env: []string{"PATH=" + h.dir, "D=" + h.dir, "GEN=2"}, Reason: "PATH changed"}:
 	case <-time.After(deadline):
 		t.Fatal("change not taken")
 	}
+	if r := h.event(exec.Rejected); !strings.Contains(r.Reason, "not found") {
+		t.Errorf("Rejected reason %q", r.Reason)
+	}
+	// The child runs on, and stops as it would have.
+	if err := os.WriteFile(h.path("release"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	h.cancel()
 	code, err := h.wait()
-	if code != 127 || !errors.Is(err, exec.ErrNotFound) {
-		t.Fatalf("Run = %d, %v; want 127, not found in the new PATH", code, err)
+	if code != 3 || err != nil || h.count(exec.RestartBegun) != 0 {
+		t.Fatalf("Run = %d, %v, events %v; want the first child's own 3, no restart", code, err, h.seen)
 	}
 }
 
@@ -690,4 +697,37 @@ func TestRunPipesNonFileInput(t *testing.T) {
 	if got := out.String(); got != "got hello\n" {
 		t.Errorf("output %q", got)
 	}
+}
+
+// No source can hand paramexec a variable over execve's 128 KiB per string
+// (SSM stops at 8 KiB, Secrets Manager at 64 KiB), so the per-string check
+// is proved here, with a change made by hand.
+func TestRunRejectsVariableTooLargeForExec(t *testing.T) {
+	sup := &exec.Supervisor{Argv: sh(restartScript)}
+	h := newHarness(t, sup)
+	h.start(sup)
+	first := h.event(exec.Started)
+	h.waitFile("ready.1")
+	big := append(h.env(2), "BIG="+strings.Repeat("x", 130<<10))
+	select {
+	case h.changes <- exec.Change{Env: big, Reason: "BIG changed"}:
+	case <-time.After(deadline):
+		t.Fatal("Run did not take the change")
+	}
+	rejected := h.event(exec.Rejected)
+	if !strings.Contains(rejected.Reason, "variable BIG is 133125 bytes") || strings.Contains(rejected.Reason, "xxx") {
+		t.Errorf("Rejected reason %q: want BIG's name and size, never its value", rejected.Reason)
+	}
+	// The child was not touched: the next good change restarts it as usual.
+	h.change(3, "A changed")
+	restarted := h.event(exec.Restarted)
+	h.waitFile("ready.3")
+	if starts := readLines(t, h.path("starts")); len(starts) != 2 || starts[1] != strconv.Itoa(restarted.Pid)+" 3" {
+		t.Errorf("starts = %q; want the first child and one with GEN=3", starts)
+	}
+	if h.count(exec.RestartBegun) != 1 || restarted.Pid == first.Pid {
+		t.Errorf("events %v: want one restart, for GEN=3", h.seen)
+	}
+	h.signal(syscall.SIGTERM)
+	h.wait()
 }

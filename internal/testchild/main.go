@@ -7,7 +7,7 @@
 //
 //	{"event":"start","pid":N,"ppid":N,"pgid":N,"args":[...],"env":{...}}   once signal handlers are installed
 //	{"event":"signal","pid":N,"signal":"SIGUSR1"}                          for every signal received
-//	{"event":"spawned","pid":N,"kind":"spawn"|"orphans","children":[...]}  for -spawn / -orphans
+//	{"event":"spawned","pid":N,"kind":"spawn"|"daemons"|"orphans","children":[...]}  for -spawn / -daemons / -orphans
 //	{"event":"exit","pid":N,"code":N}                                      right before a normal exit
 //
 // Every catchable signal is recorded except SIGCHLD, SIGURG (the Go
@@ -67,6 +67,8 @@ type options struct {
 	stopDelay  time.Duration
 	ignoreTerm bool
 	die        string
+	stopOn     string
+	daemons    int
 	spawn      int
 	orphans    int
 	print      string
@@ -81,6 +83,8 @@ func parse(args []string) (options, error) {
 	fs.IntVar(&o.termExit, "term-exit", 0, "exit code after SIGTERM/SIGINT")
 	fs.DurationVar(&o.stopDelay, "stop-delay", 0, "wait `D` between SIGTERM/SIGINT and exiting")
 	fs.BoolVar(&o.ignoreTerm, "ignore-term", false, "record SIGTERM/SIGINT but keep running")
+	fs.StringVar(&o.stopOn, "stop-on", "", "treat signal `SIG` as SIGTERM is treated (exit after -stop-delay)")
+	fs.IntVar(&o.daemons, "daemons", 0, "start `N` sleepers in sessions of their own (setsid), as daemonising scripts do")
 	fs.StringVar(&o.die, "die", "", "after starting, die by signal `SIG` (KILL, TERM, 15, ...) with its default action")
 	fs.IntVar(&o.spawn, "spawn", 0, "start `N` sleepers in this process group that ignore SIGTERM and run until SIGKILL")
 	fs.IntVar(&o.orphans, "orphans", 0, "leave `N` short-lived orphans to be reaped by a subreaper or PID 1")
@@ -102,6 +106,13 @@ func run(args []string) int {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "testchild:", err)
 		return 2
+	}
+	var stopSig syscall.Signal
+	if o.stopOn != "" {
+		if stopSig, err = parseSignal(o.stopOn); err != nil {
+			fmt.Fprintln(os.Stderr, "testchild:", err)
+			return 2
+		}
 	}
 	var dieSig syscall.Signal
 	if o.die != "" {
@@ -132,6 +143,14 @@ func run(args []string) int {
 		}
 		rec.must(record{Event: "spawned", Kind: "spawn", Children: pids})
 	}
+	if o.daemons > 0 {
+		pids, err := spawnDaemons(o.daemons)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "testchild: daemons:", err)
+			return 3
+		}
+		rec.must(record{Event: "spawned", Kind: "daemons", Children: pids})
+	}
 	if o.orphans > 0 {
 		pids, err := makeOrphans(o.orphans)
 		if err != nil {
@@ -157,7 +176,8 @@ func run(args []string) int {
 		case s := <-sigc:
 			sig := s.(syscall.Signal)
 			rec.must(record{Event: "signal", Signal: signalName(sig)})
-			if (sig == syscall.SIGTERM || sig == syscall.SIGINT) && !o.ignoreTerm && stopC == nil {
+			polite := (sig == syscall.SIGTERM || sig == syscall.SIGINT) && !o.ignoreTerm
+			if (polite || sig == stopSig) && stopC == nil {
 				stopC = time.After(o.stopDelay)
 			}
 		case <-stopC:
@@ -313,6 +333,10 @@ func (rc *recorder) exit(code int) {
 // /dev/null, so that helpers outliving the child do not hold a test's
 // output pipes open.
 func start(role string, args ...string) (*exec.Cmd, *os.File, error) {
+	return startIn(nil, role, args...)
+}
+
+func startIn(sys *syscall.SysProcAttr, role string, args ...string) (*exec.Cmd, *os.File, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, nil, err
@@ -323,6 +347,7 @@ func start(role string, args ...string) (*exec.Cmd, *os.File, error) {
 	}
 	cmd := exec.Command(self, append([]string{role}, args...)...)
 	cmd.ExtraFiles = []*os.File{w}
+	cmd.SysProcAttr = sys
 	err = cmd.Start()
 	w.Close()
 	if err != nil {
@@ -335,9 +360,23 @@ func start(role string, args ...string) (*exec.Cmd, *os.File, error) {
 // spawnSleepers starts n sleepers and returns once each has ignored
 // SIGTERM, so a test may signal the group as soon as it sees their pids.
 func spawnSleepers(n int) ([]int, error) {
+	return startSleepers(n, nil)
+}
+
+// spawnDaemons starts n sleepers that leave this process's group and
+// session, out of reach of a signal to the group.
+func spawnDaemons(n int) ([]int, error) {
+	return startSleepers(n, func() *syscall.SysProcAttr { return &syscall.SysProcAttr{Setsid: true} })
+}
+
+func startSleepers(n int, sys func() *syscall.SysProcAttr) ([]int, error) {
 	var pids []int
 	for range n {
-		cmd, ready, err := start(roleSleeper)
+		var attr *syscall.SysProcAttr
+		if sys != nil {
+			attr = sys()
+		}
+		cmd, ready, err := startIn(attr, roleSleeper)
 		if err != nil {
 			return pids, err
 		}
