@@ -99,8 +99,8 @@ func TestStartupEnvironmentTooLarge(t *testing.T) {
 	for _, mode := range [][]string{nil, {"--init"}} {
 		args, rec := childArgs(t)
 		r := runCommand(t, env, "prlimit", append(append(append(prefix, "--env-file", file), mode...), args...)...)
-		if r.code != 4 || !strings.Contains(r.stderr, "environment too large") || !strings.Contains(r.stderr, "over the 262144 execve accepts") {
-			t.Errorf("%q: exit %d, want 4 and \"environment too large\" with the limit:\n%s", mode, r.code, r.stderr)
+		if r.code != 126 || !strings.Contains(r.stderr, "environment too large") || !strings.Contains(r.stderr, "over the 262144 execve accepts") {
+			t.Errorf("%q: exit %d, want 126 and \"environment too large\" with the limit:\n%s", mode, r.code, r.stderr)
 		}
 		if strings.Contains(r.stderr, "not executable") {
 			t.Errorf("%q: reported as not executable:\n%s", mode, r.stderr)

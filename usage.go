@@ -115,8 +115,8 @@ EXIT STATUS
     the command's own exit status, or 128+N if it died from signal N;
     2    usage or configuration error
     3    a source could not be read at start-up (after retries)
-    4    the arguments and environment are too large to exec (E2BIG)
-    126  the command is not executable
+    126  the command cannot be executed: not executable, or its arguments
+         and environment too large for execve ("environment too large")
     127  the command was not found
 
 EXAMPLES

@@ -112,17 +112,16 @@ func lookupEnv(env []string, key string) (string, bool) {
 }
 
 // ExitCode maps an error from starting a command to the shell's convention:
-// 0 for nil, 127 when it wraps ErrNotFound, 126 for anything else (not
-// executable, or any other failure to start), except 4 when it wraps
-// ErrTooLarge: a shell's 126 would send the reader to the file's mode.
+// 0 for nil, 127 when it wraps ErrNotFound, 126 for anything else: not
+// executable, too large an environment (ErrTooLarge, which bash reports
+// with 126 as well; the message, not the code, tells the two apart), or any
+// other failure to start.
 func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return 0
 	case errors.Is(err, ErrNotFound):
 		return 127
-	case errors.Is(err, ErrTooLarge):
-		return 4
 	default:
 		return 126
 	}
