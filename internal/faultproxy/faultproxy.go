@@ -79,7 +79,8 @@ type Rule struct {
 	Code, Message string
 	Status        int
 	// Names are the parameters a rewriting fault acts on (see
-	// OmitParameter); a GetParameters or GetParameter request that names
+	// OmitParameter), or the secret ids a rule is for; a GetParameters,
+	// GetParameter, GetSecretValue or DescribeSecret request that names
 	// none of them does not match.
 	Names []string
 	// WithDecryption, when set, matches only ssm requests whose

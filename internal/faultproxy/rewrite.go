@@ -36,7 +36,9 @@ const (
 	// follows it asks for the same page forever.
 	RepeatNextToken
 	// EndlessNextToken gives every GetParametersByPath page a new minted
-	// NextToken: the listing never ends and no token repeats.
+	// NextToken, and the pages after the first no parameters (as AWS may
+	// answer a page): the listing never ends, and neither a token nor a
+	// name repeats.
 	EndlessNextToken
 	// IgnoreVersion forwards GetSecretValue without its VersionId and
 	// VersionStage, as an endpoint that ignores them would: the answer is
@@ -73,6 +75,8 @@ func (r *Rule) matches(op string, body *requestBody) bool {
 		return slices.ContainsFunc(body.Names, func(n string) bool { return slices.Contains(r.Names, n) })
 	case "ssm:GetParameter":
 		return slices.Contains(r.Names, body.Name)
+	case "secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret":
+		return slices.Contains(r.Names, body.SecretId)
 	}
 	return true
 }
@@ -185,6 +189,9 @@ func (p *Proxy) rewriteAnswer(op string, body *requestBody, rule *Rule, answer [
 			return nil, err
 		}
 	case rule.Fault == EndlessNextToken && listing:
+		if strings.HasPrefix(body.NextToken, mintedPrefix) {
+			m["Parameters"] = json.RawMessage("[]") // never the same name twice
+		}
 		p.mu.Lock()
 		p.minted++
 		n := p.minted

@@ -24,7 +24,6 @@ func seedPath(t *testing.T, n int) (string, []string) {
 	return path, names
 }
 
-
 func TestOmitAndReportMissing(t *testing.T) {
 	_, names := seedPath(t, 3)
 	p := newProxy(t)
@@ -109,13 +108,19 @@ func TestListingRewrites(t *testing.T) {
 	p.Inject(Rule{Op: "ssm:GetParametersByPath", Fault: EndlessNextToken, Times: 3})
 	seen := map[string]bool{}
 	var token *string
-	for range 3 {
+	for i := range 3 {
 		out := page(token)
+		if i > 0 && len(out.Parameters) != 0 {
+			t.Errorf("EndlessNextToken: page %d holds %d parameters, want none after the first", i+1, len(out.Parameters))
+		}
 		if out.NextToken == nil || seen[*out.NextToken] {
 			t.Fatalf("EndlessNextToken: token %v after %v", out.NextToken, seen)
 		}
 		seen[*out.NextToken] = true
 		token = out.NextToken
+	}
+	if len(seen) != 3 {
+		t.Errorf("EndlessNextToken: %d tokens", len(seen))
 	}
 	// With the rule spent, a minted token reads the first page again.
 	if out := page(token); len(out.Parameters) != 10 {
