@@ -453,7 +453,7 @@ func explainSecret(err error) error {
 // Versions asks DescribeSecret, which returns no value and costs no KMS
 // call, which version each followed staging label is on now. A secret
 // pinned to a version id never changes and costs no call. A poll of S
-// secrets is S DescribeSecret calls against a 10,000-a-second quota, and
+// secrets is S DescribeSecret calls against a 40,000-a-second quota, and
 // GetSecretValue is called only when a version moved, as AWS's own Secrets
 // Store CSI provider does.
 //
