@@ -7,7 +7,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/paramexec/paramexec/internal/faultproxy"
 )
@@ -400,4 +404,157 @@ func TestUsageErrors(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "SYNOPSIS") {
 		t.Errorf("--help: exit %d", r.code)
 	}
+}
+
+// startsHold fails unless every child start so far had exactly want.
+func startsHold(t *testing.T, rec string, want map[string]string, what string) []record {
+	t.Helper()
+	s := starts(readRecords(t, rec))
+	for i, st := range s {
+		for k, v := range want {
+			if got, ok := st.Env[k]; !ok || got != v {
+				t.Errorf("%s: child %d has %s=%q (present %v), want %q: a partial environment", what, i+1, k, got, ok, v)
+			}
+		}
+		for k := range st.Env {
+			if len(k) == 3 && k[0] == 'P' && k[1] >= '0' && k[1] <= '9' && k[2] >= '0' && k[2] <= '9' {
+				if _, ok := want[k]; !ok {
+					t.Errorf("%s: child %d has %s, which is not under the path any more", what, i+1, k)
+				}
+			}
+		}
+	}
+	return s
+}
+
+// Answers that leave a name out, each given to a real poll through the
+// proxy, never restart the child without that variable, and the name stays
+// watched: a later change to it is applied, and a real deletion is one
+// restart without it.
+func TestInconsistentAnswersNeverRestartWithAPartialEnvironment(t *testing.T) {
+	p := proxied(t)
+	path := uniquePath(t)
+	want := make(map[string]string)
+	for i := range 12 { // two listing pages
+		name := fmt.Sprintf("P%02d", i)
+		typ := "String"
+		if i%4 == 3 {
+			typ = "SecureString"
+		}
+		moto.PutParameter(t, path+"/"+name, val("v1-"+name), typ)
+		want[name] = val("v1-" + name)
+	}
+	args, rec := childArgs(t)
+	pe := startBinary(t, baseEnv(p.URL()), append([]string{"--path", path, "--interval", "1s", "--discover-every", "2"}, args...)...)
+	waitStarts(t, rec, 1)
+	startsHold(t, rec, want, "at start")
+
+	p03 := path + "/P03"
+	rules := []faultproxy.Rule{
+		{Op: "ssm:GetParameters", Fault: faultproxy.OmitParameter, Names: []string{p03}, WithDecryption: aws.Bool(false), Times: 2},
+		{Op: "ssm:GetParameters", Fault: faultproxy.ReportMissing, Names: []string{p03}, WithDecryption: aws.Bool(false), Times: 1},
+		{Op: "ssm:GetParametersByPath", Fault: faultproxy.OmitParameter, Names: []string{p03}, Times: 1},
+		{Op: "ssm:GetParametersByPath", Fault: faultproxy.DropNextToken, Times: 1},
+		{Op: "ssm:GetParametersByPath", Fault: faultproxy.EmptyListing, Times: 1},
+	}
+	hits := 0
+	for _, r := range rules {
+		p.Inject(r)
+		hits += r.Times
+	}
+	// Failed polls back off (up to nine intervals each), so six of them
+	// in a row may take half a minute; none of this measures speed.
+	waitForWithin(t, 3*time.Minute, "every inconsistent answer given", func() bool { return p.Counts().Faulted >= hits })
+	// The absence of a restart is proved by watching until one clean
+	// version check (two GetParameters for twelve names) and one clean
+	// listing have followed the last fault: any change a faulted answer
+	// had staged would have been applied by then.
+	after := p.Counts()
+	waitForWithin(t, 3*time.Minute, "a clean version check and a clean listing", func() bool {
+		c := p.Counts()
+		return c.ByOp["ssm:GetParameters"] >= after.ByOp["ssm:GetParameters"]+2 && c.ByOp["ssm:GetParametersByPath"] >= after.ByOp["ssm:GetParametersByPath"]+2
+	})
+	if n := len(startsHold(t, rec, want, "after inconsistent answers")); n != 1 {
+		t.Fatalf("%d child starts with nothing changed, want 1; stderr:\n%s", n, pe.stderr.String())
+	}
+	if !strings.Contains(pe.stderr.String(), "poll failed") {
+		t.Error("the inconsistent answers were not logged as failed polls")
+	}
+
+	// P03 is still watched; a decrypted re-read that leaves it out twice
+	// delays the restart, and the restart has every variable.
+	p.Inject(faultproxy.Rule{Op: "ssm:GetParameters", Fault: faultproxy.OmitParameter, Names: []string{p03}, WithDecryption: aws.Bool(true), Times: 2})
+	moto.PutParameter(t, p03, val("v2-P03"), "SecureString")
+	want["P03"] = val("v2-P03")
+	waitStartsWithin(t, 3*time.Minute, rec, 2)
+	if c := p.Counts(); c.Faulted < hits+2 {
+		t.Errorf("the restart came before the re-read was faulted (%d faults of %d)", c.Faulted, hits+2)
+	}
+	second := waitStarts(t, rec, 2)[1]
+	for k, v := range want {
+		if second.Env[k] != v {
+			t.Errorf("after P03 changed: %s=%q, want %q", k, second.Env[k], v)
+		}
+	}
+
+	// A real deletion: one restart, without P05 and with everything else.
+	moto.DeleteParameter(t, path+"/P05")
+	delete(want, "P05")
+	third := waitStarts(t, rec, 3)[2]
+	for k, v := range want {
+		if third.Env[k] != v {
+			t.Errorf("after the deletion: %s=%q, want %q", k, third.Env[k], v)
+		}
+	}
+	if _, still := third.Env["P05"]; still {
+		t.Error("after the deletion P05 is still set")
+	}
+	after = p.Counts()
+	waitFor(t, "two more polls of each kind", func() bool {
+		c := p.Counts()
+		return c.ByOp["ssm:GetParameters"] >= after.ByOp["ssm:GetParameters"]+4 && c.ByOp["ssm:GetParametersByPath"] >= after.ByOp["ssm:GetParametersByPath"]+2
+	})
+	if n := len(starts(readRecords(t, rec))); n != 3 {
+		t.Errorf("%d child starts for one change and one deletion, want 3", n)
+	}
+	pe.signal(syscall.SIGTERM)
+	pe.wait()
+}
+
+// A listing whose NextToken repeats ends start-up with an error naming it,
+// and in a discovery poll fails the poll and keeps the child.
+func TestRepeatedNextTokenIsAnError(t *testing.T) {
+	p := proxied(t)
+	path := uniquePath(t)
+	moto.PutParameter(t, path+"/A", val("a"), "String")
+	remove := p.Inject(faultproxy.Rule{Op: "ssm:GetParametersByPath", Fault: faultproxy.RepeatNextToken})
+	args, rec := childArgs(t, "-exit", "0")
+	r := runBinary(t, baseEnv(p.URL()), append([]string{"--path", path, "--startup-timeout", "3s"}, args...)...)
+	if r.code != exitSource || !strings.Contains(r.stderr, "repeated a NextToken") {
+		t.Errorf("start-up: exit %d, stderr:\n%s\nwant exit %d naming the repeated NextToken", r.code, r.stderr, exitSource)
+	}
+	if len(readRecords(t, rec)) != 0 {
+		t.Error("the command ran without its configuration")
+	}
+	remove()
+
+	args, rec = childArgs(t)
+	pe := startBinary(t, baseEnv(p.URL()), append([]string{"--path", path, "--interval", "1s", "--discover-every", "1"}, args...)...)
+	waitStarts(t, rec, 1)
+	p.ResetCounts()
+	p.Inject(faultproxy.Rule{Op: "ssm:GetParametersByPath", Fault: faultproxy.RepeatNextToken})
+	waitFor(t, "a discovery poll to fail on the repeated token", func() bool {
+		return strings.Contains(pe.stderr.String(), "repeated a NextToken")
+	})
+	c := p.Counts()
+	p.Clear()
+	// Each failed discovery costs two pages, never more.
+	if fails := strings.Count(pe.stderr.String(), "repeated a NextToken"); c.ByOp["ssm:GetParametersByPath"] > 2*(fails+1) {
+		t.Errorf("%d listing calls for %d failed discoveries: the listing was not stopped", c.ByOp["ssm:GetParametersByPath"], fails)
+	}
+	if n := len(starts(readRecords(t, rec))); n != 1 {
+		t.Errorf("%d child starts, want 1", n)
+	}
+	pe.signal(syscall.SIGTERM)
+	pe.wait()
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -216,31 +217,46 @@ func (s *ParamSource) Load(ctx context.Context) (Layer, error) {
 	return Layer{Vars: vars, Versions: versions}, nil
 }
 
-// Changed asks for the versions of the parameters that can move, without
+// Versions asks for the versions of the parameters that can move, without
 // decryption: those with no selector (a new version) or a label (a moved
 // label resolves to another version). A version-pinned parameter never
 // changes, and a /aws/reference/secretsmanager/ name reports no version to
 // compare (always 0) and can only be read decrypted, so polling it would
 // fetch the secret every time: it is read once, at start; follow a secret
-// with --secret or a secretsmanager: reference instead.
-func (s *ParamSource) Changed(ctx context.Context, last Layer, _ bool) (bool, error) {
+// with --secret or a secretsmanager: reference instead. Both keep the
+// version last read.
+//
+// A named parameter is never dropped: one that is not found is an error,
+// and the child keeps the value it has until the parameter is back.
+func (s *ParamSource) Versions(ctx context.Context, last Layer, _ bool) (map[string]string, error) {
+	now := maps.Clone(last.Versions)
 	reqs := s.requests(true)
 	if len(reqs) == 0 {
-		return false, nil
+		return now, nil
 	}
 	got, missing, err := s.fetch(ctx, reqs, false)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
 	if len(missing) > 0 {
-		return true, nil // deleted or unlabelled: the reload says what
+		var errs []error
+		for _, p := range s.Params {
+			if missing[p.request()] {
+				errs = append(errs, fmt.Errorf("%s: not found (no such parameter, version or label); keeping the value read before", p.describe()))
+			}
+		}
+		return nil, errors.Join(errs...)
 	}
 	for _, req := range reqs {
-		if last.Versions[req] != strconv.FormatInt(got[req].Version, 10) {
-			return true, nil
-		}
+		now[req] = strconv.FormatInt(got[req].Version, 10)
 	}
-	return false, nil
+	return now, nil
+}
+
+// Refresh reads every parameter again, decrypted: a group of named
+// parameters is small, and a whole read is what Load checks.
+func (s *ParamSource) Refresh(ctx context.Context, _ Layer, _ map[string]string) (Layer, error) {
+	return s.Load(ctx)
 }
 
 // requests lists the distinct strings to ask Parameter Store for, sorted;
@@ -260,7 +276,8 @@ func (s *ParamSource) requests(movable bool) []string {
 // fetch reads the requested parameters: names through GetParameters, ten a
 // call; ARNs one by one through GetParameter, with the client of their
 // Region. It returns the parameters found by request string and the
-// requests that named nothing. Values read without decryption are only
+// requests that Parameter Store reported as not there. A request the answer
+// leaves out altogether is an error, never taken as missing. Values read without decryption are only
 // for their versions: a SecureString's undecrypted value is ciphertext.
 func (s *ParamSource) fetch(ctx context.Context, reqs []string, decrypt bool) (map[string]parameter, map[string]bool, error) {
 	var names []string
@@ -290,40 +307,22 @@ func (s *ParamSource) fetch(ctx context.Context, reqs []string, decrypt bool) (m
 				p := out.Parameter
 				got[req] = parameter{Name: p.Name, Value: p.Value, Version: p.Version}
 			default:
-				missing[req] = true
+				return answerErrorf("GetParameter answered %s with neither a parameter nor ParameterNotFound", req)
 			}
 			return nil
 		})
 	}
 	for _, batch := range paramBatches(names) {
 		tasks = append(tasks, func(ctx context.Context) error {
-			out, err := s.Clients.SSM(s.Clients.Region).GetParameters(ctx, &ssm.GetParametersInput{
-				Names:          batch,
-				WithDecryption: aws.Bool(decrypt),
-			})
+			found, invalid, err := getParameterBatch(ctx, s.Clients.SSM(s.Clients.Region), batch, decrypt)
 			if err != nil {
-				return explain(err)
-			}
-			byKey := make(map[string]string, len(batch))
-			for _, req := range batch {
-				byKey[matchKey(req)] = req
+				return err
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			for _, inv := range out.InvalidParameters {
-				missing[inv] = true
-			}
-			for _, p := range out.Parameters {
-				if req, ok := byKey[matchKey(aws.ToString(p.Name))]; ok {
-					got[req] = parameter{Name: p.Name, Value: p.Value, Version: p.Version}
-				}
-			}
-			// A name neither returned nor reported invalid is missing too:
-			// never export an empty value for something not read.
-			for _, req := range batch {
-				if _, ok := got[req]; !ok {
-					missing[req] = true
-				}
+			maps.Copy(got, found)
+			for _, req := range invalid {
+				missing[req] = true
 			}
 			return nil
 		})
@@ -332,6 +331,68 @@ func (s *ParamSource) fetch(ctx context.Context, reqs []string, decrypt bool) (m
 		return nil, nil, err
 	}
 	return got, missing, nil
+}
+
+// parametersGetter is the one call getParameterBatch makes; SSMClient and
+// ParamClient both have it.
+type parametersGetter interface {
+	GetParameters(ctx context.Context, in *ssm.GetParametersInput, opts ...func(*ssm.Options)) (*ssm.GetParametersOutput, error)
+}
+
+// getParameterBatch makes one GetParameters call for at most ten requests,
+// which paramBatches has made distinct by matchKey, and sorts the answer by
+// request: found, or reported in InvalidParameters. An answer that returns
+// a request and also reports it invalid, or says nothing about a request
+// at all, is an answerError: Parameter Store accounts for every name it is
+// asked for, so such an answer is broken or cut short, and one answer is no
+// evidence that a parameter is gone.
+func getParameterBatch(ctx context.Context, client parametersGetter, batch []string, decrypt bool) (found map[string]parameter, invalid []string, err error) {
+	out, err := client.GetParameters(ctx, &ssm.GetParametersInput{
+		Names:          batch,
+		WithDecryption: aws.Bool(decrypt),
+	})
+	if err != nil {
+		return nil, nil, explain(err)
+	}
+	byKey := make(map[string]string, len(batch))
+	for _, req := range batch {
+		byKey[matchKey(req)] = req
+	}
+	// An answer names a request as it was asked (InvalidParameters) or by
+	// its bare name (Parameters); either way matchKey finds it.
+	request := func(name string) (string, bool) {
+		if slices.Contains(batch, name) {
+			return name, true
+		}
+		req, ok := byKey[matchKey(name)]
+		return req, ok
+	}
+	found = make(map[string]parameter, len(batch))
+	for _, p := range out.Parameters {
+		if req, ok := request(aws.ToString(p.Name)); ok {
+			found[req] = parameter{Name: p.Name, Value: p.Value, Version: p.Version}
+		}
+	}
+	for _, name := range out.InvalidParameters {
+		req, ok := request(name)
+		if !ok {
+			continue
+		}
+		if _, both := found[req]; both {
+			return nil, nil, answerErrorf("GetParameters both returned %s and reported it invalid", req)
+		}
+		invalid = append(invalid, req)
+	}
+	var silent []string
+	for _, req := range batch {
+		if _, ok := found[req]; !ok && !slices.Contains(invalid, req) {
+			silent = append(silent, req)
+		}
+	}
+	if len(silent) > 0 {
+		return nil, nil, answerErrorf("GetParameters answered neither a parameter nor InvalidParameters for %s: an incomplete answer", strings.Join(silent, ", "))
+	}
+	return found, invalid, nil
 }
 
 // paramBatches groups names into GetParameters calls of at most ten. A

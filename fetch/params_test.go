@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
@@ -198,7 +199,7 @@ func TestParamSourceBatchesCalls(t *testing.T) {
 	}
 }
 
-func TestParamSourceChanged(t *testing.T) {
+func TestParamSourceVersions(t *testing.T) {
 	base := "/" + uniq(t)
 	putVersions(t, base+"/latest", "SecureString", "l-1")
 	putVersions(t, base+"/labelled", "String", "a-1", "a-2")
@@ -223,7 +224,7 @@ func TestParamSourceChanged(t *testing.T) {
 	poll := func(what string, want bool) {
 		t.Helper()
 		proxy.ResetCounts()
-		got, err := src.Changed(t.Context(), layer, false)
+		got, err := moved(t, src, layer, false)
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
@@ -270,8 +271,12 @@ func TestParamSourceChanged(t *testing.T) {
 	wantVars(t, layer, map[string]string{"LATEST": "l-2", "LABELLED": "a-3", "PINNED": "p-1", "LATEST_ARN": "l-2"})
 	poll("after the second reload", false)
 
+	// A named parameter is never dropped: deleted, it fails the poll and
+	// the child keeps its value.
 	moto.DeleteParameter(t, base+"/labelled")
-	poll("deleted", true)
+	if _, err := src.Versions(t.Context(), layer, false); err == nil || !strings.Contains(err.Error(), base+"/labelled:live: not found") {
+		t.Errorf("deleted: Versions error %v, want one naming the parameter", err)
+	}
 }
 
 func TestParamSourcePinnedOnlyCostsNothing(t *testing.T) {
@@ -284,7 +289,7 @@ func TestParamSourcePinnedOnlyCostsNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxy.ResetCounts()
-	if changed, err := src.Changed(t.Context(), layer, true); err != nil || changed {
+	if changed, err := moved(t, src, layer, true); err != nil || changed {
 		t.Fatalf("Changed = %v, %v", changed, err)
 	}
 	if c := proxy.Counts(); c.Total != 0 {
@@ -356,6 +361,49 @@ func TestParamSourceAccessDenied(t *testing.T) {
 				t.Errorf("access denied reported as transient")
 			}
 			noValues(t, err, "denied-value")
+		})
+	}
+}
+
+// An answer that leaves a named parameter out is an incomplete answer, to
+// retry, not a parameter that is missing: neither at start-up, where a
+// missing one ends paramexec, nor in a poll.
+func TestParamSourceIncompleteAnswer(t *testing.T) {
+	base := "/" + uniq(t)
+	putVersions(t, base+"/a", "String", "a-1")
+	putVersions(t, base+"/b", "SecureString", "b-1")
+	arn := "arn:aws:ssm:" + motoserver.Region + ":" + account + ":parameter" + base + "/a"
+	proxy, cfg := proxied(t)
+	src := &ParamSource{Params: []Param{{Name: base + "/a", Var: "A"}, {Name: base + "/b", Var: "B"}, {Name: arn, Var: "A_ARN"}}, Clients: clientsFor(cfg)}
+	for _, tc := range []struct {
+		name string
+		rule faultproxy.Rule
+		poll bool
+	}{
+		{"GetParameters at start-up", faultproxy.Rule{Op: "ssm:GetParameters", Fault: faultproxy.OmitParameter, Names: []string{base + "/b"}}, false},
+		{"GetParameter at start-up", faultproxy.Rule{Op: "ssm:GetParameter", Fault: faultproxy.OmitParameter}, false},
+		{"GetParameters in a poll", faultproxy.Rule{Op: "ssm:GetParameters", Fault: faultproxy.OmitParameter, Names: []string{base + "/b"}, WithDecryption: aws.Bool(false)}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			layer, err := src.Load(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.rule.Times = 1
+			proxy.Inject(tc.rule)
+			if tc.poll {
+				_, err = src.Versions(t.Context(), layer, false)
+			} else {
+				_, err = src.Load(t.Context())
+			}
+			if err == nil || strings.Contains(err.Error(), "not found") || !Transient(err) {
+				t.Errorf("error %v, want a transient one that does not say not found", err)
+			} else {
+				noValues(t, err, "a-1", "b-1")
+			}
+			if now, err := src.Versions(t.Context(), layer, false); err != nil || !maps.Equal(now, layer.Versions) {
+				t.Errorf("the poll after: %v, %v; want the versions unchanged", now, err)
+			}
 		})
 	}
 }

@@ -189,18 +189,70 @@ func (s *RefSource) Load(ctx context.Context) (Layer, error) {
 	return layer, nil
 }
 
-// Changed asks each kind whether it moved.
-func (s *RefSource) Changed(ctx context.Context, last Layer, discover bool) (bool, error) {
+// Versions asks each kind for its versions, kept apart by prefix.
+func (s *RefSource) Versions(ctx context.Context, last Layer, discover bool) (map[string]string, error) {
+	now := make(map[string]string, len(last.Versions))
 	if len(s.params.Params) > 0 {
-		moved, err := s.params.Changed(ctx, subLayer(last, paramVersionKey), discover)
-		if err != nil || moved {
-			return moved, err
+		pv, err := s.params.Versions(ctx, subLayer(last, paramVersionKey), discover)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range pv {
+			now[paramVersionKey+k] = v
 		}
 	}
 	if len(s.secrets.Secrets) > 0 {
-		return s.secrets.Changed(ctx, subLayer(last, secretVersionKey), discover)
+		sv, err := s.secrets.Versions(ctx, subLayer(last, secretVersionKey), discover)
+		if err != nil {
+			return nil, err
+		}
+		for k, v := range sv {
+			now[secretVersionKey+k] = v
+		}
 	}
-	return false, nil
+	return now, nil
+}
+
+// Refresh reads again the kind whose versions moved, and keeps the other
+// kind's variables as they are.
+func (s *RefSource) Refresh(ctx context.Context, last Layer, now map[string]string) (Layer, error) {
+	next := Layer{Versions: maps.Clone(now)}
+	isParam := make(map[string]bool, len(s.params.Params))
+	for _, p := range s.params.Params {
+		isParam[p.Var] = true
+	}
+	for _, kind := range []struct {
+		prefix string
+		src    Refresher
+		n      int
+	}{{paramVersionKey, &s.params, len(s.params.Params)}, {secretVersionKey, &s.secrets, len(s.secrets.Secrets)}} {
+		if kind.n == 0 {
+			continue
+		}
+		before, after := subLayer(last, kind.prefix), subLayer(Layer{Versions: now}, kind.prefix)
+		if maps.Equal(before.Versions, after.Versions) {
+			for _, v := range last.Vars {
+				if isParam[v.Name] == (kind.prefix == paramVersionKey) {
+					next.Vars = append(next.Vars, v)
+				}
+			}
+			continue
+		}
+		layer, err := kind.src.Refresh(ctx, before, after.Versions)
+		if err != nil {
+			return Layer{}, err
+		}
+		next.Vars = append(next.Vars, layer.Vars...)
+		for k := range next.Versions {
+			if strings.HasPrefix(k, kind.prefix) {
+				delete(next.Versions, k)
+			}
+		}
+		for k, v := range layer.Versions {
+			next.Versions[kind.prefix+k] = v
+		}
+	}
+	return next, nil
 }
 
 // subLayer is the part of l's versions under prefix, with it removed.

@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -327,7 +328,7 @@ func TestRefSourceErrors(t *testing.T) {
 	}
 }
 
-func TestRefSourceChanged(t *testing.T) {
+func TestRefSourceVersions(t *testing.T) {
 	u := uniq(t)
 	base := "/" + u
 	moto.PutParameter(t, base+"/p", "p-1", "SecureString")
@@ -342,7 +343,7 @@ func TestRefSourceChanged(t *testing.T) {
 	poll := func(what string, want bool) {
 		t.Helper()
 		proxy.ResetCounts()
-		got, err := src.Changed(t.Context(), layer, false)
+		got, err := moved(t, src, layer, false)
 		if err != nil {
 			t.Fatalf("%s: %v", what, err)
 		}
@@ -353,10 +354,23 @@ func TestRefSourceChanged(t *testing.T) {
 			t.Errorf("%s: calls %v read values", what, c.ByOp)
 		}
 	}
-	reload := func() {
+	// reload refreshes as a poll does, and checks that only the kind that
+	// moved read values.
+	reload := func(wantSecretReads, wantDecrypting int) {
 		t.Helper()
-		if layer, err = src.Load(t.Context()); err != nil {
+		now, err := src.Versions(t.Context(), layer, false)
+		if err != nil {
 			t.Fatal(err)
+		}
+		proxy.ResetCounts()
+		if layer, err = src.Refresh(t.Context(), layer, now); err != nil {
+			t.Fatal(err)
+		}
+		if c := proxy.Counts(); c.SecretValues != wantSecretReads || c.Decrypting != wantDecrypting {
+			t.Errorf("refresh: calls %v, want %d secret reads and %d decrypting", c.ByOp, wantSecretReads, wantDecrypting)
+		}
+		if !maps.Equal(layer.Versions, now) {
+			t.Errorf("refreshed versions %v, want %v", layer.Versions, now)
 		}
 	}
 	poll("nothing moved", false)
@@ -365,12 +379,18 @@ func TestRefSourceChanged(t *testing.T) {
 	}
 	moto.PutSecretValue(t, u+"/s", `{"k":"s-2"}`)
 	poll("secret rotated", true)
-	reload()
+	reload(1, 0)
+	wantVars(t, layer, map[string]string{"P": "p-1", "S": "s-2", "PINNED": "p-1"})
 	poll("after the reload", false)
 	moto.PutParameter(t, base+"/p", "p-2", "SecureString")
 	poll("parameter changed", true)
-	reload()
+	// The parameters are read whole: p and p:1 never share a call.
+	reload(0, 2)
 	wantVars(t, layer, map[string]string{"P": "p-2", "S": "s-2", "PINNED": "p-1"})
+	moveCurrent(t, u+"/s", `{"k":"s-3"}`)
+	poll("secret's stage moved", true)
+	reload(1, 0)
+	wantVars(t, layer, map[string]string{"P": "p-2", "S": "s-3", "PINNED": "p-1"})
 	poll("after the second reload", false)
 }
 

@@ -142,8 +142,13 @@ type SecretSource struct {
 func (s *SecretSource) String() string { return "--secret" }
 
 // Load reads every secret and turns each into its variables.
-func (s *SecretSource) Load(ctx context.Context) (Layer, error) {
-	got, err := s.fetch(ctx)
+func (s *SecretSource) Load(ctx context.Context) (Layer, error) { return s.load(ctx, nil) }
+
+// load reads every secret, each at the version at holds for its key or,
+// without one, at the version its stage is on, and turns each into its
+// variables.
+func (s *SecretSource) load(ctx context.Context, at map[string]string) (Layer, error) {
+	got, err := s.fetch(ctx, at)
 	if err != nil {
 		return Layer{}, err
 	}
@@ -252,12 +257,14 @@ func jsonObject(s string) (map[string]string, bool) {
 	return out, true
 }
 
-// fetch reads each distinct secret version once. Secrets following
-// AWSCURRENT in one Region go through BatchGetSecretValue, twenty a call,
-// when there are two or more of them; anything the batch did not return
-// (an error for that secret, a pinned version, a lone secret) is read with
+// fetch reads each distinct secret version once: at the version id at
+// gives for its key, if any, otherwise at its pinned version or stage.
+// Without at, secrets following AWSCURRENT in one Region go through
+// BatchGetSecretValue, twenty a call, when there are two or more of them;
+// anything the batch did not return (an error for that secret, a version
+// not on AWSCURRENT, a pinned version, a lone secret) is read with
 // GetSecretValue, whose error then says exactly what is wrong.
-func (s *SecretSource) fetch(ctx context.Context) (map[string]secretValue, error) {
+func (s *SecretSource) fetch(ctx context.Context, at map[string]string) (map[string]secretValue, error) {
 	byKey := make(map[string]Secret)
 	var keys []string
 	for _, sec := range s.Secrets {
@@ -274,7 +281,7 @@ func (s *SecretSource) fetch(ctx context.Context) (map[string]secretValue, error
 	byRegion := make(map[string][]string)
 	var regions []string
 	for _, k := range keys {
-		if sec := byKey[k]; sec.current() {
+		if sec := byKey[k]; sec.current() && at[k] == "" {
 			r := s.Clients.region(sec.ID)
 			if _, ok := byRegion[r]; !ok {
 				regions = append(regions, r)
@@ -310,7 +317,7 @@ func (s *SecretSource) fetch(ctx context.Context) (map[string]secretValue, error
 		}
 		sec := byKey[k]
 		singles = append(singles, func(ctx context.Context) error {
-			v, err := getSecret(ctx, s.Clients.SecretsManager(s.Clients.region(sec.ID)), sec)
+			v, err := getSecret(ctx, s.Clients.SecretsManager(s.Clients.region(sec.ID)), sec, at[k])
 			if err != nil {
 				return fmt.Errorf("%s: %w", sec.describe(), err)
 			}
@@ -350,6 +357,12 @@ func batchGet(ctx context.Context, client SecretsClient, ids []string) (map[stri
 	}
 	vals := make(map[string]secretValue, len(ids))
 	for _, e := range out.SecretValues {
+		// The batch reads "the current version"; an entry not on
+		// AWSCURRENT (moto's answer after UpdateSecretVersionStage) is
+		// read again alone, by stage.
+		if len(e.VersionStages) > 0 && !slices.Contains(e.VersionStages, currentStage) {
+			continue
+		}
 		v := secretValue{
 			name:    aws.ToString(e.Name),
 			version: aws.ToString(e.VersionId),
@@ -378,20 +391,41 @@ func secretMatches(id, name, arn string) bool {
 	return strings.HasPrefix(id, "arn:") && len(arn) == len(id)+7 && strings.HasPrefix(arn, id+"-")
 }
 
-// getSecret reads one secret version.
-func getSecret(ctx context.Context, client SecretsClient, sec Secret) (secretValue, error) {
+// getSecret reads one secret version: version if given, else the pinned
+// version id or the followed stage, asked for by name (a read without a
+// stage returns, on some emulators, a version the stage has left). It
+// refuses an answer for another version than the one asked for.
+func getSecret(ctx context.Context, client SecretsClient, sec Secret, version string) (secretValue, error) {
 	in := &secretsmanager.GetSecretValueInput{SecretId: aws.String(sec.ID)}
-	if sec.VersionStage != "" {
-		in.VersionStage = aws.String(sec.VersionStage)
-	}
-	if sec.VersionID != "" {
-		in.VersionId = aws.String(sec.VersionID)
+	switch {
+	case version != "" && version != sec.VersionID:
+		in.VersionId = aws.String(version)
+	case sec.VersionID != "":
+		version = sec.VersionID
+		in.VersionId = aws.String(version)
+		if sec.VersionStage != "" {
+			in.VersionStage = aws.String(sec.VersionStage)
+		}
+	default:
+		in.VersionStage = aws.String(sec.stage())
 	}
 	out, err := client.GetSecretValue(ctx, in)
 	if err != nil {
-		return secretValue{}, explainSecret(err)
+		err = explainSecret(err)
+		if version != "" && version != sec.VersionID && errorCode(err) == "ResourceNotFoundException" {
+			// The version the poll saw is gone already.
+			return secretValue{}, fmt.Errorf("version %s: %w", version, errStale)
+		}
+		return secretValue{}, err
 	}
-	v := secretValue{name: aws.ToString(out.Name), version: aws.ToString(out.VersionId)}
+	got := aws.ToString(out.VersionId)
+	switch {
+	case version != "" && got != version:
+		return secretValue{}, answerErrorf("asked for version %s, GetSecretValue answered with version %s", version, got)
+	case version == "" && len(out.VersionStages) > 0 && !slices.Contains(out.VersionStages, sec.stage()):
+		return secretValue{}, answerErrorf("asked for the stage %s, GetSecretValue answered with version %s, which is not on it", sec.stage(), got)
+	}
+	v := secretValue{name: aws.ToString(out.Name), version: got}
 	if out.SecretString != nil {
 		v.value = *out.SecretString
 	} else {
@@ -416,55 +450,77 @@ func explainSecret(err error) error {
 	return explain(err)
 }
 
-// Changed asks DescribeSecret, which returns no value and costs no KMS
-// call, where each followed staging label points now. A secret pinned to a
-// version id never changes and costs no call. A poll of S secrets is S
-// DescribeSecret calls against a 40,000-a-second quota, and GetSecretValue
-// is called only when a version moved, as AWS's own Secrets Store CSI
-// provider does.
-func (s *SecretSource) Changed(ctx context.Context, last Layer, _ bool) (bool, error) {
-	seen := make(map[string]bool)
+// Versions asks DescribeSecret, which returns no value and costs no KMS
+// call, which version each followed staging label is on now. A secret
+// pinned to a version id never changes and costs no call. A poll of S
+// secrets is S DescribeSecret calls against a 40,000-a-second quota, and
+// GetSecretValue is called only when a version moved, as AWS's own Secrets
+// Store CSI provider does.
+//
+// A secret that is gone, or whose stage is on no version, is an error, not
+// a change: the child keeps the value it has.
+func (s *SecretSource) Versions(ctx context.Context, last Layer, _ bool) (map[string]string, error) {
+	now := make(map[string]string, len(last.Versions))
 	var tasks []func(context.Context) error
 	var mu sync.Mutex
-	changed := false
 	for _, sec := range s.Secrets {
 		k := sec.key()
-		if sec.VersionID != "" || seen[k] {
+		if _, ok := now[k]; ok {
 			continue
 		}
-		seen[k] = true
+		now[k] = last.Versions[k]
+		if sec.VersionID != "" {
+			continue
+		}
 		tasks = append(tasks, func(ctx context.Context) error {
-			moved, err := stageMoved(ctx, s.Clients.SecretsManager(s.Clients.region(sec.ID)), sec, last.Versions[k])
+			version, err := stageVersion(ctx, s.Clients.SecretsManager(s.Clients.region(sec.ID)), sec)
 			if err != nil {
 				return fmt.Errorf("%s: %w", sec.describe(), err)
 			}
-			if moved {
-				mu.Lock()
-				changed = true
-				mu.Unlock()
-			}
+			mu.Lock()
+			now[k] = version
+			mu.Unlock()
 			return nil
 		})
 	}
 	if err := runAll(ctx, tasks); err != nil {
-		return false, err
+		return nil, err
 	}
-	return changed, nil
+	return now, nil
 }
 
-// stageMoved reports whether the secret's followed stage no longer points
-// at version: rotated, deleted, or the stage removed. The reload that a
-// true answer causes then reports any error.
-func stageMoved(ctx context.Context, client SecretsClient, sec Secret, version string) (bool, error) {
+// stageVersion returns the id of the one version the secret's followed
+// stage is on.
+func stageVersion(ctx context.Context, client SecretsClient, sec Secret) (string, error) {
 	out, err := client.DescribeSecret(ctx, &secretsmanager.DescribeSecretInput{SecretId: aws.String(sec.ID)})
-	if errorCode(err) == "ResourceNotFoundException" {
-		return true, nil
-	}
 	if err != nil {
-		return false, explain(err)
+		return "", explainSecret(err)
 	}
 	if out.DeletedDate != nil {
-		return true, nil
+		return "", fmt.Errorf("scheduled for deletion; keeping the value read before")
 	}
-	return !slices.Contains(out.VersionIdsToStages[version], sec.stage()), nil
+	var on []string
+	for id, stages := range out.VersionIdsToStages {
+		if slices.Contains(stages, sec.stage()) {
+			on = append(on, id)
+		}
+	}
+	switch len(on) {
+	case 0:
+		return "", fmt.Errorf("no version carries the stage %s; keeping the value read before", sec.stage())
+	case 1:
+		return on[0], nil
+	}
+	return "", answerErrorf("DescribeSecret shows the stage %s on %d versions", sec.stage(), len(on))
+}
+
+// Refresh reads every secret again at exactly the version in now, by
+// version id: what DescribeSecret reported, not whatever a read by stage
+// returns a moment later (after UpdateSecretVersionStage some emulators
+// still return the old version for a read without a version). A value
+// whose version differs from the one asked for is refused. All secrets are
+// read, not only the one that moved, so that the layer is the set of
+// versions the poll saw; secrets are few, and a read costs one call each.
+func (s *SecretSource) Refresh(ctx context.Context, _ Layer, now map[string]string) (Layer, error) {
+	return s.load(ctx, now)
 }

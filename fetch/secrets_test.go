@@ -3,6 +3,7 @@ package fetch
 import (
 	"context"
 	"fmt"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -323,7 +324,7 @@ func TestSecretSourceAccessDenied(t *testing.T) {
 			t.Fatal(err)
 		}
 		proxy.Inject(faultproxy.Rule{Op: "secretsmanager:DescribeSecret", Fault: faultproxy.AccessDenied})
-		_, err = src.Changed(t.Context(), layer, false)
+		_, err = moved(t, src, layer, false)
 		if err == nil || !strings.Contains(err.Error(), "allow secretsmanager:DescribeSecret") {
 			t.Errorf("Changed: %v, want the DescribeSecret action named", err)
 		}
@@ -332,10 +333,10 @@ func TestSecretSourceAccessDenied(t *testing.T) {
 
 // pollSecrets runs Changed and checks that it made only DescribeSecret
 // calls: no value read, nothing decrypted.
-func pollSecrets(t *testing.T, proxy *faultproxy.Proxy, src Checker, layer Layer, what string, want bool) {
+func pollSecrets(t *testing.T, proxy *faultproxy.Proxy, src Refresher, layer Layer, what string, want bool) {
 	t.Helper()
 	proxy.ResetCounts()
-	got, err := src.Changed(t.Context(), layer, true)
+	got, err := moved(t, src, layer, true)
 	if err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
@@ -374,7 +375,11 @@ func TestSecretSourceRotation(t *testing.T) {
 
 	moto.PutSecretValue(t, u+"/db", `{"password":"pw-2"}`)
 	pollSecrets(t, proxy, src, layer, "rotated", true)
-	if layer, err = src.Load(t.Context()); err != nil {
+	now, err := src.Versions(t.Context(), layer, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if layer, err = src.Refresh(t.Context(), layer, now); err != nil {
 		t.Fatal(err)
 	}
 	wantVars(t, layer, map[string]string{"DB_PASSWORD": "pw-2", "OTHER": "other-1"})
@@ -415,7 +420,7 @@ func TestSecretSourcePins(t *testing.T) {
 	pollSecrets(t, proxy, byStage, stageLayer, "stage pin after a rotation", false)
 	pollSecrets(t, proxy, previous, prevLayer, "AWSPREVIOUS after a rotation (it moves with it)", true)
 	proxy.ResetCounts()
-	if changed, err := byVersion.Changed(t.Context(), versionLayer, true); err != nil || changed {
+	if changed, err := moved(t, byVersion, versionLayer, true); err != nil || changed {
 		t.Errorf("version pin after a rotation: Changed = %v, %v", changed, err)
 	}
 	if c := proxy.Counts(); c.Total != 0 {
@@ -516,5 +521,86 @@ func TestWatcherRestartsOnceOnRotation(t *testing.T) {
 	}, []string{"DB_PASSWORD"})
 	if n := proxy.Counts().SecretValues - before; n != 1 {
 		t.Errorf("%d value reads for one rotation, want 1", n)
+	}
+}
+
+// moveCurrent finishes a rotation as a Lambda rotation function does: a
+// new version staged AWSPENDING, then AWSCURRENT moved onto it with
+// UpdateSecretVersionStage. It returns the old and the new version ids.
+func moveCurrent(t *testing.T, id, value string) (from, to string) {
+	t.Helper()
+	from = currentVersion(t, id)
+	out, err := moto.SecretsManager().PutSecretValue(t.Context(), &secretsmanager.PutSecretValueInput{
+		SecretId: aws.String(id), SecretString: aws.String(value), VersionStages: []string{"AWSPENDING"},
+	})
+	if err != nil {
+		t.Fatal(redacted(err, value))
+	}
+	to = aws.ToString(out.VersionId)
+	if _, err := moto.SecretsManager().UpdateSecretVersionStage(t.Context(), &secretsmanager.UpdateSecretVersionStageInput{
+		SecretId: aws.String(id), VersionStage: aws.String(currentStage), MoveToVersionId: aws.String(to), RemoveFromVersionId: aws.String(from),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return from, to
+}
+
+// After UpdateSecretVersionStage moves AWSCURRENT, the poll reads exactly
+// the version DescribeSecret reported, refuses an answer for another one
+// (moto's answer to a read without a version), and polls after the change
+// read no value again. A fresh load reads the new version too, the batch's
+// answer for the old one notwithstanding.
+func TestSecretSourceStageMove(t *testing.T) {
+	u := uniq(t)
+	createSecret(t, u+"/db", `{"password":"pw-1"}`, nil)
+	createSecret(t, u+"/other", "other-1", nil)
+	proxy, cfg := proxied(t)
+	src := &SecretSource{Secrets: []Secret{{ID: u + "/db", Prefix: "DB_"}, {ID: u + "/other", Rank: 1}}, Clients: clientsFor(cfg)}
+	layer, err := src.Load(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, v2 := moveCurrent(t, u+"/db", `{"password":"pw-2"}`)
+	pollSecrets(t, proxy, src, layer, "AWSCURRENT moved", true)
+	now, err := src.Versions(t.Context(), layer, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if now[u+"/db"] != v2 {
+		t.Fatalf("versions %v, want %s on the new version %s", now, u+"/db", v2)
+	}
+
+	proxy.Inject(faultproxy.Rule{Op: "secretsmanager:GetSecretValue", Fault: faultproxy.IgnoreVersion, Names: []string{u + "/db"}, Times: 1})
+	if bad, err := src.Refresh(t.Context(), layer, now); err == nil || !Transient(err) || !strings.Contains(err.Error(), v2) {
+		t.Fatalf("an answer for another version: %v (variables %v), want a transient error naming %s", err, varsOf(bad), v2)
+	} else {
+		noValues(t, err, "pw-1", "pw-2")
+	}
+	next, err := src.Refresh(t.Context(), layer, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantVars(t, next, map[string]string{"DB_PASSWORD": "pw-2", "OTHER": "other-1"})
+	if !maps.Equal(next.Versions, now) {
+		t.Errorf("refreshed versions %v, want those the poll saw %v", next.Versions, now)
+	}
+	pollSecrets(t, proxy, src, next, "after the refresh", false)
+	pollSecrets(t, proxy, src, next, "after the refresh, again", false)
+
+	proxy.ResetCounts()
+	fresh, err := src.Load(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantVars(t, fresh, map[string]string{"DB_PASSWORD": "pw-2", "OTHER": "other-1"})
+	if c := proxy.Counts(); c.ByOp["secretsmanager:BatchGetSecretValue"] != 1 || c.ByOp["secretsmanager:GetSecretValue"] != 1 {
+		t.Errorf("a load after the stage move: calls %v, want the batch and one single read by stage", c.ByOp)
+	}
+
+	// A read by stage answered with a version off the stage is refused.
+	proxy.Inject(faultproxy.Rule{Op: "secretsmanager:GetSecretValue", Fault: faultproxy.IgnoreVersion, Times: 1})
+	lone := &SecretSource{Secrets: []Secret{{ID: u + "/db", Prefix: "DB_"}}, Clients: clientsFor(cfg)}
+	if _, err := lone.Load(t.Context()); err == nil || !Transient(err) || !strings.Contains(err.Error(), "stage AWSCURRENT") {
+		t.Errorf("a read by stage answered with the old version: %v, want a transient error", err)
 	}
 }

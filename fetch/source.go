@@ -89,6 +89,32 @@ func checkValues(vars []Var) error {
 	return nil
 }
 
+// An answerError is an AWS answer that contradicts the request or itself: a
+// name asked for that it neither returns nor reports missing, a listing
+// that repeats a NextToken or never ends, a secret version other than the
+// one asked for. Such an answer is evidence of nothing, so the read fails
+// (a poll keeps the current environment), and like a 5xx it is worth
+// retrying: the next answer may be whole. The message names items, never
+// values.
+type answerError struct{ msg string }
+
+func answerErrorf(format string, args ...any) error {
+	return &answerError{msg: fmt.Sprintf(format, args...)}
+}
+
+func (e *answerError) Error() string { return e.msg }
+
+// RetryableError marks the error as transient for the SDK's retry
+// classification, which Transient consults.
+func (e *answerError) RetryableError() bool { return true }
+
+// errStale marks a read that found an item changed again since the version
+// check it follows (a parameter the check found and the read reports gone,
+// a secret version that no longer exists): the versions the poll saw are
+// out of date, and the next poll must check again rather than repeat the
+// read.
+var errStale = errors.New("changed since the version check; checking again")
+
 // namer collects the variables of one source and refuses two items that
 // map to the same name: silently keeping either would hide a mistake.
 type namer struct {

@@ -26,6 +26,8 @@ type PathSource struct {
 	Path   string
 	Client SSMClient
 	Rank   int
+	// maxPages bounds a listing; zero means maxListPages. Tests lower it.
+	maxPages int
 }
 
 // NewPathSource checks path and returns its source. A path is absolute;
@@ -71,27 +73,71 @@ func (s *PathSource) layer(params []parameter) (Layer, error) {
 	return Layer{Vars: n.vars, Versions: versions}, nil
 }
 
+// Bounds on one listing of a path. A path holds no more parameters than an
+// account may hold in a Region: 100,000 in the advanced tier (10,000 in the
+// standard one), per "Managing parameter tiers",
+// https://docs.aws.amazon.com/systems-manager/latest/userguide/parameter-store-advanced-parameters.html.
+// GetParametersByPath returns at most 10 a page (MaxResults 1-10, API
+// reference), so that many parameters fill 10,000 pages; one more allows
+// the empty last page moto (and perhaps AWS) returns after a full one. A
+// listing that asks for more pages than that is endless, not large.
+const (
+	maxParameters = 100_000
+	maxPageSize   = 10
+	maxListPages  = maxParameters/maxPageSize + 1
+)
+
 // list pages through GetParametersByPath. Without decryption it is the
 // cheap listing the poller uses to discover added and removed names.
+//
+// The listing must be consistent to be used: every name under the path and
+// listed once, every NextToken new, and no more pages than maxListPages.
+// Anything else is an answerError: a NextToken that comes back would page
+// forever, spending the account's quota with nothing to show.
 func (s *PathSource) list(ctx context.Context, decrypt bool) ([]parameter, error) {
 	in := &ssm.GetParametersByPathInput{
 		Path:           aws.String(s.Path),
 		Recursive:      aws.Bool(true),
 		WithDecryption: aws.Bool(decrypt),
-		MaxResults:     aws.Int32(10),
+		MaxResults:     aws.Int32(maxPageSize),
 	}
+	limit := s.maxPages
+	if limit <= 0 {
+		limit = maxListPages
+	}
+	prefix := strings.TrimSuffix(s.Path, "/") + "/"
 	var out []parameter
-	for {
+	seen := make(map[string]bool)
+	tokens := make(map[string]bool)
+	for pages := 1; ; pages++ {
 		page, err := s.Client.GetParametersByPath(ctx, in)
 		if err != nil {
 			return nil, explain(err)
 		}
+		// The token first: a repeated one brings back pages already seen.
+		token := aws.ToString(page.NextToken)
+		switch {
+		case token == "":
+		case tokens[token]:
+			return nil, answerErrorf("the listing of %s repeated a NextToken after %d pages: it would never end", s.Path, pages)
+		case pages >= limit || len(out)+len(page.Parameters) > maxParameters:
+			return nil, answerErrorf("the listing of %s still had a NextToken after %d pages, more than a Region's %d parameters need: it would never end", s.Path, pages, maxParameters)
+		}
 		for _, p := range page.Parameters {
+			name := aws.ToString(p.Name)
+			switch {
+			case !strings.HasPrefix(name, prefix):
+				return nil, answerErrorf("the listing of %s returned %s, which is not under it", s.Path, name)
+			case seen[name]:
+				return nil, answerErrorf("the listing of %s returned %s twice", s.Path, name)
+			}
+			seen[name] = true
 			out = append(out, parameter{Name: p.Name, Value: p.Value, Version: p.Version})
 		}
-		if aws.ToString(page.NextToken) == "" {
+		if token == "" {
 			return out, nil
 		}
+		tokens[token] = true
 		in.NextToken = page.NextToken
 	}
 }
@@ -105,29 +151,73 @@ type parameter struct {
 // Versions returns the current version of every parameter under the path
 // without reading a value: with discover by listing the path, otherwise by
 // asking GetParameters for the names last held, which counts against the
-// larger quota and costs no KMS call. A deleted name is missing.
+// larger quota and costs no KMS call.
+//
+// A name leaves the map, which makes Refresh drop its variable, only on two
+// agreeing answers: the first look (the version check reporting it in
+// InvalidParameters, or a consistent listing without it) and a second
+// GetParameters of that name, made after, reporting it in
+// InvalidParameters too. Any other answer about a known name (left out of
+// an answer, found by the second look, a listing cut short) is an error:
+// the poll fails and the child keeps its environment.
 func (s *PathSource) Versions(ctx context.Context, last Layer, discover bool) (map[string]string, error) {
-	var params []parameter
-	var err error
+	known := slices.Sorted(maps.Keys(last.Versions))
+	now := make(map[string]string, len(known))
+	var gone []string
 	if discover {
-		params, err = s.list(ctx, false)
+		listed, err := s.list(ctx, false)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range listed {
+			now[aws.ToString(p.Name)] = strconv.FormatInt(p.Version, 10)
+		}
+		for _, name := range known {
+			if _, ok := now[name]; !ok {
+				gone = append(gone, name)
+			}
+		}
 	} else {
-		params, err = getParameters(ctx, s.Client, slices.Collect(maps.Keys(last.Versions)), false)
+		found, invalid, err := getParameters(ctx, s.Client, known, false)
+		if err != nil {
+			return nil, err
+		}
+		for _, p := range found {
+			now[aws.ToString(p.Name)] = strconv.FormatInt(p.Version, 10)
+		}
+		gone = invalid
 	}
+	if len(gone) == 0 {
+		return now, nil
+	}
+	// The second look: a name stays gone only if Parameter Store says so
+	// again, by name.
+	found, _, err := getParameters(ctx, s.Client, gone, false)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("confirming that %s were deleted: %w", strings.Join(gone, ", "), err)
 	}
-	now := make(map[string]string, len(params))
-	for _, p := range params {
-		now[aws.ToString(p.Name)] = strconv.FormatInt(p.Version, 10)
+	if len(found) > 0 {
+		var names []string
+		for _, p := range found {
+			names = append(names, aws.ToString(p.Name))
+		}
+		slices.Sort(names)
+		first := "the version check reported them missing"
+		if discover {
+			first = "the listing left them out"
+		}
+		return nil, answerErrorf("%s under %s: %s, but GetParameters finds them: answers disagree", strings.Join(names, ", "), s.Path, first)
 	}
 	return now, nil
 }
 
 // Refresh reads again, decrypted, only the parameters whose version in now
-// differs from last, and drops those missing from now: one changed value
-// among a thousand costs one GetParameters call, not a hundred pages of the
-// path, and a fleet's burst on a change stays small.
+// differs from last, and drops those missing from now, which Versions left
+// out on the evidence of a deletion: one changed value among a thousand
+// costs one GetParameters call, not a hundred pages of the path, and a
+// fleet's burst on a change stays small. Every parameter it reads must come
+// back: one left out fails the read, and one reported gone since the check
+// fails it with errStale, so that the next poll checks again.
 func (s *PathSource) Refresh(ctx context.Context, last Layer, now map[string]string) (Layer, error) {
 	var stale []string
 	for name, version := range now {
@@ -135,9 +225,13 @@ func (s *PathSource) Refresh(ctx context.Context, last Layer, now map[string]str
 			stale = append(stale, name)
 		}
 	}
-	fresh, err := getParameters(ctx, s.Client, stale, true)
+	fresh, invalid, err := getParameters(ctx, s.Client, stale, true)
 	if err != nil {
 		return Layer{}, err
+	}
+	if len(invalid) > 0 {
+		slices.Sort(invalid)
+		return Layer{}, fmt.Errorf("%s: reported missing by the read after the version check found them: %w", strings.Join(invalid, ", "), errStale)
 	}
 
 	params := make(map[string]parameter, len(now))
@@ -145,11 +239,6 @@ func (s *PathSource) Refresh(ctx context.Context, last Layer, now map[string]str
 		if _, kept := now[v.Origin]; kept {
 			params[v.Origin] = parameter{Name: aws.String(v.Origin), Value: aws.String(v.Value), Version: versionNumber(last.Versions[v.Origin])}
 		}
-	}
-	// A stale name stays only if it was read: one deleted between the
-	// check and the read is gone.
-	for _, name := range stale {
-		delete(params, name)
 	}
 	for _, p := range fresh {
 		params[aws.ToString(p.Name)] = p
@@ -160,35 +249,37 @@ func (s *PathSource) Refresh(ctx context.Context, last Layer, now map[string]str
 }
 
 // getParameters reads the named parameters through GetParameters, ten names
-// a call, leaving out names that no longer exist. The batches run a few at
-// a time, as --param's do: one after another, a thousand names would keep a
-// poll going for a hundred round trips.
-func getParameters(ctx context.Context, client SSMClient, names []string, decrypt bool) ([]parameter, error) {
+// a call, and returns those found and those Parameter Store reported
+// missing; a name an answer leaves out altogether is an error. The batches
+// run a few at a time, as --param's do: one after another, a thousand names
+// would keep a poll going for a hundred round trips.
+func getParameters(ctx context.Context, client SSMClient, names []string, decrypt bool) (found []parameter, invalid []string, err error) {
 	slices.Sort(names)
 	var mu sync.Mutex
-	var out []parameter
 	var tasks []func(context.Context) error
-	for batch := range slices.Chunk(names, 10) {
+	for batch := range slices.Chunk(names, maxPageSize) {
 		tasks = append(tasks, func(ctx context.Context) error {
-			got, err := client.GetParameters(ctx, &ssm.GetParametersInput{
-				Names:          batch,
-				WithDecryption: aws.Bool(decrypt),
-			})
+			got, missing, err := getParameterBatch(ctx, client, batch, decrypt)
 			if err != nil {
-				return explain(err)
+				return err
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			for _, p := range got.Parameters {
-				out = append(out, parameter{Name: p.Name, Value: p.Value, Version: p.Version})
+			for _, req := range batch {
+				if p, ok := got[req]; ok {
+					// The name asked for, not the answer's spelling of it.
+					p.Name = aws.String(req)
+					found = append(found, p)
+				}
 			}
+			invalid = append(invalid, missing...)
 			return nil
 		})
 	}
 	if err := runAll(ctx, tasks); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return out, nil
+	return found, invalid, nil
 }
 
 // versionNumber reads a version that a layer holds as text.

@@ -1,10 +1,15 @@
 package fetch
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"strings"
 	"testing"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+
+	"github.com/paramexec/paramexec/internal/faultproxy"
 )
 
 // refreshOnce polls src as the Watcher does: versions first, and values
@@ -119,5 +124,177 @@ func TestPathSourceRefresh(t *testing.T) {
 		t.Errorf("an added parameter that collides: error %v, want one naming both parameters", err)
 	} else {
 		noValues(t, err, "collides", "v1-new")
+	}
+}
+
+// moved asks src for its versions, as a poll does, and reports whether
+// any differs from last's.
+func moved(t *testing.T, src Refresher, last Layer, discover bool) (bool, error) {
+	t.Helper()
+	now, err := src.Versions(t.Context(), last, discover)
+	if err != nil {
+		return false, err
+	}
+	return !maps.Equal(now, last.Versions), nil
+}
+
+// watchedPath puts n String parameters P00.. under a new path, fifteen by
+// default so that a listing takes two pages, and loads it through a proxy.
+func watchedPath(t *testing.T, n int) (*faultproxy.Proxy, *PathSource, Layer, map[string]string) {
+	t.Helper()
+	path := "/" + uniq(t)
+	want := make(map[string]string)
+	for i := range n {
+		name := fmt.Sprintf("P%02d", i)
+		moto.PutParameter(t, path+"/"+name, "v1-"+name, "String")
+		want[name] = "v1-" + name
+	}
+	proxy, cfg := proxied(t)
+	src, err := NewPathSource(path, clientsFor(cfg).SSM(cfg.Region).(SSMClient), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer, err := src.Load(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantVars(t, layer, want)
+	return proxy, src, layer, want
+}
+
+// Each answer that leaves a known name out, without the two agreeing looks
+// a deletion needs, fails the poll, and the name is still checked after.
+func TestPathInconsistentAnswersAreNoEvidence(t *testing.T) {
+	proxy, src, layer, _ := watchedPath(t, 15)
+	p03 := src.Path + "/P03"
+	for _, tc := range []struct {
+		name     string
+		discover bool
+		rule     faultproxy.Rule
+	}{
+		{"version check leaves a name out", false, faultproxy.Rule{Op: "ssm:GetParameters", Fault: faultproxy.OmitParameter, Names: []string{p03}, WithDecryption: aws.Bool(false)}},
+		{"version check reports a name missing, once", false, faultproxy.Rule{Op: "ssm:GetParameters", Fault: faultproxy.ReportMissing, Names: []string{p03}}},
+		{"listing page leaves a name out", true, faultproxy.Rule{Op: "ssm:GetParametersByPath", Fault: faultproxy.OmitParameter, Names: []string{p03}}},
+		{"listing drops NextToken", true, faultproxy.Rule{Op: "ssm:GetParametersByPath", Fault: faultproxy.DropNextToken}},
+		{"empty listing", true, faultproxy.Rule{Op: "ssm:GetParametersByPath", Fault: faultproxy.EmptyListing}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.rule.Times = 1
+			proxy.Inject(tc.rule)
+			now, err := src.Versions(t.Context(), layer, tc.discover)
+			if err == nil {
+				t.Fatalf("Versions accepted the answer: %d names of %d", len(now), len(layer.Versions))
+			}
+			if !Transient(err) {
+				t.Errorf("an inconsistent answer is not retried: %v", err)
+			}
+			noValues(t, err, "v1-P03")
+			// The fault is spent: the next poll sees every name, P03 too.
+			for _, discover := range []bool{false, true} {
+				now, err := src.Versions(t.Context(), layer, discover)
+				if err != nil || !maps.Equal(now, layer.Versions) {
+					t.Errorf("next poll (discover %v): %d names, %v; want all %d", discover, len(now), err, len(layer.Versions))
+				}
+			}
+		})
+	}
+}
+
+// A decrypted read must return every name it asked for; one it leaves out
+// fails the read, which a retry with the same versions completes, and one
+// gone since the check fails it with errStale, so that the next poll checks
+// again and the deletion, confirmed, takes effect.
+func TestPathRefreshReadsWhatItAskedFor(t *testing.T) {
+	proxy, src, layer, want := watchedPath(t, 15)
+	moto.PutParameter(t, src.Path+"/P03", "v2-P03", "String")
+	now, err := src.Versions(t.Context(), layer, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy.Inject(faultproxy.Rule{Op: "ssm:GetParameters", Fault: faultproxy.OmitParameter, Names: []string{src.Path + "/P03"}, WithDecryption: aws.Bool(true), Times: 1})
+	if next, err := src.Refresh(t.Context(), layer, now); err == nil || errors.Is(err, errStale) || !Transient(err) {
+		t.Fatalf("a read that left out P03: %d variables, error %v; want a transient error", len(next.Vars), err)
+	}
+	next, err := src.Refresh(t.Context(), layer, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want["P03"] = "v2-P03"
+	wantVars(t, next, want)
+	layer = next
+
+	moto.PutParameter(t, src.Path+"/P04", "v2-P04", "String")
+	if now, err = src.Versions(t.Context(), layer, false); err != nil {
+		t.Fatal(err)
+	}
+	moto.DeleteParameter(t, src.Path+"/P04")
+	if _, err := src.Refresh(t.Context(), layer, now); !errors.Is(err, errStale) {
+		t.Fatalf("a read of a parameter deleted since the check: %v, want errStale", err)
+	}
+	next, changed, err := refreshOnce(t, src, layer, false)
+	if err != nil || !changed {
+		t.Fatalf("the poll after: changed %v, %v", changed, err)
+	}
+	delete(want, "P04")
+	wantVars(t, next, want)
+}
+
+// A real deletion is seen by either kind of poll, confirmed by one more
+// GetParameters of the names that went, and drops their variables.
+func TestPathDeletionTakesTwoLooks(t *testing.T) {
+	proxy, src, layer, want := watchedPath(t, 15)
+	for _, tc := range []struct {
+		name     string
+		discover bool
+		wantGets int // version check batches plus the confirmation
+	}{{"P05", false, 2 + 1}, {"P06", true, 0 + 1}} {
+		moto.DeleteParameter(t, src.Path+"/"+tc.name)
+		proxy.ResetCounts()
+		next, changed, err := refreshOnce(t, src, layer, tc.discover)
+		if err != nil || !changed {
+			t.Fatalf("%s deleted (discover %v): changed %v, %v", tc.name, tc.discover, changed, err)
+		}
+		delete(want, tc.name)
+		wantVars(t, next, want)
+		if c := proxy.Counts(); c.ByOp["ssm:GetParameters"] != tc.wantGets || c.Decrypting != 0 {
+			t.Errorf("%s deleted (discover %v): calls %v, want %d GetParameters and nothing decrypted", tc.name, tc.discover, c.ByOp, tc.wantGets)
+		}
+		layer = next
+	}
+}
+
+// A listing whose NextToken repeats, or keeps coming, ends in an error
+// after a bounded number of pages, at start-up and in a discovery poll.
+func TestPathListingIsBounded(t *testing.T) {
+	proxy, src, layer, _ := watchedPath(t, 3)
+	for _, tc := range []struct {
+		fault     faultproxy.Fault
+		wantPages int
+		want      string
+	}{
+		{faultproxy.RepeatNextToken, 2, "repeated a NextToken"},
+		{faultproxy.EndlessNextToken, 25, "after 25 pages"},
+	} {
+		src.maxPages = 25
+		remove := proxy.Inject(faultproxy.Rule{Op: "ssm:GetParametersByPath", Fault: tc.fault})
+		for _, what := range []string{"load", "discovery"} {
+			proxy.ResetCounts()
+			var err error
+			if what == "load" {
+				_, err = src.Load(t.Context())
+			} else {
+				_, err = src.Versions(t.Context(), layer, true)
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !Transient(err) {
+				t.Errorf("%v, %s: %v, want a transient error saying %q", tc.fault, what, err, tc.want)
+			}
+			if n := proxy.Counts().ByOp["ssm:GetParametersByPath"]; n != tc.wantPages {
+				t.Errorf("%v, %s: %d pages asked for, want %d", tc.fault, what, n, tc.wantPages)
+			}
+		}
+		remove()
+	}
+	if maxListPages != 100_000/10+1 {
+		t.Errorf("maxListPages = %d, want a full advanced-tier account's pages plus one", maxListPages)
 	}
 }

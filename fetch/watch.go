@@ -29,6 +29,8 @@ type Refresher interface {
 	Source
 	// Versions returns the current version of each item without reading
 	// values; with discover it also lists the source to find added items.
+	// An item is left out only on the evidence of a deletion its source
+	// documents; an answer that is no such evidence is an error.
 	Versions(ctx context.Context, last Layer, discover bool) (map[string]string, error)
 	// Refresh returns last with the items whose version differs in now
 	// read again and the items missing from now dropped.
@@ -225,6 +227,9 @@ func (w *Watcher) poll(ctx context.Context, layers []Layer, which []int, discove
 				err = checkValues(layer.Vars)
 			}
 			if err != nil {
+				if errors.Is(err, errStale) {
+					delete(pending, i) // what the check saw is gone: check again
+				}
 				errs = append(errs, fmt.Errorf("%s: %w", src, err))
 				continue
 			}

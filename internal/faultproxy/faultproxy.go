@@ -1,5 +1,5 @@
 // Package faultproxy is a loopback reverse proxy for tests that sits in front of
-// moto and injects AWS-shaped faults (throttling, 5xx, denials, dropped or hung connections) and counts calls.
+// moto, injects AWS-shaped faults (throttling, 5xx, denials, dropped or hung connections, rewritten answers) and counts calls.
 package faultproxy
 
 import (
@@ -61,6 +61,9 @@ func (f Fault) String() string {
 	if n, ok := faultNames[f]; ok {
 		return n
 	}
+	if n, ok := rewriteNames[f]; ok {
+		return n
+	}
 	return fmt.Sprintf("Fault(%d)", int(f))
 }
 
@@ -75,6 +78,15 @@ type Rule struct {
 	// the default message of every error-answering fault.
 	Code, Message string
 	Status        int
+	// Names are the parameters a rewriting fault acts on (see
+	// OmitParameter), or the secret ids a rule is for; a GetParameters,
+	// GetParameter, GetSecretValue or DescribeSecret request that names
+	// none of them does not match.
+	Names []string
+	// WithDecryption, when set, matches only ssm requests whose
+	// WithDecryption is the same: a version check (false) or a read of
+	// values (true).
+	WithDecryption *bool
 }
 
 // Counts is what the proxy has seen. Every request is counted, including
@@ -111,6 +123,7 @@ type Proxy struct {
 	rules  []*ruleState
 	counts Counts
 	bucket bucket
+	minted int // NextTokens minted by EndlessNextToken
 }
 
 type ruleState struct {
@@ -189,7 +202,7 @@ func (p *Proxy) Close() error {
 // matches a request and fires decides it. remove takes the rule out again
 // and may be called more than once.
 func (p *Proxy) Inject(r Rule) (remove func()) {
-	if _, ok := faultNames[r.Fault]; !ok {
+	if _, ok := faultNames[r.Fault]; !ok && !r.Fault.rewrites() {
 		panic(fmt.Sprintf("faultproxy: Inject: invalid fault %v", r.Fault))
 	}
 	rs := &ruleState{Rule: r}
@@ -284,6 +297,7 @@ type requestBody struct {
 	Path           string
 	SecretId       string
 	SecretIdList   []string
+	NextToken      string
 }
 
 // decision is what to do with one request, made under p.mu.
@@ -307,7 +321,7 @@ func (p *Proxy) decide(op string, body *requestBody) decision {
 
 	var d decision
 	for i, rs := range p.rules {
-		if rs.Op != "" && rs.Op != op {
+		if rs.Op != "" && rs.Op != op || !rs.matches(op, body) {
 			continue
 		}
 		if pr := rs.Probability; pr > 0 && pr < 1 && rand.Float64() >= pr {
@@ -363,12 +377,20 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "ThrottlingException", "Rate exceeded")
 		return
 	}
+	if d.rule != nil && d.rule.Fault.rewrites() {
+		p.rewrite(w, r, op, raw, &body, d.rule)
+		return
+	}
 	if d.rule != nil {
 		if done := p.inject(w, r, op, &body, d.rule); done {
 			return
 		}
 	}
+	p.forward(w, r, stripMinted(op, raw, &body))
+}
 
+// forward passes the request, with body raw, on to the target.
+func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, raw []byte) {
 	// Cancel the upstream call when the proxy closes, not only when the
 	// client goes away, so Close never waits on the target.
 	ctx, cancel := context.WithCancel(r.Context())
