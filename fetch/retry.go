@@ -50,6 +50,9 @@ func LoadWithRetry(ctx context.Context, sources []Source, budget time.Duration, 
 		return LoadAll(ctx, sources)
 	}
 	reserve := min(lastTry, budget/5)
+	// The caller may have set the same deadline already, to bound what
+	// comes before (loading the AWS configuration); only a cancellation of
+	// its context stops start-up other than by the budget.
 	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, budget)
 	defer cancel()
@@ -68,7 +71,7 @@ func LoadWithRetry(ctx context.Context, sources []Source, budget time.Duration, 
 			batch[j] = sources[i]
 		}
 		got, errs := loadEach(ctx, batch)
-		if parent.Err() != nil {
+		if stopped(parent) {
 			return nil, parent.Err()
 		}
 		// An attempt cut short by the deadline can fail in ways that do
@@ -107,23 +110,28 @@ func LoadWithRetry(ctx context.Context, sources []Source, budget time.Duration, 
 		default:
 			// Too little left for another attempt: wait out the budget, so
 			// that start-up never gives up before it.
-			select {
-			case <-parent.Done():
+			<-ctx.Done()
+			if stopped(parent) {
 				return nil, parent.Err()
-			case <-ctx.Done():
-				return nil, giveUp()
 			}
+			return nil, giveUp()
 		}
 		for _, err := range transient {
 			log.Warn("source not readable yet, retrying", "error", err, "retry_in", wait.Round(time.Millisecond))
 		}
 		select {
-		case <-parent.Done():
-			return nil, parent.Err()
 		case <-ctx.Done():
+			if stopped(parent) {
+				return nil, parent.Err()
+			}
 			return nil, giveUp()
 		case <-time.After(wait):
 		}
 		pending = failed
 	}
+}
+
+// stopped reports whether ctx was cancelled, rather than timed out.
+func stopped(ctx context.Context) bool {
+	return errors.Is(ctx.Err(), context.Canceled)
 }
