@@ -69,8 +69,9 @@ WATCHING
     with the AWS error code; the child keeps running with the values it has.
 
 STARTING
-    --startup-timeout D   keep retrying throttling, 5xx and network errors
-                          for this long before exit 3 (default 30s)
+    --startup-timeout D   a deadline on the whole start-up: retry throttling,
+                          5xx and network errors until it, then exit 3
+                          (default 30s; 0: one attempt, no retry)
 
 INSPECTING
     --print               print the resolved variables and exit; values are
