@@ -186,3 +186,38 @@ func TestHungCredentialsRefreshWhilePolling(t *testing.T) {
 		t.Errorf("exit %d after SIGTERM; stderr:\n%s", code, pe.stderr.String())
 	}
 }
+
+// Instance metadata that sends its headers and then nothing (the SDK's
+// own IMDS timeouts cover only the connection and the headers) cannot
+// hold start-up past its budget while paramexec asks it for the Region.
+func TestStalledRegionLookupKeepsTheBudget(t *testing.T) {
+	imds := startHungServer(t)
+	imds.answer(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(http.StatusOK)
+		w.(http.Flusher).Flush()
+		select {
+		case <-r.Context().Done():
+		case <-imds.release:
+		}
+	})
+	env := slices.DeleteFunc(baseEnv(moto.URL), func(kv string) bool {
+		return strings.HasPrefix(kv, "AWS_REGION=") || strings.HasPrefix(kv, "AWS_EC2_METADATA_DISABLED=")
+	})
+	env = append(env, "AWS_EC2_METADATA_SERVICE_ENDPOINT="+imds.URL, "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null")
+	// Below the SDK's own 5 s bound on a metadata call, which is what held
+	// start-up before the budget did.
+	const budget = time.Second
+	args, rec := childArgs(t, "-exit", "0")
+	r, took := timedRun(t, env, append([]string{"--path", "/app", "--startup-timeout", budget.String()}, args...)...)
+	t.Logf("exit %d after %s; stderr:\n%s", r.code, took, r.stderr)
+	if r.code != exitUsage || !strings.Contains(r.stderr, "no AWS region") {
+		t.Errorf("exit %d, want %d and 'no AWS region'; stderr:\n%s", r.code, exitUsage, r.stderr)
+	}
+	if took > budget+deadlineMargin {
+		t.Errorf("start-up took %s with --startup-timeout %s", took, budget)
+	}
+	if len(readRecords(t, rec)) != 0 {
+		t.Error("the command ran without its configuration")
+	}
+}

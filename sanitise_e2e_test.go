@@ -154,3 +154,29 @@ func TestGarbledAnswersNeverLogValues(t *testing.T) {
 		t.Logf("%d answers spoilt; stderr:\n%s", g.hits.Load(), pe.stderr.String())
 	})
 }
+
+// The SDK's own clients, made from the same configuration, are sanitised
+// too: a credentials endpoint's error text never reaches the log.
+func TestCredentialsAnswerNeverLogged(t *testing.T) {
+	creds := startHungServer(t)
+	for _, answer := range []http.HandlerFunc{
+		func(w http.ResponseWriter, r *http.Request) {
+			w.WriteHeader(http.StatusBadRequest)
+			json.NewEncoder(w).Encode(map[string]string{"code": val("creds-code"), "message": val("creds-message")})
+		},
+		func(w http.ResponseWriter, r *http.Request) {
+			json.NewEncoder(w).Encode(map[string]string{"AccessKeyId": "a", "SecretAccessKey": "s", "Expiration": val("creds-expiration")})
+		},
+	} {
+		creds.answer(answer)
+		args, rec := childArgs(t, "-exit", "0")
+		r := runBinary(t, credentialsEnv(moto.URL, creds.URL), append([]string{"--path", "/app", "--startup-timeout", "1s"}, args...)...)
+		t.Logf("exit %d; stderr:\n%s", r.code, r.stderr)
+		if r.code != exitSource || len(readRecords(t, rec)) != 0 {
+			t.Errorf("exit %d, want %d, command not run; stderr:\n%s", r.code, exitSource, r.stderr)
+		}
+		if strings.Contains(r.stderr, valueMark) {
+			t.Errorf("the log holds the credentials endpoint's text:\n%s", r.stderr)
+		}
+	}
+}
