@@ -17,8 +17,11 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	awsconfig "github.com/aws/aws-sdk-go-v2/config"
+	"github.com/aws/aws-sdk-go-v2/credentials/endpointcreds"
+	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	"github.com/aws/smithy-go/middleware"
 
 	"github.com/paramexec/paramexec/exec"
 	"github.com/paramexec/paramexec/fetch"
@@ -290,14 +293,38 @@ type awsClients struct {
 	regional fetch.AWSClients
 }
 
+// Bounds on one HTTP attempt. The context of each call (the start-up
+// deadline, a poll's deadline) bounds it further. Credentials get their own,
+// shorter bound: the SDK fetches them in a flight that its callers' contexts
+// cannot cancel and that every later call joins, so a credentials endpoint
+// that accepts and never answers would otherwise fail every call from then
+// on, even after it recovers. botocore gives the container endpoint 2s; an
+// ECS agent under load is allowed a little more.
+const (
+	attemptTimeout     = 15 * time.Second
+	credentialsTimeout = 5 * time.Second
+)
+
 // newAWSClients loads the SDK's default configuration: credentials and
 // region from the environment, profiles, ECS or EC2 (IMDSv2, region
-// included), and AWS_ENDPOINT_URL for emulators. Each HTTP attempt is
-// bounded so that a black-holed connection cannot stall start-up forever.
+// included), and AWS_ENDPOINT_URL for emulators. ctx bounds the loading,
+// the instance metadata lookup of the Region included. Every HTTP attempt,
+// for credentials too, is bounded so that a black-holed connection cannot
+// stall start-up or polling, and every error is sanitised on its way out of
+// the SDK (fetch.SanitizeErrors) so that no text of an answer reaches a log.
 func newAWSClients(ctx context.Context) (*awsClients, error) {
+	credHTTP := awshttp.NewBuildableClient().WithTimeout(credentialsTimeout)
 	cfg, err := awsconfig.LoadDefaultConfig(ctx,
-		awsconfig.WithEC2IMDSRegion(),
-		awsconfig.WithHTTPClient(awshttp.NewBuildableClient().WithTimeout(15*time.Second)),
+		awsconfig.WithEC2IMDSRegion(func(o *awsconfig.UseEC2IMDSRegion) {
+			o.Client = imds.New(imds.Options{HTTPClient: credHTTP, APIOptions: []func(*middleware.Stack) error{fetch.SanitizeErrors}})
+		}),
+		awsconfig.WithHTTPClient(awshttp.NewBuildableClient().WithTimeout(attemptTimeout)),
+		// The SDK makes the container credentials client with a client of
+		// its own that has no timeout at all. Instance-profile credentials
+		// use the IMDS client made from this Config: attemptTimeout, and
+		// IMDS's own quick dial and header timeouts.
+		awsconfig.WithEndpointCredentialOptions(func(o *endpointcreds.Options) { o.HTTPClient = credHTTP }),
+		awsconfig.WithAPIOptions([]func(*middleware.Stack) error{fetch.SanitizeErrors}),
 		// One attempt per call: paramexec retries on its own schedule, until
 		// --startup-timeout at start and with capped, jittered backoff while
 		// polling. The SDK's three attempts would triple a fleet's calls just

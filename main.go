@@ -77,12 +77,21 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if cfg.supervise() {
 		inherited = withoutVar(inherited, "NOTIFY_SOCKET")
 	}
-	sources, err := buildSources(ctx, cfg, inherited, log)
+	// --startup-timeout is a deadline on the whole start-up: the AWS
+	// configuration (the Region from instance metadata), credentials and
+	// every read. The clients keep no part of this context.
+	loadCtx, cancelLoad := ctx, context.CancelFunc(func() {})
+	if cfg.startupTimeout > 0 {
+		loadCtx, cancelLoad = context.WithTimeout(ctx, cfg.startupTimeout)
+	}
+	sources, err := buildSources(loadCtx, cfg, inherited, log)
 	if err != nil {
+		cancelLoad()
 		log.Error("configuration", "error", err)
 		return exitUsage
 	}
-	layers, err := fetch.LoadWithRetry(ctx, sources, cfg.startupTimeout, log)
+	layers, err := fetch.LoadWithRetry(loadCtx, sources, cfg.startupTimeout, log)
+	cancelLoad()
 	if err != nil {
 		if sig := stopStartup(); sig != 0 {
 			log.Info("stopped by signal during start-up", "signal", sig.String())

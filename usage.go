@@ -77,8 +77,9 @@ WATCHING
     child is touched, and the child keeps running.
 
 STARTING
-    --startup-timeout D   keep retrying throttling, 5xx and network errors
-                          for this long before exit 3 (default 30s)
+    --startup-timeout D   a deadline on the whole start-up: retry throttling,
+                          5xx and network errors until it, then exit 3
+                          (default 30s; 0: one attempt, no retry)
 
 INSPECTING
     --print               print the resolved variables and exit; values are

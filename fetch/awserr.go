@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	"github.com/aws/smithy-go"
+	"github.com/aws/smithy-go/middleware"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
 // transientCodes are AWS error codes that say "try again later" but are not
@@ -96,4 +100,208 @@ func errorCode(err error) string {
 		return apiErr.ErrorCode()
 	}
 	return ""
+}
+
+// SanitizeErrors is an SDK API option (aws.Config.APIOptions) that keeps
+// every word of an AWS answer's body out of the errors paramexec sees. It
+// is the one place AWS errors enter paramexec: added to the Config that
+// every client is made from, it also runs in the clients the SDK makes for
+// itself from that Config (container credentials, instance metadata, STS).
+//
+// The SDK quotes answers in its errors: an error message, an error code, a
+// token that failed to decode ("cannot unmarshal number 123456 into ..."),
+// a field that held the wrong kind of text. A broken or hostile endpoint,
+// or a proxy in between, could so put a secret into a log line. What
+// survives of an answer that came back is only what paramexec can vouch
+// for: the HTTP status; the error code when it is one of the operation's
+// modelled errors (the SDK matched it against a literal) or a well-known
+// AWS code (knownCodes); a fixed message of our own for well-known codes;
+// the request id when it has the UUID shape AWS uses; whether the SDK would
+// retry it; and a timeout or dropped connection while reading it. The
+// operation and service come from paramexec's own call. An error without
+// an answer (a refused connection, a timeout, a local configuration
+// problem) holds no answer text and passes unchanged.
+func SanitizeErrors(stack *middleware.Stack) error {
+	// First in the Deserialize step: it sees what every deserializer of the
+	// attempt produced, and nothing of it reaches the retry, signing or
+	// operation layers above.
+	return stack.Deserialize.Add(middleware.DeserializeMiddlewareFunc("paramexec.SanitizeErrors",
+		func(ctx context.Context, in middleware.DeserializeInput, next middleware.DeserializeHandler) (middleware.DeserializeOutput, middleware.Metadata, error) {
+			out, md, err := next.HandleDeserialize(ctx, in)
+			if err == nil {
+				return out, md, nil
+			}
+			resp, ok := out.RawResponse.(*smithyhttp.Response)
+			if !ok || resp == nil || resp.Response == nil || resp.StatusCode == 0 {
+				// No answer came back: the SDK stands a zero response in for
+				// the one it did not get.
+				return out, md, err
+			}
+			return out, md, sanitize(resp.StatusCode, resp.Header.Get("X-Amzn-Requestid"), err)
+		}), middleware.Before)
+}
+
+// answerError is what paramexec keeps of an error that came with an answer.
+type answerError struct {
+	status    int
+	requestID string // empty unless UUID-shaped
+	code      string // empty unless vouched for
+	message   string // our own words, never the answer's
+	retryable bool   // the SDK's verdict on the original error
+	cause     error  // a timeout or dropped connection while reading, or nil
+}
+
+// sanitize reduces err, the SDK's error for an answer of the given status,
+// to an answerError.
+func sanitize(status int, requestID string, err error) *answerError {
+	e := &answerError{
+		status:    status,
+		retryable: retry.IsErrorRetryables(retry.DefaultRetryables).IsErrorRetryable(err) == aws.TrueTernary,
+	}
+	if uuidShaped(requestID) {
+		e.requestID = requestID
+	}
+	var apiErr smithy.APIError
+	var generic *smithy.GenericAPIError
+	switch {
+	case errors.As(err, &generic):
+		if knownCodes[generic.Code] {
+			e.code = generic.Code
+		}
+	case errors.As(err, &apiErr):
+		// A modelled error: the SDK made this type only because the code
+		// matched one of the operation's own error names.
+		e.code = apiErr.ErrorCode()
+	}
+	if errors.As(err, &apiErr) {
+		e.message = safeMessage(e.code, apiErr.ErrorMessage())
+	} else {
+		var de *smithy.DeserializationError
+		if errors.As(err, &de) {
+			e.message = "the answer could not be decoded (its text is not shown: it may hold a value)"
+		}
+	}
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		e.cause = context.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		e.cause = context.Canceled
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		e.cause = io.ErrUnexpectedEOF
+	default:
+		var opErr *net.OpError
+		if errors.As(err, &opErr) {
+			e.cause = opErr
+		}
+	}
+	return e
+}
+
+func (e *answerError) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "HTTP %d", e.status)
+	switch {
+	case e.code != "":
+		b.WriteString(", " + e.code)
+	case e.message == "" || e.status >= 300:
+		b.WriteString(", unrecognised error code (not shown)")
+	}
+	if e.message != "" {
+		b.WriteString(": " + e.message)
+	}
+	if e.cause != nil {
+		b.WriteString(" (reading the answer: " + e.cause.Error() + ")")
+	}
+	if e.requestID != "" {
+		b.WriteString(", request id " + e.requestID)
+	}
+	return b.String()
+}
+
+func (e *answerError) Unwrap() error { return e.cause }
+
+// ErrorCode, ErrorMessage and ErrorFault make an answerError a
+// smithy.APIError, so that code that tells errors apart by code works on
+// it unchanged.
+func (e *answerError) ErrorCode() string             { return e.code }
+func (e *answerError) ErrorMessage() string          { return e.message }
+func (e *answerError) ErrorFault() smithy.ErrorFault { return smithy.FaultUnknown }
+
+// HTTPStatusCode and RetryableError carry what the SDK's retry rules
+// (and Transient) look at.
+func (e *answerError) HTTPStatusCode() int  { return e.status }
+func (e *answerError) RetryableError() bool { return e.retryable }
+
+// knownCodes are AWS error codes common to services, which arrive as the
+// SDK's generic error rather than as a modelled one. Any other code in a
+// generic error is dropped: it is text from the answer.
+var knownCodes = map[string]bool{
+	"AccessDenied": true, "AccessDeniedException": true, "NotAuthorized": true,
+	"ThrottlingException": true, "Throttling": true, "ThrottledException": true,
+	"RequestThrottled": true, "RequestThrottledException": true, "TooManyRequestsException": true,
+	"RequestLimitExceeded": true, "LimitExceededException": true, "SlowDown": true,
+	"EC2ThrottledException": true, "PriorRequestNotComplete": true, "TransactionInProgressException": true,
+	"ServiceUnavailable": true, "ServiceUnavailableException": true, "ServiceUnavailableError": true,
+	"InternalFailure": true, "InternalError": true, "InternalServerError": true, "InternalServiceError": true,
+	"RequestTimeout": true, "RequestTimeoutException": true,
+	"ExpiredToken": true, "ExpiredTokenException": true, "RequestExpired": true,
+	"UnrecognizedClientException": true, "InvalidClientTokenId": true, "InvalidSignatureException": true,
+	"SignatureDoesNotMatch": true, "IncompleteSignature": true, "MissingAuthenticationToken": true,
+	"InvalidAction": true, "UnknownOperationException": true, "ValidationException": true,
+	"OptInRequired": true, "UnknownError": true,
+}
+
+// safeMessage is our own wording for well-known codes. raw, the answer's
+// message, is only looked at, never kept: an access denial that names KMS
+// is a key policy to fix, not a role's.
+func safeMessage(code, raw string) string {
+	switch code {
+	case "AccessDenied", "AccessDeniedException", "NotAuthorized":
+		if strings.Contains(strings.ToLower(raw), "kms") {
+			return "access denied by KMS"
+		}
+		return "access denied"
+	case "ThrottlingException", "Throttling", "ThrottledException", "RequestThrottled",
+		"RequestThrottledException", "TooManyRequestsException", "RequestLimitExceeded", "SlowDown":
+		return "rate exceeded"
+	case "ExpiredToken", "ExpiredTokenException", "RequestExpired":
+		return "the credentials or the request have expired"
+	case "UnrecognizedClientException", "InvalidClientTokenId":
+		return "the credentials are not valid"
+	case "InvalidSignatureException", "SignatureDoesNotMatch", "IncompleteSignature":
+		return "the request signature does not match (wrong secret key, or a skewed clock)"
+	case "ServiceUnavailable", "ServiceUnavailableException", "InternalFailure", "InternalError",
+		"InternalServerError", "InternalServiceError":
+		return "the service failed"
+	case "ParameterNotFound":
+		return "parameter not found"
+	case "ParameterVersionNotFound":
+		return "parameter version not found"
+	case "ResourceNotFoundException":
+		return "not found"
+	case "DecryptionFailure":
+		return "the value could not be decrypted with its KMS key"
+	}
+	return ""
+}
+
+// uuidShaped reports whether s looks like the request ids AWS's JSON
+// services send: 8-4-4-4-12 hex digits.
+func uuidShaped(s string) bool {
+	if len(s) != 36 {
+		return false
+	}
+	for i, c := range s {
+		switch i {
+		case 8, 13, 18, 23:
+			if c != '-' {
+				return false
+			}
+		default:
+			if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F') {
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -108,7 +108,9 @@ func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context
 			which = allIndexes(len(w.Sources))
 		}
 		began := time.Now()
-		next, err := w.poll(ctx, layers, which, discover, pending)
+		pollCtx, cancel := context.WithTimeout(ctx, w.pollTimeout())
+		next, err := w.poll(pollCtx, layers, which, discover, pending)
+		cancel()
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -302,6 +304,15 @@ func (w *Watcher) firstWait() time.Duration {
 // retried within the interval double their rate and never converge.
 func (w *Watcher) retryWait(failures int) time.Duration {
 	return w.Interval + Backoff{Base: w.Interval, Max: 8 * w.Interval}.Delay(failures-1)
+}
+
+// pollTimeout bounds one poll, whatever hangs inside it (a call, a
+// credentials refresh): it is a failed poll, logged and retried, rather than
+// a watcher stalled without a word. One interval, so that a poll ends before
+// the next is due, but at least 30 s, time for a thousand names' hundred
+// calls on a slow link, and at most 2 minutes.
+func (w *Watcher) pollTimeout() time.Duration {
+	return min(max(w.Interval, 30*time.Second), 2*time.Minute)
 }
 
 // wait is Interval with ±10% jitter.
