@@ -125,7 +125,7 @@ func TestSanitizeErrorsKeepsAnswersOutOfErrors(t *testing.T) {
 				if sanitise {
 					cfg.APIOptions = []func(*middleware.Stack) error{SanitizeErrors}
 				}
-				_, err := getParameters(t.Context(), ssm.NewFromConfig(cfg), []string{tc.param}, true)
+				_, _, err := getParameters(t.Context(), ssm.NewFromConfig(cfg), []string{tc.param}, true)
 				if err == nil {
 					t.Fatal("the garbled answer was accepted")
 				}

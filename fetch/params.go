@@ -307,7 +307,7 @@ func (s *ParamSource) fetch(ctx context.Context, reqs []string, decrypt bool) (m
 				p := out.Parameter
 				got[req] = parameter{Name: p.Name, Value: p.Value, Version: p.Version}
 			default:
-				return answerErrorf("GetParameter answered %s with neither a parameter nor ParameterNotFound", req)
+				return inconsistentf("GetParameter answered %s with neither a parameter nor ParameterNotFound", req)
 			}
 			return nil
 		})
@@ -343,7 +343,7 @@ type parametersGetter interface {
 // which paramBatches has made distinct by matchKey, and sorts the answer by
 // request: found, or reported in InvalidParameters. An answer that returns
 // a request and also reports it invalid, or says nothing about a request
-// at all, is an answerError: Parameter Store accounts for every name it is
+// at all, is an inconsistentError: Parameter Store accounts for every name it is
 // asked for, so such an answer is broken or cut short, and one answer is no
 // evidence that a parameter is gone.
 func getParameterBatch(ctx context.Context, client parametersGetter, batch []string, decrypt bool) (found map[string]parameter, invalid []string, err error) {
@@ -379,7 +379,7 @@ func getParameterBatch(ctx context.Context, client parametersGetter, batch []str
 			continue
 		}
 		if _, both := found[req]; both {
-			return nil, nil, answerErrorf("GetParameters both returned %s and reported it invalid", req)
+			return nil, nil, inconsistentf("GetParameters both returned %s and reported it invalid", req)
 		}
 		invalid = append(invalid, req)
 	}
@@ -390,7 +390,7 @@ func getParameterBatch(ctx context.Context, client parametersGetter, batch []str
 		}
 	}
 	if len(silent) > 0 {
-		return nil, nil, answerErrorf("GetParameters answered neither a parameter nor InvalidParameters for %s: an incomplete answer", strings.Join(silent, ", "))
+		return nil, nil, inconsistentf("GetParameters answered neither a parameter nor InvalidParameters for %s: an incomplete answer", strings.Join(silent, ", "))
 	}
 	return found, invalid, nil
 }

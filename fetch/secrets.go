@@ -421,9 +421,9 @@ func getSecret(ctx context.Context, client SecretsClient, sec Secret, version st
 	got := aws.ToString(out.VersionId)
 	switch {
 	case version != "" && got != version:
-		return secretValue{}, answerErrorf("asked for version %s, GetSecretValue answered with version %s", version, got)
+		return secretValue{}, inconsistentf("asked for version %s, GetSecretValue answered with version %s", version, got)
 	case version == "" && len(out.VersionStages) > 0 && !slices.Contains(out.VersionStages, sec.stage()):
-		return secretValue{}, answerErrorf("asked for the stage %s, GetSecretValue answered with version %s, which is not on it", sec.stage(), got)
+		return secretValue{}, inconsistentf("asked for the stage %s, GetSecretValue answered with version %s, which is not on it", sec.stage(), got)
 	}
 	v := secretValue{name: aws.ToString(out.Name), version: got}
 	if out.SecretString != nil {
@@ -511,7 +511,7 @@ func stageVersion(ctx context.Context, client SecretsClient, sec Secret) (string
 	case 1:
 		return on[0], nil
 	}
-	return "", answerErrorf("DescribeSecret shows the stage %s on %d versions", sec.stage(), len(on))
+	return "", inconsistentf("DescribeSecret shows the stage %s on %d versions", sec.stage(), len(on))
 }
 
 // Refresh reads every secret again at exactly the version in now, by

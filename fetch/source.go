@@ -89,24 +89,24 @@ func checkValues(vars []Var) error {
 	return nil
 }
 
-// An answerError is an AWS answer that contradicts the request or itself: a
+// An inconsistentError is an AWS answer that contradicts the request or itself: a
 // name asked for that it neither returns nor reports missing, a listing
 // that repeats a NextToken or never ends, a secret version other than the
 // one asked for. Such an answer is evidence of nothing, so the read fails
 // (a poll keeps the current environment), and like a 5xx it is worth
 // retrying: the next answer may be whole. The message names items, never
 // values.
-type answerError struct{ msg string }
+type inconsistentError struct{ msg string }
 
-func answerErrorf(format string, args ...any) error {
-	return &answerError{msg: fmt.Sprintf(format, args...)}
+func inconsistentf(format string, args ...any) error {
+	return &inconsistentError{msg: fmt.Sprintf(format, args...)}
 }
 
-func (e *answerError) Error() string { return e.msg }
+func (e *inconsistentError) Error() string { return e.msg }
 
 // RetryableError marks the error as transient for the SDK's retry
 // classification, which Transient consults.
-func (e *answerError) RetryableError() bool { return true }
+func (e *inconsistentError) RetryableError() bool { return true }
 
 // errStale marks a read that found an item changed again since the version
 // check it follows (a parameter the check found and the read reports gone,

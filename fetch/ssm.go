@@ -92,7 +92,7 @@ const (
 //
 // The listing must be consistent to be used: every name under the path and
 // listed once, every NextToken new, and no more pages than maxListPages.
-// Anything else is an answerError: a NextToken that comes back would page
+// Anything else is an inconsistentError: a NextToken that comes back would page
 // forever, spending the account's quota with nothing to show.
 func (s *PathSource) list(ctx context.Context, decrypt bool) ([]parameter, error) {
 	in := &ssm.GetParametersByPathInput{
@@ -119,17 +119,17 @@ func (s *PathSource) list(ctx context.Context, decrypt bool) ([]parameter, error
 		switch {
 		case token == "":
 		case tokens[token]:
-			return nil, answerErrorf("the listing of %s repeated a NextToken after %d pages: it would never end", s.Path, pages)
+			return nil, inconsistentf("the listing of %s repeated a NextToken after %d pages: it would never end", s.Path, pages)
 		case pages >= limit || len(out)+len(page.Parameters) > maxParameters:
-			return nil, answerErrorf("the listing of %s still had a NextToken after %d pages, more than a Region's %d parameters need: it would never end", s.Path, pages, maxParameters)
+			return nil, inconsistentf("the listing of %s still had a NextToken after %d pages, more than a Region's %d parameters need: it would never end", s.Path, pages, maxParameters)
 		}
 		for _, p := range page.Parameters {
 			name := aws.ToString(p.Name)
 			switch {
 			case !strings.HasPrefix(name, prefix):
-				return nil, answerErrorf("the listing of %s returned %s, which is not under it", s.Path, name)
+				return nil, inconsistentf("the listing of %s returned %s, which is not under it", s.Path, name)
 			case seen[name]:
-				return nil, answerErrorf("the listing of %s returned %s twice", s.Path, name)
+				return nil, inconsistentf("the listing of %s returned %s twice", s.Path, name)
 			}
 			seen[name] = true
 			out = append(out, parameter{Name: p.Name, Value: p.Value, Version: p.Version})
@@ -206,7 +206,7 @@ func (s *PathSource) Versions(ctx context.Context, last Layer, discover bool) (m
 		if discover {
 			first = "the listing left them out"
 		}
-		return nil, answerErrorf("%s under %s: %s, but GetParameters finds them: answers disagree", strings.Join(names, ", "), s.Path, first)
+		return nil, inconsistentf("%s under %s: %s, but GetParameters finds them: answers disagree", strings.Join(names, ", "), s.Path, first)
 	}
 	return now, nil
 }
