@@ -124,9 +124,6 @@ var errExecTimeout = errors.New("timed out, killed")
 // reported, when the try times out (after the kill and the report), or at
 // once when ctx ends (after the kill: the reaper reports the exit later).
 func (p *Procs) run(ctx context.Context, argv, env []string, out *os.File, timeout time.Duration) error {
-	if p == nil {
-		return errors.New("no process registry (ready.Options.Procs)")
-	}
 	pr, err := p.start(argv, env, out)
 	if err != nil {
 		return fmt.Errorf("start: %w", err)

@@ -259,3 +259,15 @@ func TestExecConcurrent(t *testing.T) {
 	}
 	runningDrains(t, procs)
 }
+
+// A pid the registry never started is the supervisor's: its child, or an
+// orphan.
+func TestExitedUnknown(t *testing.T) {
+	procs := NewProcs()
+	var none *Procs
+	for _, pid := range []int{os.Getpid(), 0, 1, -1} {
+		if procs.Exited(pid, 0) || none.Exited(pid, 0) {
+			t.Errorf("Exited(%d) claimed a pid no check started", pid)
+		}
+	}
+}

@@ -49,7 +49,7 @@ type Options struct {
 // NotReadyError says which check did not pass before Wait's ctx ended.
 type NotReadyError struct {
 	Check Check
-	Tries int   // tries made; 0 if ctx ended first
+	Tries int   // tries made; 0 if ctx ended first, and for notify (waited for, not tried)
 	Err   error // the last try's reason; ctx.Err() if no try ended
 }
 
@@ -131,6 +131,10 @@ func (p prober) poll(ctx context.Context, c Check) *NotReadyError {
 	fail := &NotReadyError{Check: c}
 	if c.UsesPort() {
 		fail.Err = errors.New("{port} was not filled in")
+		return fail
+	}
+	if c.kind == Exec && p.opts.Procs == nil {
+		fail.Err = errors.New("no process registry (ready.Options.Procs)")
 		return fail
 	}
 	if c.kind == Notify {
