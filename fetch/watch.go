@@ -75,8 +75,9 @@ type Watcher struct {
 }
 
 // Run polls until ctx is done, starting from the layers LoadAll returned
-// for w.Sources. Each time the merged environment differs from the last,
-// it calls onUpdate, which may block; a failed or partial poll never
+// for w.Sources. Each time the merged environment differs from the last
+// one handed on, it calls onUpdate, which may block: at once, or with
+// Settle or Splay once the settler says so. A failed or partial poll never
 // reaches onUpdate. It returns ctx's error, or the file watcher's.
 func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context.Context, Update)) error {
 	log := w.Log
