@@ -48,6 +48,9 @@ type config struct {
 	init           bool
 	startupTimeout time.Duration
 	discoverEvery  int
+	// settle, settleMax and splay hold a change before it is acted on; see
+	// fetch.Watcher.
+	settle, settleMax, splay time.Duration
 
 	print, reveal bool
 	format        string
@@ -101,6 +104,9 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*config, er
 	fs.BoolVar(&cfg.init, "init", false, "")
 	fs.DurationVar(&cfg.startupTimeout, "startup-timeout", 30*time.Second, "")
 	fs.IntVar(&cfg.discoverEvery, "discover-every", 10, "")
+	fs.DurationVar(&cfg.settle, "settle", 0, "")
+	fs.DurationVar(&cfg.settleMax, "settle-max", 0, "")
+	fs.DurationVar(&cfg.splay, "splay", 0, "")
 	fs.BoolVar(&cfg.print, "print", false, "")
 	fs.BoolVar(&cfg.reveal, "reveal", false, "")
 	fs.StringVar(&cfg.format, "format", "dotenv", "")
@@ -178,6 +184,30 @@ func (c *config) check() error {
 		return fmt.Errorf("--path: a path starts with /, as in /myapp/prod")
 	case !c.print && len(c.argv) == 0:
 		return fmt.Errorf("no command given: paramexec [flags] [--] COMMAND [ARGS...]")
+	}
+	return c.checkHold()
+}
+
+// checkHold checks --settle, --settle-max and --splay. Without --interval
+// nothing is watched, so they would silently do nothing: that is refused
+// rather than ignored, as --reveal without --print is.
+func (c *config) checkHold() error {
+	for _, d := range []struct {
+		flag string
+		v    time.Duration
+	}{{"--settle", c.settle}, {"--settle-max", c.settleMax}, {"--splay", c.splay}} {
+		switch {
+		case d.v < 0:
+			return fmt.Errorf("%s %s: must not be negative", d.flag, d.v)
+		case d.v > 0 && c.interval == 0 && !c.print:
+			return fmt.Errorf("%s %s: only applies when watching; give --interval too", d.flag, d.v)
+		}
+	}
+	switch {
+	case c.settleMax > 0 && c.settle == 0:
+		return fmt.Errorf("--settle-max %s: bounds --settle, which is not given", c.settleMax)
+	case c.settleMax > 0 && c.settleMax < c.settle:
+		return fmt.Errorf("--settle-max %s: below --settle %s; the wait could never be quiet for --settle", c.settleMax, c.settle)
 	}
 	return nil
 }

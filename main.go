@@ -125,6 +125,9 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		DiscoverEvery: cfg.discoverEvery,
 		Files:         envFiles(cfg),
 		Debounce:      fileDebounce,
+		Settle:        cfg.settle,
+		SettleMax:     cfg.settleMax,
+		Splay:         cfg.splay,
 		Log:           log,
 	}
 	return supervise(ctx, cfg, env, w, layers, notifySocket, stopStartup, log)

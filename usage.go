@@ -67,6 +67,17 @@ WATCHING
     --discover-every N    look for added or removed parameters under a path
                           every Nth poll (default 10); the polls between ask
                           only for the versions of known names
+    --settle DURATION     after a change is seen, wait until no further
+                          change has been seen for DURATION before acting on
+                          it (default 0: act at once); meanwhile poll every
+                          DURATION/2 (at least 1s, at most --interval).
+                          Changes seen while waiting join the same restart
+    --settle-max DURATION with --settle: act at the latest DURATION after
+                          the first change, even if changes keep coming
+                          (default 4 x --settle; at least --settle)
+    --splay DURATION      wait a random time in [0, DURATION) more before
+                          acting on a change, so that a fleet that saw it at
+                          once does not restart at once (default 0)
 
     A poll asks for versions, without decryption; values are read again
     only for a source whose versions moved. --env-file files are watched
@@ -75,6 +86,8 @@ WATCHING
     A new environment that could not start the command (too large for
     execve, or the command not found with its PATH) is rejected before the
     child is touched, and the child keeps running.
+    --settle, --settle-max and --splay delay whatever --on-change does, and
+    need --interval.
 
 STARTING
     --startup-timeout D   a deadline on the whole start-up: retry throttling,

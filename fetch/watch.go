@@ -65,12 +65,21 @@ type Watcher struct {
 	// sources must be among Sources, as *EnvFileSource.
 	Files    []string
 	Debounce time.Duration
-	Log      *slog.Logger
+	// Settle holds a change until the polls have seen no further change for
+	// this long, polling faster meanwhile (see settler.pollEvery), so that
+	// edits made one after another reach onUpdate as one update; at most
+	// SettleMax from the first change (zero: four times Settle). Splay then
+	// holds it a random time in [0, Splay) more, so that a fleet that saw
+	// a change at once does not act on it at once. Changes seen while a
+	// change is held join it. All zero, each change is handed on at once.
+	Settle, SettleMax, Splay time.Duration
+	Log                      *slog.Logger
 }
 
 // Run polls until ctx is done, starting from the layers LoadAll returned
-// for w.Sources. Each time the merged environment differs from the last,
-// it calls onUpdate, which may block; a failed or partial poll never
+// for w.Sources. Each time the merged environment differs from the last
+// one handed on, it calls onUpdate, which may block: at once, or with
+// Settle or Splay once the settler says so. A failed or partial poll never
 // reaches onUpdate. It returns ctx's error; a file watch that fails only
 // leaves the polls to see edits.
 func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context.Context, Update)) error {
@@ -86,6 +95,9 @@ func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context
 
 	timer := time.NewTimer(w.firstWait())
 	defer timer.Stop()
+	hold, holdTimer := w.newSettler(log)
+	defer holdTimer.Stop()
+	handed := current // what onUpdate was last given
 	var polls, failures int
 	pending := make(map[int]map[string]string)
 	for {
@@ -106,6 +118,12 @@ func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context
 			polls++
 			discover = w.DiscoverEvery > 0 && polls%w.DiscoverEvery == 0
 			which = allIndexes(len(w.Sources))
+		case <-holdC(hold, holdTimer):
+			if hold.expired(time.Now()) {
+				handed = w.handOn(ctx, layers, handed, log, onUpdate)
+			}
+			rearm(hold, holdTimer)
+			continue
 		}
 		began := time.Now()
 		pollCtx, cancel := context.WithTimeout(ctx, w.pollTimeout())
@@ -136,23 +154,32 @@ func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context
 			log.Info("poll recovered", "after_failures", failures)
 			failures = 0
 		}
-		if which != nil && len(which) == len(w.Sources) {
+		full := which != nil && len(which) == len(w.Sources)
+		if full {
 			// Polls start an interval apart, not an interval after the last
 			// one ended, so a long poll does not stretch the wait for a
 			// change; but never closer than half an interval.
-			resetTimer(timer, max(w.wait()-time.Since(began), w.Interval/2))
+			period := hold.pollEvery(w.wait())
+			resetTimer(timer, max(period-time.Since(began), period/2))
 		}
 		layers = next
-		env, effective := Merge(w.Inherited, layers, w.NoOverride)
+		_, effective := Merge(w.Inherited, layers, w.NoOverride)
 		changed := diffVars(current, effective)
 		if len(changed) == 0 {
 			log.Debug("poll: no change", "discover", discover)
+			if full && hold.quiet(began) {
+				handed = w.handOn(ctx, layers, handed, log, onUpdate)
+			}
+			rearm(hold, holdTimer)
 			continue
 		}
 		current = effective
-		update := Update{Env: env, Changed: changed}
-		log.Info("change detected", "changed", changed)
-		onUpdate(ctx, update)
+		if hold.seen(began, changed) {
+			handed = w.handOn(ctx, layers, handed, log, onUpdate)
+		} else if hold.state == settling {
+			resetTimer(timer, hold.pollEvery(w.wait()))
+		}
+		rearm(hold, holdTimer)
 	}
 }
 
@@ -194,6 +221,22 @@ func (w *Watcher) watchFiles(ctx context.Context, log *slog.Logger) (events <-ch
 		<-done
 		fw.Close()
 	}
+}
+
+// handOn gives onUpdate the environment layers make, named by what differs
+// from handed, the one it was given last, and returns the new one. Changes
+// seen while a change was held may have undone it: then nothing is handed
+// on.
+func (w *Watcher) handOn(ctx context.Context, layers []Layer, handed []Var, log *slog.Logger, onUpdate func(context.Context, Update)) []Var {
+	env, effective := Merge(w.Inherited, layers, w.NoOverride)
+	changed := diffVars(handed, effective)
+	if len(changed) == 0 {
+		log.Info("the changes seen were undone while held; nothing to hand on")
+		return handed
+	}
+	log.Info("change detected", "changed", changed)
+	onUpdate(ctx, Update{Env: env, Changed: changed})
+	return effective
 }
 
 // poll checks the sources at the given indexes and reloads those that
