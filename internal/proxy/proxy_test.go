@@ -419,4 +419,3 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
-
