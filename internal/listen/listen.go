@@ -240,11 +240,13 @@ func bind(ctx context.Context, spec Spec) (socket, error) {
 }
 
 // detach turns ln into a plain blocking, close-on-exec descriptor outside
-// Go's poller, closing ln: a child gets the mode systemd gives, and an
-// accept in a child that expects blocking sockets does not fail with EAGAIN.
-// O_NONBLOCK belongs to the shared open file description, so a child that
-// sets it sets it for a sibling during an overlap too: the same program
-// both times, in practice.
+// Go's poller, closing ln: the first child gets the mode systemd gives, and
+// an accept in a child that expects blocking sockets does not fail with
+// EAGAIN. O_NONBLOCK belongs to the open file description, which every
+// child shares with the Set: a child that sets it (Go's net.FileListener
+// does) sets it for the children after it and for its sibling during an
+// overlap, as under systemd. The Set never resets it: that would turn a
+// running event-loop child's socket blocking under it.
 func detach(ln net.Listener) (*os.File, error) {
 	sc, ok := ln.(syscall.Conn)
 	if !ok {

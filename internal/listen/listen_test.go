@@ -109,6 +109,19 @@ func TestBindErrors(t *testing.T) {
 			t.Errorf("Bind(%s) = %v; want ErrBind saying %q", c.addr, err, c.inErr)
 		}
 	}
+	// All or nothing: the socket bound before the failure is gone again.
+	first := filepath.Join(dir, "first.sock")
+	specs, err := listen.ParseAll([]string{"unix://" + first, "tcp://" + taken.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if set, err := listen.Bind(context.Background(), specs); !errors.Is(err, listen.ErrBind) {
+		set.Close()
+		t.Errorf("Bind with the second address in use: %v; want ErrBind", err)
+	}
+	if _, err := os.Lstat(first); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("after a failed Bind, the first socket file: %v; want it removed", err)
+	}
 	if b, err := os.ReadFile(regular); err != nil || string(b) != "keep me" {
 		t.Errorf("a regular file at the path was touched: %q, %v", b, err)
 	}
