@@ -116,7 +116,8 @@ func Parse(value string, index int) (Spec, error) {
 }
 
 // ParseAll parses every --listen value in order. The same address twice is
-// a usage error (the second bind would fail with a less telling "in use").
+// a usage error (the second bind would fail with a less telling "in use"),
+// except with port 0, which the kernel makes a new port each time.
 // Names may repeat, as systemd allows.
 func ParseAll(values []string) ([]Spec, error) {
 	specs := make([]Spec, 0, len(values))
@@ -126,7 +127,8 @@ func ParseAll(values []string) ([]Spec, error) {
 		if err != nil {
 			return nil, err
 		}
-		if seen[s.String()] {
+		// Port 0 is a new port each time: never the same address twice.
+		if seen[s.String()] && !strings.HasSuffix(s.Address, ":0") {
 			return nil, fmt.Errorf("--listen %s given twice: %w", s, ErrUsage)
 		}
 		seen[s.String()] = true

@@ -485,3 +485,53 @@ func TestTrampolineErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestReplace: without supervision, the command takes paramexec's place and
+// PID, with the sockets on fds 3, 4 and nothing else inherited.
+func TestReplace(t *testing.T) {
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := osexec.Command(self, self)
+	cmd.Env = append(os.Environ(), helperEnv+"=replace", "HELPER_LISTEN=tcp://127.0.0.1:0,b=tcp://127.0.0.1:0")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killer := time.AfterFunc(deadline, func() { cmd.Process.Kill() })
+	defer killer.Stop()
+	var r report
+	if err := json.NewDecoder(stdout).Decode(&r); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("command's report: %v\n%s", err, stderr.String())
+	}
+	pid := cmd.Process.Pid
+	if r.PID != pid || r.ListenPID != strconv.Itoa(pid) || r.Fds != 2 || !slices.Equal(r.Names, []string{"listen0", "b"}) {
+		t.Errorf("report %+v; want PID and LISTEN_PID %d, 2 fds named listen0, b", r, pid)
+	}
+	if !slices.Equal(r.Open, []int{0, 1, 2, 3, 4}) {
+		t.Errorf("command's inherited fds %v; want exactly 0-4", r.Open)
+	}
+	for i, s := range r.Sockets {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:"+s.Addr, deadline)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(deadline))
+		line, _ := bufio.NewReader(c).ReadString('\n')
+		c.Close()
+		if want := fmt.Sprintf("%d %s\n", pid, r.Names[i]); line != want {
+			t.Errorf("fd %d answered %q; want %q", s.Fd, line, want)
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("command: %v\n%s", err, stderr.String())
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/paramexec/paramexec/exec"
 	"github.com/paramexec/paramexec/internal/listen"
 	"golang.org/x/sys/unix"
 )
@@ -33,6 +34,8 @@ func TestMain(m *testing.M) {
 		helperBind()
 	case "parent":
 		helperParent()
+	case "replace":
+		helperReplace()
 	default:
 		fmt.Fprintln(os.Stderr, "unknown helper", os.Getenv(helperEnv))
 		os.Exit(2)
@@ -226,4 +229,17 @@ func must2[T, U any](t T, u U, err error) (T, U) {
 		os.Exit(1)
 	}
 	return t, u
+}
+
+// helperReplace binds the --listen values in HELPER_LISTEN and replaces
+// itself with os.Args[1:] by Set.Replace, holding an fd opened without
+// close-on-exec that must not reach the command.
+func helperReplace() {
+	specs := must(listen.ParseAll(strings.Split(os.Getenv("HELPER_LISTEN"), ",")))
+	set := must(listen.Bind(context.Background(), specs))
+	f := must(os.Open("/proc/self/status"))
+	must(unix.FcntlInt(f.Fd(), unix.F_SETFD, 0))
+	err := set.Replace(os.Args[1:], []string{helperEnv + "=check", "LISTEN_FDS=7"})
+	fmt.Fprintln(os.Stderr, "replace:", err)
+	os.Exit(exec.ExitCode(err))
 }

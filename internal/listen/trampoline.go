@@ -83,18 +83,7 @@ func Trampoline(args []string) (handled bool, code int) {
 		fmt.Fprintf(os.Stderr, "paramexec %s: %v\n", trampolineArg, err)
 		return true, 2
 	}
-	env := make([]string, 0, len(os.Environ())+3)
-	for _, kv := range os.Environ() {
-		switch k, _, _ := strings.Cut(kv, "="); k {
-		case "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES":
-		default:
-			env = append(env, kv)
-		}
-	}
-	env = append(env,
-		"LISTEN_PID="+strconv.Itoa(os.Getpid()),
-		"LISTEN_FDS="+strconv.Itoa(n),
-		"LISTEN_FDNAMES="+args[3])
+	env := activationEnv(os.Environ(), n, args[3])
 	argv := args[5:]
 	err = exec.Replace(argv, env)
 	fmt.Fprintf(os.Stderr, "paramexec: cannot run %q: %v\n", argv[0], err)
@@ -119,4 +108,53 @@ func closeOnExecFrom(lowest int) error {
 		}
 	}
 	return nil
+}
+
+// activationEnv is env with LISTEN_PID (this process), LISTEN_FDS and
+// LISTEN_FDNAMES set, replacing any it had.
+func activationEnv(env []string, n int, names string) []string {
+	out := make([]string, 0, len(env)+3)
+	for _, kv := range env {
+		switch k, _, _ := strings.Cut(kv, "="); k {
+		case "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES":
+		default:
+			out = append(out, kv)
+		}
+	}
+	return append(out,
+		"LISTEN_PID="+strconv.Itoa(os.Getpid()),
+		"LISTEN_FDS="+strconv.Itoa(n),
+		"LISTEN_FDNAMES="+names)
+}
+
+// Replace executes argv in place of this process, as exec.Replace does, with
+// the Set's sockets on fds 3, 4, … and LISTEN_PID this process's own PID:
+// --listen without supervision needs no trampoline. Every other fd from 3
+// up is made close-on-exec. It returns only on failure, with an error for
+// exec.ExitCode; the process is then left with its fds from 3 up
+// rearranged and must exit.
+func (s *Set) Replace(argv, env []string) error {
+	n := len(s.socks)
+	// Out of the way first: a socket of the Set may sit where another is
+	// to go.
+	high := make([]int, n)
+	for i, sock := range s.socks {
+		fd, err := unix.FcntlInt(sock.file.Fd(), unix.F_DUPFD_CLOEXEC, 3+n)
+		if err != nil {
+			return fmt.Errorf("dup socket %s: %w: %w", sock.spec, exec.ErrNotExecutable, err)
+		}
+		high[i] = fd
+	}
+	names := make([]string, n)
+	for i, fd := range high {
+		// Without O_CLOEXEC: these are to survive the exec.
+		if err := unix.Dup3(fd, 3+i, 0); err != nil {
+			return fmt.Errorf("place socket %s on fd %d: %w: %w", s.socks[i].spec, 3+i, exec.ErrNotExecutable, err)
+		}
+		names[i] = s.socks[i].spec.Name
+	}
+	if err := closeOnExecFrom(3 + n); err != nil {
+		return fmt.Errorf("%w: %w", exec.ErrNotExecutable, err)
+	}
+	return exec.Replace(argv, activationEnv(env, n, strings.Join(names, ":")))
 }
