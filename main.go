@@ -84,7 +84,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if cfg.startupTimeout > 0 {
 		loadCtx, cancelLoad = context.WithTimeout(ctx, cfg.startupTimeout)
 	}
-	sources, err := buildSources(loadCtx, cfg, inherited, log)
+	sources, err := fetch.Build(loadCtx, cfg.specs(), inherited, log)
 	if err != nil {
 		cancelLoad()
 		log.Error("configuration", "error", err)

@@ -53,12 +53,12 @@ func proxied(t testing.TB) (*faultproxy.Proxy, aws.Config) {
 // direct is an SDK config that talks to moto itself.
 func direct() aws.Config { return moto.Config(context.Background()) }
 
-// clientsFor builds the per-Region clients a source takes, as config.go
+// clientsFor builds the per-Region clients a source takes, as NewClients
 // does.
 func clientsFor(cfg aws.Config) AWSClients {
 	return AWSClients{
 		Region: cfg.Region,
-		SSM: func(region string) ParamClient {
+		SSM: func(region string) SSMClient {
 			return ssm.NewFromConfig(cfg, func(o *ssm.Options) { o.Region = region })
 		},
 		SecretsManager: func(region string) SecretsClient {

@@ -14,15 +14,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 )
 
-// ParamClient lists the Parameter Store operations single parameters need:
-// GetParameters for names, ten a call, and GetParameter for ARNs, which
-// AWS accepts in both but some emulators (moto, LocalStack) only in the
-// singular call. *ssm.Client satisfies it.
-type ParamClient interface {
-	GetParameters(ctx context.Context, in *ssm.GetParametersInput, opts ...func(*ssm.Options)) (*ssm.GetParametersOutput, error)
-	GetParameter(ctx context.Context, in *ssm.GetParameterInput, opts ...func(*ssm.Options)) (*ssm.GetParameterOutput, error)
-}
-
 // secretsRefPrefix is Parameter Store's window onto Secrets Manager. Such a
 // name is readable only through GetParameter(s) with decryption.
 const secretsRefPrefix = "/aws/reference/secretsmanager/"
@@ -33,7 +24,7 @@ const secretsRefPrefix = "/aws/reference/secretsmanager/"
 type AWSClients struct {
 	// Region is the configured Region: that of names without an ARN.
 	Region         string
-	SSM            func(region string) ParamClient
+	SSM            func(region string) SSMClient
 	SecretsManager func(region string) SecretsClient
 }
 
@@ -333,12 +324,6 @@ func (s *ParamSource) fetch(ctx context.Context, reqs []string, decrypt bool) (m
 	return got, missing, nil
 }
 
-// parametersGetter is the one call getParameterBatch makes; SSMClient and
-// ParamClient both have it.
-type parametersGetter interface {
-	GetParameters(ctx context.Context, in *ssm.GetParametersInput, opts ...func(*ssm.Options)) (*ssm.GetParametersOutput, error)
-}
-
 // getParameterBatch makes one GetParameters call for at most ten requests,
 // which paramBatches has made distinct by matchKey, and sorts the answer by
 // request: found, or reported in InvalidParameters. An answer that returns
@@ -346,7 +331,7 @@ type parametersGetter interface {
 // at all, is an inconsistentError: Parameter Store accounts for every name it is
 // asked for, so such an answer is broken or cut short, and one answer is no
 // evidence that a parameter is gone.
-func getParameterBatch(ctx context.Context, client parametersGetter, batch []string, decrypt bool) (found map[string]parameter, invalid []string, err error) {
+func getParameterBatch(ctx context.Context, client SSMClient, batch []string, decrypt bool) (found map[string]parameter, invalid []string, err error) {
 	out, err := client.GetParameters(ctx, &ssm.GetParametersInput{
 		Names:          batch,
 		WithDecryption: aws.Bool(decrypt),

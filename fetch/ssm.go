@@ -15,10 +15,13 @@ import (
 
 // SSMClient lists the Parameter Store operations paramexec calls. Keeping
 // the interface this narrow documents the IAM actions it needs and lets the
-// linker drop the rest of the SDK client.
+// linker drop the rest of the SDK client. GetParameter is for ARNs, which
+// AWS accepts in GetParameters too but some emulators (moto, LocalStack)
+// only in the singular call. *ssm.Client satisfies it.
 type SSMClient interface {
 	GetParametersByPath(ctx context.Context, in *ssm.GetParametersByPathInput, opts ...func(*ssm.Options)) (*ssm.GetParametersByPathOutput, error)
 	GetParameters(ctx context.Context, in *ssm.GetParametersInput, opts ...func(*ssm.Options)) (*ssm.GetParametersOutput, error)
+	GetParameter(ctx context.Context, in *ssm.GetParameterInput, opts ...func(*ssm.Options)) (*ssm.GetParameterOutput, error)
 }
 
 // PathSource is every parameter under a path, recursively.

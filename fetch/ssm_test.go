@@ -40,7 +40,7 @@ func TestPathSourceRefresh(t *testing.T) {
 		want[name] = "v1-" + name
 	}
 	proxy, cfg := proxied(t)
-	src, err := NewPathSource(path, clientsFor(cfg).SSM(cfg.Region).(SSMClient), 4)
+	src, err := NewPathSource(path, clientsFor(cfg).SSM(cfg.Region), 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func watchedPath(t *testing.T, n int) (*faultproxy.Proxy, *PathSource, Layer, ma
 		want[name] = "v1-" + name
 	}
 	proxy, cfg := proxied(t)
-	src, err := NewPathSource(path, clientsFor(cfg).SSM(cfg.Region).(SSMClient), 0)
+	src, err := NewPathSource(path, clientsFor(cfg).SSM(cfg.Region), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
