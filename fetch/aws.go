@@ -93,7 +93,7 @@ func Build(ctx context.Context, specs []Spec, inherited []string, log *slog.Logg
 				names[i] = r.Var
 			}
 			log.Debug("inherited variables hold references", "variables", names)
-			sources = append(sources, NewRefSource(refs, *c))
+			sources = append(sources, refSources(refs, *c)...)
 		}
 	}
 	log.Debug("sources configured", "count", len(sources))

@@ -96,21 +96,26 @@ func (s *EnvFileSource) Load(ctx context.Context) (Layer, error) {
 	return layer, nil
 }
 
-// Changed rereads the file: it is local and small, so reading it on every
+// Versions rereads the file: it is local and small, so reading it on every
 // poll costs nothing and catches edits the file watcher might miss (some
-// network and overlay file systems send no events). A read-once file never
-// changes.
-func (s *EnvFileSource) Changed(ctx context.Context, last Layer, _ bool) (bool, error) {
+// network and overlay file systems send no events). Its version is a hash of
+// the content. A read-once file never changes.
+func (s *EnvFileSource) Versions(ctx context.Context, last Layer, _ bool) (map[string]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.kind == envFileOnce {
-		return false, nil
+		return last.Versions, nil
 	}
 	data, _, err := readEnvFile(ctx, s.Path, true)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	return last.Versions[s.Path] != contentVersion(data), nil
+	return map[string]string{s.Path: contentVersion(data)}, nil
+}
+
+// Refresh reads the file again, whole.
+func (s *EnvFileSource) Refresh(ctx context.Context, _ Layer, _ map[string]string) (Layer, error) {
+	return s.Load(ctx)
 }
 
 // readEnvFile reads path, at most MaxEnvFileSize bytes of it, and reports

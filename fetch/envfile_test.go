@@ -3,6 +3,7 @@ package fetch
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,8 +49,8 @@ type checked struct {
 func changed(t *testing.T, s *EnvFileSource, last Layer) checked {
 	t.Helper()
 	return within(t, 20*time.Second, "Changed", func() checked {
-		c, err := s.Changed(context.Background(), last, false)
-		return checked{c, err}
+		now, err := s.Versions(context.Background(), last, false)
+		return checked{err == nil && !maps.Equal(now, last.Versions), err}
 	})
 }
 

@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -179,9 +180,10 @@ func (p Param) describe() string {
 type ParamSource struct {
 	Params  []Param
 	Clients AWSClients
+	name    string // in logs and errors, when not "--param"
 }
 
-func (s *ParamSource) String() string { return "--param" }
+func (s *ParamSource) String() string { return cmp.Or(s.name, "--param") }
 
 // Load reads every parameter, decrypted.
 func (s *ParamSource) Load(ctx context.Context) (Layer, error) {

@@ -1,12 +1,9 @@
 package fetch
 
 import (
-	"context"
-	"errors"
 	"maps"
 	"slices"
 	"strings"
-	"sync"
 )
 
 // RefRank is the rank of a resolved reference: below every source, since it
@@ -127,143 +124,30 @@ func FindReferences(environ []string) []Reference {
 	return refs
 }
 
-// RefSource resolves references: its variables replace the inherited
-// values that named them. Parameters and secrets are fetched as --param and
-// --secret fetch them, and watched the same way.
-type RefSource struct {
-	params  ParamSource
-	secrets SecretSource
-}
-
-// NewRefSource returns the source for refs. A client func is only called
-// for the kind of reference present.
-func NewRefSource(refs []Reference, clients AWSClients) *RefSource {
-	s := &RefSource{
-		params:  ParamSource{Clients: clients},
-		secrets: SecretSource{Clients: clients},
-	}
+// refSources are the sources that resolve refs: their variables replace
+// the inherited values that named them. The parameters form one ParamSource
+// and the secrets one SecretSource, fetched and watched as --param and
+// --secret are, and named "references" in logs and errors. A client func is
+// only called for the kind of reference present.
+func refSources(refs []Reference, clients AWSClients) []Source {
+	params := &ParamSource{Clients: clients, name: "references"}
+	secrets := &SecretSource{Clients: clients, name: "references"}
 	for _, r := range refs {
 		switch {
 		case r.Param != nil:
-			s.params.Params = append(s.params.Params, *r.Param)
+			params.Params = append(params.Params, *r.Param)
 		case r.Secret != nil:
-			s.secrets.Secrets = append(s.secrets.Secrets, *r.Secret)
+			secrets.Secrets = append(secrets.Secrets, *r.Secret)
 		}
 	}
-	return s
-}
-
-func (s *RefSource) String() string { return "references" }
-
-// Versions of the two kinds are kept apart by a prefix in one map.
-const (
-	paramVersionKey  = "ssm "
-	secretVersionKey = "secretsmanager "
-)
-
-// Load reads the referenced parameters and secrets concurrently.
-func (s *RefSource) Load(ctx context.Context) (Layer, error) {
-	var pl, sl Layer
-	var perr, serr error
-	var wg sync.WaitGroup
-	if len(s.params.Params) > 0 {
-		wg.Go(func() { pl, perr = s.params.Load(ctx) })
+	var out []Source
+	if len(params.Params) > 0 {
+		out = append(out, params)
 	}
-	if len(s.secrets.Secrets) > 0 {
-		wg.Go(func() { sl, serr = s.secrets.Load(ctx) })
+	if len(secrets.Secrets) > 0 {
+		out = append(out, secrets)
 	}
-	wg.Wait()
-	if err := errors.Join(perr, serr); err != nil {
-		return Layer{}, err
-	}
-	layer := Layer{
-		Vars:     append(pl.Vars, sl.Vars...),
-		Versions: make(map[string]string, len(pl.Versions)+len(sl.Versions)),
-	}
-	for k, v := range pl.Versions {
-		layer.Versions[paramVersionKey+k] = v
-	}
-	for k, v := range sl.Versions {
-		layer.Versions[secretVersionKey+k] = v
-	}
-	return layer, nil
-}
-
-// Versions asks each kind for its versions, kept apart by prefix.
-func (s *RefSource) Versions(ctx context.Context, last Layer, discover bool) (map[string]string, error) {
-	now := make(map[string]string, len(last.Versions))
-	if len(s.params.Params) > 0 {
-		pv, err := s.params.Versions(ctx, subLayer(last, paramVersionKey), discover)
-		if err != nil {
-			return nil, err
-		}
-		for k, v := range pv {
-			now[paramVersionKey+k] = v
-		}
-	}
-	if len(s.secrets.Secrets) > 0 {
-		sv, err := s.secrets.Versions(ctx, subLayer(last, secretVersionKey), discover)
-		if err != nil {
-			return nil, err
-		}
-		for k, v := range sv {
-			now[secretVersionKey+k] = v
-		}
-	}
-	return now, nil
-}
-
-// Refresh reads again the kind whose versions moved, and keeps the other
-// kind's variables as they are.
-func (s *RefSource) Refresh(ctx context.Context, last Layer, now map[string]string) (Layer, error) {
-	next := Layer{Versions: maps.Clone(now)}
-	isParam := make(map[string]bool, len(s.params.Params))
-	for _, p := range s.params.Params {
-		isParam[p.Var] = true
-	}
-	for _, kind := range []struct {
-		prefix string
-		src    Refresher
-		n      int
-	}{{paramVersionKey, &s.params, len(s.params.Params)}, {secretVersionKey, &s.secrets, len(s.secrets.Secrets)}} {
-		if kind.n == 0 {
-			continue
-		}
-		before, after := subLayer(last, kind.prefix), subLayer(Layer{Versions: now}, kind.prefix)
-		if maps.Equal(before.Versions, after.Versions) {
-			for _, v := range last.Vars {
-				if isParam[v.Name] == (kind.prefix == paramVersionKey) {
-					next.Vars = append(next.Vars, v)
-				}
-			}
-			continue
-		}
-		layer, err := kind.src.Refresh(ctx, before, after.Versions)
-		if err != nil {
-			return Layer{}, err
-		}
-		next.Vars = append(next.Vars, layer.Vars...)
-		for k := range next.Versions {
-			if strings.HasPrefix(k, kind.prefix) {
-				delete(next.Versions, k)
-			}
-		}
-		for k, v := range layer.Versions {
-			next.Versions[kind.prefix+k] = v
-		}
-	}
-	return next, nil
-}
-
-// subLayer is the part of l's versions under prefix, with it removed.
-func subLayer(l Layer, prefix string) Layer {
-	sub := Layer{Versions: make(map[string]string)}
-	for k, v := range l.Versions {
-		if rest, ok := strings.CutPrefix(k, prefix); ok {
-			sub.Versions[rest] = v
-		}
-	}
-	return sub
+	return out
 }
 
 // arn is an Amazon Resource Name split into its fields.

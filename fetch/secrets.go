@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -137,9 +138,10 @@ type secretValue struct {
 type SecretSource struct {
 	Secrets []Secret
 	Clients AWSClients
+	name    string // in logs and errors, when not "--secret"
 }
 
-func (s *SecretSource) String() string { return "--secret" }
+func (s *SecretSource) String() string { return cmp.Or(s.name, "--secret") }
 
 // Load reads every secret and turns each into its variables.
 func (s *SecretSource) Load(ctx context.Context) (Layer, error) { return s.load(ctx, nil) }

@@ -333,7 +333,7 @@ func TestSecretSourceAccessDenied(t *testing.T) {
 
 // pollSecrets runs Changed and checks that it made only DescribeSecret
 // calls: no value read, nothing decrypted.
-func pollSecrets(t *testing.T, proxy *faultproxy.Proxy, src Refresher, layer Layer, what string, want bool) {
+func pollSecrets(t *testing.T, proxy *faultproxy.Proxy, src Source, layer Layer, what string, want bool) {
 	t.Helper()
 	proxy.ResetCounts()
 	got, err := moved(t, src, layer, true)

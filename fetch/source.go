@@ -37,12 +37,22 @@ type Layer struct {
 }
 
 // A Source is one origin of variables: a parameter path, a dotenv file, a
-// group of named parameters or secrets.
+// group of named parameters or secrets. Every source is watched the same
+// way: its versions, then a refresh of what moved, so that a change costs
+// calls in proportion to what changed.
 type Source interface {
 	// String names the source in logs and errors, e.g. "--path /app/prod".
 	String() string
 	// Load reads the source's current values.
 	Load(ctx context.Context) (Layer, error)
+	// Versions returns the current version of each item without reading
+	// values; with discover it also lists the source to find added items.
+	// An item is left out only on the evidence of a deletion its source
+	// documents; an answer that is no such evidence is an error.
+	Versions(ctx context.Context, last Layer, discover bool) (map[string]string, error)
+	// Refresh returns last with the items whose version differs in now
+	// read again and the items missing from now dropped.
+	Refresh(ctx context.Context, last Layer, now map[string]string) (Layer, error)
 }
 
 // LoadAll loads every source concurrently. Layers come back in the order

@@ -129,7 +129,7 @@ func TestPathSourceRefresh(t *testing.T) {
 
 // moved asks src for its versions, as a poll does, and reports whether
 // any differs from last's.
-func moved(t *testing.T, src Refresher, last Layer, discover bool) (bool, error) {
+func moved(t *testing.T, src Source, last Layer, discover bool) (bool, error) {
 	t.Helper()
 	now, err := src.Versions(t.Context(), last, discover)
 	if err != nil {

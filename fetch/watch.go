@@ -12,31 +12,6 @@ import (
 	"time"
 )
 
-// A Checker is a Source that can tell cheaply, without reading values,
-// whether it changed since a layer was loaded. Polling only calls Load, the
-// expensive and decrypting read, for sources whose Changed said yes.
-type Checker interface {
-	Source
-	// Changed reports whether an item of last has a new version or has
-	// gone. With discover it also lists the source to find added items.
-	Changed(ctx context.Context, last Layer, discover bool) (bool, error)
-}
-
-// A Refresher is a source that can tell which of its items moved and read
-// again just those, rather than the whole source, so that a change costs
-// calls in proportion to what changed.
-type Refresher interface {
-	Source
-	// Versions returns the current version of each item without reading
-	// values; with discover it also lists the source to find added items.
-	// An item is left out only on the evidence of a deletion its source
-	// documents; an answer that is no such evidence is an error.
-	Versions(ctx context.Context, last Layer, discover bool) (map[string]string, error)
-	// Refresh returns last with the items whose version differs in now
-	// read again and the items missing from now dropped.
-	Refresh(ctx context.Context, last Layer, now map[string]string) (Layer, error)
-}
-
 // An Update is a new environment and what differs from the previous one.
 type Update struct {
 	Env []string
@@ -196,82 +171,51 @@ func (w *Watcher) watchFiles(ctx context.Context, log *slog.Logger) (events <-ch
 	}
 }
 
-// poll checks the sources at the given indexes and reloads those that
+// poll checks the sources at the given indexes and refreshes those that
 // changed. It is all or nothing: if any source fails, the old layers stay,
 // so a half-read configuration never reaches the child.
 //
-// pending holds the sources seen to change whose reload has not yet taken
-// effect, with the versions that were seen (nil for a source that is not a
-// Refresher and is reloaded whole). They are read again without being
-// checked again, so that a retry under throttling or faults spends its
-// calls on the reload alone.
+// pending holds the sources seen to change whose refresh has not yet taken
+// effect, with the versions that were seen. They are read again without
+// being checked again, so that a retry under throttling or faults spends
+// its calls on the refresh alone.
 func (w *Watcher) poll(ctx context.Context, layers []Layer, which []int, discover bool, pending map[int]map[string]string) ([]Layer, error) {
-	var reload []int
 	var errs []error
 	refreshed := make(map[int]Layer)
 	for _, i := range which {
 		src := w.Sources[i]
 		now, seen := pending[i]
-		if r, ok := src.(Refresher); ok {
-			if !seen {
-				var err error
-				if now, err = r.Versions(ctx, layers[i], discover); err != nil {
-					errs = append(errs, fmt.Errorf("%s: %w", src, err))
-					continue
-				}
-				if maps.Equal(now, layers[i].Versions) {
-					continue
-				}
-				pending[i] = now
-			}
-			layer, err := r.Refresh(ctx, layers[i], now)
-			if err == nil {
-				err = checkValues(layer.Vars)
-			}
-			if err != nil {
-				if errors.Is(err, errStale) {
-					delete(pending, i) // what the check saw is gone: check again
-				}
+		if !seen {
+			var err error
+			if now, err = src.Versions(ctx, layers[i], discover); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", src, err))
 				continue
 			}
-			refreshed[i] = layer
-			continue
+			if maps.Equal(now, layers[i].Versions) {
+				continue
+			}
+			pending[i] = now
 		}
-		checker, ok := src.(Checker)
-		if !ok || seen {
-			reload = append(reload, i)
-			continue
+		layer, err := src.Refresh(ctx, layers[i], now)
+		if err == nil {
+			err = checkValues(layer.Vars)
 		}
-		changed, err := checker.Changed(ctx, layers[i], discover)
 		if err != nil {
+			if errors.Is(err, errStale) {
+				delete(pending, i) // what the check saw is gone: check again
+			}
 			errs = append(errs, fmt.Errorf("%s: %w", src, err))
 			continue
 		}
-		if changed {
-			pending[i] = nil
-			reload = append(reload, i)
-		}
+		refreshed[i] = layer
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	if len(reload) == 0 && len(refreshed) == 0 {
+	if len(refreshed) == 0 {
 		return layers, nil
 	}
-	batch := make([]Source, len(reload))
-	for j, i := range reload {
-		batch[j] = w.Sources[i]
-	}
-	got, loadErrs := loadEach(ctx, batch)
-	if err := errors.Join(loadErrs...); err != nil {
-		return nil, err
-	}
 	next := slices.Clone(layers)
-	for j, i := range reload {
-		next[i] = got[j]
-		delete(pending, i)
-	}
 	for i, layer := range refreshed {
 		next[i] = layer
 		delete(pending, i)
