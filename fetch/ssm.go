@@ -96,14 +96,17 @@ const (
 // The listing must be consistent to be used: every name under the path and
 // listed once, every NextToken new, and no more pages than maxListPages.
 // Anything else is an inconsistentError: a NextToken that comes back would page
-// forever, spending the account's quota with nothing to show.
+// forever, spending the account's quota with nothing to show. The SDK's
+// paginator does the paging; its own duplicate-token check is off, since it
+// ends the listing quietly, as if complete, where a repeated token must
+// fail it.
 func (s *PathSource) list(ctx context.Context, decrypt bool) ([]parameter, error) {
-	in := &ssm.GetParametersByPathInput{
+	pager := ssm.NewGetParametersByPathPaginator(s.Client, &ssm.GetParametersByPathInput{
 		Path:           aws.String(s.Path),
 		Recursive:      aws.Bool(true),
 		WithDecryption: aws.Bool(decrypt),
 		MaxResults:     aws.Int32(maxPageSize),
-	}
+	}, func(o *ssm.GetParametersByPathPaginatorOptions) { o.StopOnDuplicateToken = false })
 	limit := s.maxPages
 	if limit <= 0 {
 		limit = maxListPages
@@ -113,7 +116,7 @@ func (s *PathSource) list(ctx context.Context, decrypt bool) ([]parameter, error
 	seen := make(map[string]bool)
 	tokens := make(map[string]bool)
 	for pages := 1; ; pages++ {
-		page, err := s.Client.GetParametersByPath(ctx, in)
+		page, err := pager.NextPage(ctx)
 		if err != nil {
 			return nil, explain(err)
 		}
@@ -141,7 +144,6 @@ func (s *PathSource) list(ctx context.Context, decrypt bool) ([]parameter, error
 			return out, nil
 		}
 		tokens[token] = true
-		in.NextToken = page.NextToken
 	}
 }
 
