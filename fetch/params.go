@@ -32,7 +32,7 @@ type AWSClients struct {
 // region is the Region an item lives in: its ARN's, or the configured one.
 func (c AWSClients) region(id string) string {
 	if a, ok := parseARN(id); ok {
-		return a.region
+		return a.Region
 	}
 	return c.Region
 }
@@ -74,7 +74,7 @@ func ParseParamFlag(s string, rank int) (Param, error) {
 	}
 	name := p.Name
 	if a, ok := parseARN(name); ok {
-		name = strings.TrimPrefix(a.resource, "parameter")
+		name = strings.TrimPrefix(a.Resource, "parameter")
 	}
 	if p.Var, err = VarName(lastSegment(name)); err != nil {
 		return Param{}, fmt.Errorf("--param %q: %w", s, err)
@@ -89,10 +89,10 @@ func ParseParamFlag(s string, rank int) (Param, error) {
 func parseParamSpec(spec string) (Param, error) {
 	name, sel, hasSel := spec, "", false
 	if a, ok := parseARN(spec); ok {
-		if a.service != "ssm" || !strings.HasPrefix(a.resource, "parameter/") {
+		if a.Service != "ssm" || !strings.HasPrefix(a.Resource, "parameter/") {
 			return Param{}, fmt.Errorf("not a parameter ARN (want arn:aws:ssm:REGION:ACCOUNT:parameter/NAME)")
 		}
-		res := a.resource
+		res := a.Resource
 		if i := strings.LastIndexByte(res, ':'); i >= 0 {
 			res, sel, hasSel = res[:i], res[i+1:], true
 			name = spec[:len(spec)-len(sel)-1]
@@ -285,7 +285,7 @@ func (s *ParamSource) fetch(ctx context.Context, reqs []string, decrypt bool) (m
 			continue
 		}
 		tasks = append(tasks, func(ctx context.Context) error {
-			out, err := s.Clients.SSM(a.region).GetParameter(ctx, &ssm.GetParameterInput{
+			out, err := s.Clients.SSM(a.Region).GetParameter(ctx, &ssm.GetParameterInput{
 				Name:           aws.String(req),
 				WithDecryption: aws.Bool(decrypt),
 			})

@@ -4,6 +4,8 @@ import (
 	"maps"
 	"slices"
 	"strings"
+
+	"github.com/aws/aws-sdk-go-v2/aws/arn"
 )
 
 // RefRank is the rank of a resolved reference: below every source, since it
@@ -36,9 +38,9 @@ func ParseReference(name, value string) (Reference, bool) {
 		if !ok {
 			return Reference{}, false
 		}
-		switch a.service {
+		switch a.Service {
 		case "ssm":
-			if !strings.HasPrefix(a.resource, "parameter/") {
+			if !strings.HasPrefix(a.Resource, "parameter/") {
 				return Reference{}, false
 			}
 			return paramRef(name, value)
@@ -70,8 +72,8 @@ func paramRef(name, spec string) (Reference, bool) {
 // secretARNRef parses ECS's secret ARN with its optional trailing fields,
 // any of which may be empty: "...:secret:db-AbCdEf:password::" is the JSON
 // key "password" of AWSCURRENT.
-func secretARNRef(name, value string, a arn) (Reference, bool) {
-	rest, ok := strings.CutPrefix(a.resource, "secret:")
+func secretARNRef(name, value string, a arn.ARN) (Reference, bool) {
+	rest, ok := strings.CutPrefix(a.Resource, "secret:")
 	if !ok {
 		return Reference{}, false
 	}
@@ -150,25 +152,13 @@ func refSources(refs []Reference, clients AWSClients) []Source {
 	return out
 }
 
-// arn is an Amazon Resource Name split into its fields.
-type arn struct {
-	partition, service, region, account, resource string
-}
-
-// parseARN splits s if it is an ARN with a Region and a 12-digit account,
-// as parameter and secret ARNs always are.
-func parseARN(s string) (arn, bool) {
-	rest, ok := strings.CutPrefix(s, "arn:")
-	if !ok {
-		return arn{}, false
-	}
-	f := strings.SplitN(rest, ":", 5)
-	if len(f) != 5 {
-		return arn{}, false
-	}
-	a := arn{partition: f[0], service: f[1], region: f[2], account: f[3], resource: f[4]}
-	if !isPartition(a.partition) || !isLowerWord(a.service) || !isLowerWord(a.region) || !isAccount(a.account) || a.resource == "" {
-		return arn{}, false
+// parseARN splits s with arn.Parse if it is an ARN with a Region and a
+// 12-digit account, as parameter and secret ARNs always are; arn.Parse
+// alone accepts any five colons after "arn:".
+func parseARN(s string) (arn.ARN, bool) {
+	a, err := arn.Parse(s)
+	if err != nil || !isPartition(a.Partition) || !isLowerWord(a.Service) || !isLowerWord(a.Region) || !isAccount(a.AccountID) || a.Resource == "" {
+		return arn.ARN{}, false
 	}
 	return a, true
 }

@@ -67,8 +67,8 @@ func ParseSecretFlag(s string, rank int) (Secret, error) {
 		return Secret{}, fmt.Errorf("--secret %q: prefix %q cannot start a variable name ([A-Za-z_][A-Za-z0-9_]*)", s, prefix)
 	}
 	if a, ok := parseARN(id); ok {
-		name, isSecret := strings.CutPrefix(a.resource, "secret:")
-		if a.service != "secretsmanager" || !isSecret || !validSecretName(name) {
+		name, isSecret := strings.CutPrefix(a.Resource, "secret:")
+		if a.Service != "secretsmanager" || !isSecret || !validSecretName(name) {
 			return Secret{}, fmt.Errorf("--secret %q: not a secret ARN (want arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME; JSON keys and versions are for references)", s)
 		}
 	} else if !validSecretName(id) {
