@@ -104,7 +104,7 @@ func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context
 				msg += " until the next poll, or the next save of an --env-file"
 			}
 			log.Warn(msg, attrs...)
-			resetTimer(timer, wait)
+			timer.Reset(wait)
 			continue
 		}
 		if failures > 0 {
@@ -115,7 +115,7 @@ func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context
 			// Polls start an interval apart, not an interval after the last
 			// one ended, so a long poll does not stretch the wait for a
 			// change; but never closer than half an interval.
-			resetTimer(timer, max(w.wait()-time.Since(began), w.Interval/2))
+			timer.Reset(max(w.wait()-time.Since(began), w.Interval/2))
 		}
 		layers = next
 		env, effective := Merge(w.Inherited, layers, w.NoOverride)
@@ -266,11 +266,6 @@ func (w *Watcher) wait() time.Duration {
 		return w.Interval
 	}
 	return w.Interval - spread/2 + rand.N(spread)
-}
-
-func resetTimer(t *time.Timer, d time.Duration) {
-	t.Stop()
-	t.Reset(d)
 }
 
 func allIndexes(n int) []int {
