@@ -12,6 +12,7 @@ import (
 
 	"github.com/paramexec/paramexec/exec"
 	"github.com/paramexec/paramexec/fetch"
+	"github.com/paramexec/paramexec/internal/environ"
 )
 
 // envPrefix starts the environment variable that stands in for each flag.
@@ -186,15 +187,8 @@ func envName(flagName string) string {
 
 // envLookup looks names up in an environment list rather than the process's
 // own, so tests can run many configurations side by side.
-func envLookup(environ []string) func(string) (string, bool) {
-	return func(name string) (string, bool) {
-		for i := len(environ) - 1; i >= 0; i-- {
-			if k, v, ok := strings.Cut(environ[i], "="); ok && k == name {
-				return v, true
-			}
-		}
-		return "", false
-	}
+func envLookup(list []string) func(string) (string, bool) {
+	return func(name string) (string, bool) { return environ.Lookup(list, name) }
 }
 
 // specs are the source flags as fetch.Build takes them.

@@ -33,6 +33,8 @@ import (
 	"bytes"
 	"fmt"
 	"strings"
+
+	"github.com/paramexec/paramexec/internal/environ"
 )
 
 // DotenvEntry is one assignment read from a dotenv file.
@@ -128,7 +130,7 @@ func (p *dotenvParser) next() (e DotenvEntry, ok bool, err error) {
 	if key == "" {
 		return DotenvEntry{}, false, p.errorf(start, "missing variable name before '='")
 	}
-	if !dotenvValidName(key) {
+	if !environ.ValidName(key) {
 		return DotenvEntry{}, false, p.errorf(start, "invalid variable name (want letters, digits and '_', not starting with a digit)")
 	}
 
@@ -231,17 +233,4 @@ func dotenvUnquoted(raw string) string {
 		}
 	}
 	return strings.Trim(raw, dotenvBlank)
-}
-
-func dotenvValidName(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '_', 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z':
-		case '0' <= c && c <= '9' && i > 0:
-		default:
-			return false
-		}
-	}
-	return s != ""
 }

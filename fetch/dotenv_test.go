@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/paramexec/paramexec/internal/environ"
 )
 
 func TestParseDotenv(t *testing.T) {
@@ -195,7 +197,7 @@ func FuzzParseDotenv(f *testing.F) {
 		}
 		prev := 0
 		for _, e := range entries {
-			if !dotenvValidName(e.Key) || strings.IndexByte(e.Value, 0) >= 0 {
+			if !environ.ValidName(e.Key) || strings.IndexByte(e.Value, 0) >= 0 {
 				t.Fatalf("bad entry %#v", e)
 			}
 			if e.Line <= prev || e.Line > lines {

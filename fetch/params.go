@@ -13,6 +13,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
+
+	"github.com/paramexec/paramexec/internal/environ"
 )
 
 // secretsRefPrefix is Parameter Store's window onto Secrets Manager. Such a
@@ -66,7 +68,7 @@ func ParseParamFlag(s string, rank int) (Param, error) {
 	}
 	p.Rank = rank
 	if hasVar {
-		if !ValidVarName(varName) {
+		if !environ.ValidName(varName) {
 			return Param{}, fmt.Errorf("--param %q: %q is not a valid variable name", s, varName)
 		}
 		p.Var = varName

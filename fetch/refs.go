@@ -6,6 +6,8 @@ import (
 	"strings"
 
 	"github.com/aws/aws-sdk-go-v2/aws/arn"
+
+	"github.com/paramexec/paramexec/internal/environ"
 )
 
 // RefRank is the rank of a resolved reference: below every source, since it
@@ -107,16 +109,11 @@ func validLabel(s string, max int) bool {
 	return true
 }
 
-// FindReferences returns the references among environ's variables, in
+// FindReferences returns the references among list's variables, in
 // name order. A name given twice counts with its last value, the one the
 // child would see.
-func FindReferences(environ []string) []Reference {
-	last := make(map[string]string, len(environ))
-	for _, kv := range environ {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			last[k] = v
-		}
-	}
+func FindReferences(list []string) []Reference {
+	last := environ.Last(list)
 	var refs []Reference
 	for _, k := range slices.Sorted(maps.Keys(last)) {
 		if ref, ok := ParseReference(k, last[k]); ok {

@@ -13,6 +13,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+
+	"github.com/paramexec/paramexec/internal/environ"
 )
 
 // SecretsClient lists the Secrets Manager operations paramexec calls.
@@ -63,7 +65,7 @@ func ParseSecretFlag(s string, rank int) (Secret, error) {
 	if i := strings.LastIndexByte(s, '='); i >= 0 {
 		id, prefix = s[:i], s[i+1:]
 	}
-	if prefix != "" && !ValidVarName(prefix) {
+	if prefix != "" && !environ.ValidName(prefix) {
 		return Secret{}, fmt.Errorf("--secret %q: prefix %q cannot start a variable name ([A-Za-z_][A-Za-z0-9_]*)", s, prefix)
 	}
 	if a, ok := parseARN(id); ok {
