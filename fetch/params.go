@@ -307,21 +307,7 @@ func (s *ParamSource) fetch(ctx context.Context, reqs []string, decrypt bool) (m
 			return nil
 		})
 	}
-	for _, batch := range paramBatches(names) {
-		tasks = append(tasks, func(ctx context.Context) error {
-			found, invalid, err := getParameterBatch(ctx, s.Clients.SSM(s.Clients.Region), batch, decrypt)
-			if err != nil {
-				return err
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			maps.Copy(got, found)
-			for _, req := range invalid {
-				missing[req] = true
-			}
-			return nil
-		})
-	}
+	tasks = append(tasks, parameterReads(s.Clients.SSM(s.Clients.Region), names, decrypt, &mu, got, missing)...)
 	if err := runAll(ctx, tasks); err != nil {
 		return nil, nil, err
 	}

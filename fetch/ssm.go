@@ -187,8 +187,8 @@ func (s *PathSource) Versions(ctx context.Context, last Layer, discover bool) (m
 		if err != nil {
 			return nil, err
 		}
-		for _, p := range found {
-			now[aws.ToString(p.Name)] = strconv.FormatInt(p.Version, 10)
+		for name, p := range found {
+			now[name] = strconv.FormatInt(p.Version, 10)
 		}
 		gone = invalid
 	}
@@ -202,11 +202,7 @@ func (s *PathSource) Versions(ctx context.Context, last Layer, discover bool) (m
 		return nil, fmt.Errorf("confirming that %s were deleted: %w", strings.Join(gone, ", "), err)
 	}
 	if len(found) > 0 {
-		var names []string
-		for _, p := range found {
-			names = append(names, aws.ToString(p.Name))
-		}
-		slices.Sort(names)
+		names := slices.Sorted(maps.Keys(found))
 		first := "the version check reported them missing"
 		if discover {
 			first = "the listing left them out"
@@ -235,7 +231,6 @@ func (s *PathSource) Refresh(ctx context.Context, last Layer, now map[string]str
 		return Layer{}, err
 	}
 	if len(invalid) > 0 {
-		slices.Sort(invalid)
 		return Layer{}, fmt.Errorf("%s: reported missing by the read after the version check found them: %w", strings.Join(invalid, ", "), errStale)
 	}
 
@@ -254,37 +249,48 @@ func (s *PathSource) Refresh(ctx context.Context, last Layer, now map[string]str
 }
 
 // getParameters reads the named parameters through GetParameters, ten names
-// a call, and returns those found and those Parameter Store reported
-// missing; a name an answer leaves out altogether is an error. The batches
-// run a few at a time, as --param's do: one after another, a thousand names
-// would keep a poll going for a hundred round trips.
-func getParameters(ctx context.Context, client SSMClient, names []string, decrypt bool) (found []parameter, invalid []string, err error) {
-	slices.Sort(names)
+// a call, and returns those found, by the name asked for, and those
+// Parameter Store reported missing; a name an answer leaves out altogether
+// is an error. The batches run a few at a time, as --param's do: one after
+// another, a thousand names would keep a poll going for a hundred round
+// trips.
+func getParameters(ctx context.Context, client SSMClient, names []string, decrypt bool) (found map[string]parameter, invalid []string, err error) {
 	var mu sync.Mutex
+	found = make(map[string]parameter, len(names))
+	missing := make(map[string]bool)
+	if err := runAll(ctx, parameterReads(client, slices.Sorted(slices.Values(names)), decrypt, &mu, found, missing)); err != nil {
+		return nil, nil, err
+	}
+	return found, slices.Sorted(maps.Keys(missing)), nil
+}
+
+// parameterReads returns the GetParameters calls for reqs, at most ten
+// requests a call (paramBatches), each adding under mu what it found to
+// found, under the request and with the request as its name, and what
+// Parameter Store reported missing to missing. It is the one batcher of
+// --param names and of a path's known names.
+func parameterReads(client SSMClient, reqs []string, decrypt bool, mu *sync.Mutex, found map[string]parameter, missing map[string]bool) []func(context.Context) error {
 	var tasks []func(context.Context) error
-	for batch := range slices.Chunk(names, maxPageSize) {
+	for _, batch := range paramBatches(reqs) {
 		tasks = append(tasks, func(ctx context.Context) error {
-			got, missing, err := getParameterBatch(ctx, client, batch, decrypt)
+			got, invalid, err := getParameterBatch(ctx, client, batch, decrypt)
 			if err != nil {
 				return err
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			for _, req := range batch {
-				if p, ok := got[req]; ok {
-					// The name asked for, not the answer's spelling of it.
-					p.Name = aws.String(req)
-					found = append(found, p)
-				}
+			for req, p := range got {
+				// The name asked for, not the answer's spelling of it.
+				p.Name = aws.String(req)
+				found[req] = p
 			}
-			invalid = append(invalid, missing...)
+			for _, req := range invalid {
+				missing[req] = true
+			}
 			return nil
 		})
 	}
-	if err := runAll(ctx, tasks); err != nil {
-		return nil, nil, err
-	}
-	return found, invalid, nil
+	return tasks
 }
 
 // versionNumber reads a version that a layer holds as text.
