@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -97,7 +98,7 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*config, er
 	fs.BoolVar(&cfg.version, "version", false, "")
 
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		return nil, flagError(fs, err)
 	}
 	onCommandLine := make(map[string]bool)
 	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
@@ -123,7 +124,7 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*config, er
 		}
 		if v, ok := lookup(envName(f.Name)); ok && v != "" {
 			if err := fs.Set(f.Name, v); err != nil {
-				envErr = errors.Join(envErr, fmt.Errorf("%s=%q: %w", envName(f.Name), v, err))
+				envErr = errors.Join(envErr, fmt.Errorf("%s=%q: %w", envName(f.Name), v, valueError(f, err)))
 			}
 		}
 	})
@@ -135,7 +136,8 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*config, er
 
 	var err error
 	if cfg.onChange, err = exec.ParseAction(*onChange); err != nil {
-		return nil, fmt.Errorf("--on-change: %w", err)
+		// exec's error names the setting already, as on-change "x": …
+		return nil, fmt.Errorf("--on-change %q: %s", *onChange, strings.TrimPrefix(err.Error(), fmt.Sprintf("on-change %q: ", *onChange)))
 	}
 	if cfg.stopSignal, err = exec.ParseSignal(*stopSignal); err != nil {
 		return nil, fmt.Errorf("--stop-signal: %w", err)
@@ -162,12 +164,56 @@ func (c *config) check() error {
 		return fmt.Errorf("--format %q: want dotenv, json or shell", c.format)
 	case c.reveal && !c.print:
 		return fmt.Errorf("--reveal only goes with --print")
+	case c.format != "dotenv" && !c.print:
+		return fmt.Errorf("--format only goes with --print")
 	case slices.ContainsFunc(c.sources, func(s sourceFlag) bool { return s.kind == "path" && !strings.HasPrefix(s.value, "/") }):
 		return fmt.Errorf("--path: a path starts with /, as in /myapp/prod")
 	case !c.print && len(c.argv) == 0:
 		return fmt.Errorf("no command given: paramexec [flags] [--] COMMAND [ARGS...]")
 	}
 	return nil
+}
+
+// flagError rewrites the flag package's errors in the shape of every other
+// usage error, --flag "value": what is wanted, since its own say "parse
+// error" and name flags with one dash.
+func flagError(fs *flag.FlagSet, err error) error {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		return fmt.Errorf("unknown flag --%s", strings.TrimPrefix(name, "-"))
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
+		return fmt.Errorf("--%s needs a value", strings.TrimPrefix(name, "-"))
+	}
+	var value, name string
+	if rest, ok := strings.CutPrefix(msg, "invalid value "); ok {
+		if q, err := strconv.QuotedPrefix(rest); err == nil {
+			value, _ = strconv.Unquote(q)
+			name, _, _ = strings.Cut(strings.TrimPrefix(rest[len(q):], " for flag -"), ":")
+		}
+	}
+	f := fs.Lookup(name)
+	if f == nil {
+		return err
+	}
+	_, why, _ := strings.Cut(msg, name+": ")
+	return fmt.Errorf("--%s %q: %w", name, value, valueError(f, errors.New(why)))
+}
+
+// valueError says what a flag's value should look like, for the flag
+// package's bare "parse error".
+func valueError(f *flag.Flag, err error) error {
+	if g, ok := f.Value.(flag.Getter); ok {
+		switch g.Get().(type) {
+		case time.Duration:
+			return errors.New("want a duration such as 30s, 5m, 1h")
+		case int:
+			return errors.New("want a whole number such as 10")
+		case bool:
+			return errors.New("want true or false")
+		}
+	}
+	return err
 }
 
 func isSourceKind(name string) bool {

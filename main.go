@@ -36,13 +36,15 @@ func main() {
 // run is paramexec without the process around it, so tests can drive it.
 func run(args, osEnv []string, stdout, stderr io.Writer) int {
 	cfg, err := parseConfig(args, envLookup(osEnv))
+	if err == nil && !cfg.version {
+		err = fetch.CheckSpecs(cfg.specs())
+	}
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		fmt.Fprint(stdout, usage)
 		return 0
 	case err != nil:
-		fmt.Fprintf(stderr, "paramexec: %v\nRun 'paramexec --help' for usage.\n", err)
-		return exitUsage
+		return usageError(stderr, err)
 	case cfg.version:
 		fmt.Fprintf(stdout, "paramexec %s\n", buildVersion())
 		return 0
@@ -56,8 +58,7 @@ func run(args, osEnv []string, stdout, stderr io.Writer) int {
 	}
 	log, logs, err := newLogger(cfg.logFormat, cfg.logLevel, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "paramexec: %v\n", err)
-		return exitUsage
+		return usageError(stderr, err)
 	}
 	defer logs.Close(logFlushTimeout)
 
@@ -129,6 +130,13 @@ func run(args, osEnv []string, stdout, stderr io.Writer) int {
 		Log:           log,
 	}
 	return supervise(ctx, cfg, env, w, layers, notifySocket, stopStartup, log)
+}
+
+// usageError prints a usage error in the one shape they all have, before
+// any logger exists, followed by the --help hint.
+func usageError(stderr io.Writer, err error) int {
+	fmt.Fprintf(stderr, "paramexec: %v\nRun 'paramexec --help' for usage.\n", err)
+	return exitUsage
 }
 
 // Exit codes of paramexec's own, beside the child's (see README).

@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	"github.com/aws/smithy-go/logging"
 	"github.com/aws/smithy-go/middleware"
 )
 
@@ -33,71 +34,79 @@ type Spec struct {
 // (RefRank). ctx bounds the loading of the AWS configuration; the clients
 // keep no part of it.
 func Build(ctx context.Context, specs []Spec, inherited []string, log *slog.Logger) ([]Source, error) {
-	var shared *AWSClients
-	clients := func() (*AWSClients, error) {
-		if shared != nil {
-			return shared, nil
-		}
-		c, err := NewClients(ctx)
-		shared = c
-		return c, err
+	sources, paths, params, secrets, err := parseSpecs(specs)
+	if err != nil {
+		return nil, err
 	}
-	var sources []Source
-	var params []Param
-	var secrets []Secret
+	refs := FindReferences(inherited)
+	if len(paths) == 0 && len(params) == 0 && len(secrets) == 0 && len(refs) == 0 {
+		log.Debug("sources configured", "count", len(sources))
+		return sources, nil
+	}
+	c, err := NewClients(ctx, log)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range paths {
+		p.Client = c.SSM(c.Region)
+	}
+	if len(params) > 0 {
+		sources = append(sources, &ParamSource{Params: params, Clients: *c})
+	}
+	if len(secrets) > 0 {
+		sources = append(sources, &SecretSource{Secrets: secrets, Clients: *c})
+	}
+	if len(refs) > 0 {
+		names := make([]string, len(refs))
+		for i, r := range refs {
+			names[i] = r.Var
+		}
+		log.Debug("inherited variables hold references", "variables", names)
+		sources = append(sources, refSources(refs, *c)...)
+	}
+	log.Debug("sources configured", "count", len(sources))
+	return sources, nil
+}
+
+// CheckSpecs refuses a malformed source flag before anything is read or
+// any AWS configuration loaded, so that it reads as a usage error, like
+// any other flag's.
+func CheckSpecs(specs []Spec) error {
+	_, _, _, _, err := parseSpecs(specs)
+	return err
+}
+
+// parseSpecs parses every source flag: the dotenv files and paths as
+// sources in flag order (paths is the same *PathSource values, still
+// without a client), the --param and --secret flags as items.
+func parseSpecs(specs []Spec) (sources []Source, paths []*PathSource, params []Param, secrets []Secret, err error) {
 	for rank, sp := range specs {
 		switch sp.Kind {
 		case "env-file":
 			sources = append(sources, &EnvFileSource{Path: sp.Value, Rank: rank})
 		case "path":
-			c, err := clients()
+			src, err := NewPathSource(sp.Value, nil, rank)
 			if err != nil {
-				return nil, err
+				return nil, nil, nil, nil, err
 			}
-			src, err := NewPathSource(sp.Value, c.SSM(c.Region), rank)
-			if err != nil {
-				return nil, err
-			}
-			sources = append(sources, src)
+			sources, paths = append(sources, src), append(paths, src)
 		case "param":
 			p, err := ParseParamFlag(sp.Value, rank)
 			if err != nil {
-				return nil, err
+				return nil, nil, nil, nil, err
 			}
 			params = append(params, p)
 		case "secret":
 			s, err := ParseSecretFlag(sp.Value, rank)
 			if err != nil {
-				return nil, err
+				return nil, nil, nil, nil, err
 			}
 			secrets = append(secrets, s)
 		default:
-			return nil, fmt.Errorf("--%s is not supported yet", sp.Kind)
+			return nil, nil, nil, nil, fmt.Errorf("--%s is not supported yet", sp.Kind)
 		}
 	}
-	refs := FindReferences(inherited)
-	if len(params) > 0 || len(secrets) > 0 || len(refs) > 0 {
-		c, err := clients()
-		if err != nil {
-			return nil, err
-		}
-		if len(params) > 0 {
-			sources = append(sources, &ParamSource{Params: params, Clients: *c})
-		}
-		if len(secrets) > 0 {
-			sources = append(sources, &SecretSource{Secrets: secrets, Clients: *c})
-		}
-		if len(refs) > 0 {
-			names := make([]string, len(refs))
-			for i, r := range refs {
-				names[i] = r.Var
-			}
-			log.Debug("inherited variables hold references", "variables", names)
-			sources = append(sources, refSources(refs, *c)...)
-		}
-	}
-	log.Debug("sources configured", "count", len(sources))
-	return sources, nil
+	return sources, paths, params, secrets, nil
 }
 
 // Bounds on one HTTP attempt. The context of each call (the start-up
@@ -126,11 +135,12 @@ const (
 // (Watcher.retryWait). The SDK's three attempts would triple a fleet's
 // calls just when the account is throttled, and its retry-token bucket can
 // run dry.
-func NewClients(ctx context.Context) (*AWSClients, error) {
+func NewClients(ctx context.Context, log *slog.Logger) (*AWSClients, error) {
+	sdkLog := sdkLogger{log}
 	credHTTP := awshttp.NewBuildableClient().WithTimeout(credentialsTimeout)
 	cfg, err := awsconfig.LoadDefaultConfig(ctx,
 		awsconfig.WithEC2IMDSRegion(func(o *awsconfig.UseEC2IMDSRegion) {
-			o.Client = imds.New(imds.Options{HTTPClient: credHTTP, APIOptions: []func(*middleware.Stack) error{SanitizeErrors}})
+			o.Client = imds.New(imds.Options{HTTPClient: credHTTP, Logger: sdkLog, APIOptions: []func(*middleware.Stack) error{SanitizeErrors}})
 		}),
 		awsconfig.WithHTTPClient(awshttp.NewBuildableClient().WithTimeout(attemptTimeout)),
 		// The SDK makes the container credentials client with a client of
@@ -140,6 +150,9 @@ func NewClients(ctx context.Context) (*AWSClients, error) {
 		awsconfig.WithEndpointCredentialOptions(func(o *endpointcreds.Options) { o.HTTPClient = credHTTP }),
 		awsconfig.WithAPIOptions([]func(*middleware.Stack) error{SanitizeErrors}),
 		awsconfig.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
+		// The SDK's own lines ("falling back to IMDSv1") would otherwise go
+		// to stderr in a format of their own, breaking --log-format json.
+		awsconfig.WithLogger(sdkLog),
 	)
 	if err != nil {
 		if _, set := os.LookupEnv("AWS_REGION"); !set {
@@ -163,6 +176,20 @@ func NewClients(ctx context.Context) (*AWSClients, error) {
 		SSM:            func(region string) SSMClient { return ssmFor(region) },
 		SecretsManager: func(region string) SecretsClient { return smFor(region) },
 	}, nil
+}
+
+// sdkLogger routes the SDK's own log lines through paramexec's logger. The
+// SDK logs requests and answers only in a ClientLogMode paramexec never
+// sets; what remains are warnings such as a fallback to IMDSv1, which name
+// no value.
+type sdkLogger struct{ log *slog.Logger }
+
+func (l sdkLogger) Logf(c logging.Classification, format string, v ...any) {
+	level := slog.LevelDebug
+	if c == logging.Warn {
+		level = slog.LevelWarn
+	}
+	l.log.Log(context.Background(), level, fmt.Sprintf(format, v...), "from", "aws-sdk")
 }
 
 // perRegion makes a client for a Region on first use and keeps it. Sources

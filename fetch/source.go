@@ -75,7 +75,7 @@ func loadEach(ctx context.Context, sources []Source) ([]Layer, []error) {
 				err = checkValues(layer.Vars)
 			}
 			if err != nil {
-				errs[i] = fmt.Errorf("%s: %w", src, err)
+				errs[i] = fmt.Errorf("%s: %w", src, withCredentialsHint(err))
 				return
 			}
 			layers[i] = layer
