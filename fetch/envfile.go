@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/paramexec/paramexec/internal/dotenv"
 )
 
 // MaxEnvFileSize caps an --env-file. The dotenv file of a real app is a few
@@ -72,7 +74,7 @@ func (s *EnvFileSource) Load(ctx context.Context) (Layer, error) {
 	if err != nil {
 		return Layer{}, err
 	}
-	entries, err := ParseDotenv(s.Path, data)
+	entries, err := dotenv.Parse(s.Path, data)
 	if err != nil {
 		return Layer{}, err
 	}
