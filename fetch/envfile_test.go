@@ -193,19 +193,6 @@ func TestEnvFileFIFOSwappedInFailsThePoll(t *testing.T) {
 	}
 }
 
-// The file watcher fingerprints a FIFO put in place of a watched file
-// without opening it for reading in blocking mode.
-func TestFileWatcherFingerprintOfFIFODoesNotBlock(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "app.env")
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	fp := within(t, 20*time.Second, "fingerprint", func() fwPrint { return fwFingerprint(path) })
-	if fp.state != fwUnreadable {
-		t.Errorf("state %v, want unreadable", fp.state)
-	}
-}
-
 // A file watch that cannot start leaves the polls to apply edits; Run
 // used to return at once, and no change of any source was applied again.
 func TestWatcherPollsOnWhenTheFileWatchCannotStart(t *testing.T) {
@@ -219,7 +206,7 @@ func TestWatcherPollsOnWhenTheFileWatchCannotStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A directory that does not exist cannot be watched: NewFileWatcher
+	// A directory that does not exist cannot be watched: filewatch.New
 	// fails, as it does when inotify is unavailable.
 	w := &Watcher{
 		Sources:  []Source{src},

@@ -10,6 +10,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/paramexec/paramexec/internal/filewatch"
 )
 
 // An Update is a new environment and what differs from the previous one.
@@ -149,7 +151,7 @@ func (w *Watcher) watchFiles(ctx context.Context, log *slog.Logger) (events <-ch
 	if len(paths) == 0 {
 		return nil, nil, func() {}
 	}
-	fw, err := NewFileWatcher(paths, w.Debounce, log)
+	fw, err := filewatch.New(paths, w.Debounce, log)
 	if err != nil {
 		log.Warn("cannot watch --env-file files; edits are seen at the next poll", "error", err, "interval", w.Interval)
 		return nil, nil, func() {}
