@@ -31,19 +31,19 @@ type Spec struct {
 // one source and the --secret flags another, so that they share calls; each
 // variable keeps its flag's rank. References among the inherited variables
 // are parameters and secrets of their own, ranked below every flag
-// (RefRank). ctx bounds the loading of the AWS configuration; the clients
+// (refRank). ctx bounds the loading of the AWS configuration; the clients
 // keep no part of it.
 func Build(ctx context.Context, specs []Spec, inherited []string, log *slog.Logger) ([]Source, error) {
 	sources, paths, params, secrets, err := parseSpecs(specs)
 	if err != nil {
 		return nil, err
 	}
-	refs := FindReferences(inherited)
+	refs := findReferences(inherited)
 	if len(paths) == 0 && len(params) == 0 && len(secrets) == 0 && len(refs) == 0 {
 		log.Debug("sources configured", "count", len(sources))
 		return sources, nil
 	}
-	c, err := NewClients(ctx, log)
+	c, err := newClients(ctx, log)
 	if err != nil {
 		return nil, err
 	}
@@ -51,10 +51,10 @@ func Build(ctx context.Context, specs []Spec, inherited []string, log *slog.Logg
 		p.Client = c.SSM(c.Region)
 	}
 	if len(params) > 0 {
-		sources = append(sources, &ParamSource{Params: params, Clients: *c})
+		sources = append(sources, &paramSource{Params: params, Clients: *c})
 	}
 	if len(secrets) > 0 {
-		sources = append(sources, &SecretSource{Secrets: secrets, Clients: *c})
+		sources = append(sources, &secretSource{Secrets: secrets, Clients: *c})
 	}
 	if len(refs) > 0 {
 		names := make([]string, len(refs))
@@ -77,21 +77,21 @@ func CheckSpecs(specs []Spec) error {
 }
 
 // parseSpecs parses every source flag: the dotenv files and paths as
-// sources in flag order (paths is the same *PathSource values, still
+// sources in flag order (paths is the same *pathSource values, still
 // without a client), the --param and --secret flags as items.
-func parseSpecs(specs []Spec) (sources []Source, paths []*PathSource, params []Param, secrets []Secret, err error) {
+func parseSpecs(specs []Spec) (sources []Source, paths []*pathSource, params []Param, secrets []Secret, err error) {
 	for rank, sp := range specs {
 		switch sp.Kind {
 		case "env-file":
 			sources = append(sources, &EnvFileSource{Path: sp.Value, Rank: rank})
 		case "path":
-			src, err := NewPathSource(sp.Value, nil, rank)
+			src, err := newPathSource(sp.Value, nil, rank)
 			if err != nil {
 				return nil, nil, nil, nil, err
 			}
 			sources, paths = append(sources, src), append(paths, src)
 		case "param":
-			p, err := ParseParamFlag(sp.Value, rank)
+			p, err := parseParamFlag(sp.Value, rank)
 			if err != nil {
 				return nil, nil, nil, nil, err
 			}
@@ -121,13 +121,13 @@ const (
 	credentialsTimeout = 5 * time.Second
 )
 
-// NewClients loads the SDK's default configuration: credentials and region
+// newClients loads the SDK's default configuration: credentials and region
 // from the environment, profiles, ECS or EC2 (IMDSv2, region included), and
 // AWS_ENDPOINT_URL for emulators. ctx bounds the loading, the instance
 // metadata lookup of the Region included. Every HTTP attempt, for
 // credentials too, is bounded so that a black-holed connection cannot stall
 // start-up or polling, and every error is sanitised on its way out of the
-// SDK (SanitizeErrors) so that no text of an answer reaches a log.
+// SDK (sanitizeErrors) so that no text of an answer reaches a log.
 //
 // This is the one place of the retry policy: one attempt per call.
 // paramexec retries on its own schedule, until --startup-timeout at start
@@ -135,12 +135,12 @@ const (
 // (Watcher.retryWait). The SDK's three attempts would triple a fleet's
 // calls just when the account is throttled, and its retry-token bucket can
 // run dry.
-func NewClients(ctx context.Context, log *slog.Logger) (*AWSClients, error) {
+func newClients(ctx context.Context, log *slog.Logger) (*awsClients, error) {
 	sdkLog := sdkLogger{log}
 	credHTTP := awshttp.NewBuildableClient().WithTimeout(credentialsTimeout)
 	cfg, err := awsconfig.LoadDefaultConfig(ctx,
 		awsconfig.WithEC2IMDSRegion(func(o *awsconfig.UseEC2IMDSRegion) {
-			o.Client = imds.New(imds.Options{HTTPClient: credHTTP, Logger: sdkLog, APIOptions: []func(*middleware.Stack) error{SanitizeErrors}})
+			o.Client = imds.New(imds.Options{HTTPClient: credHTTP, Logger: sdkLog, APIOptions: []func(*middleware.Stack) error{sanitizeErrors}})
 		}),
 		awsconfig.WithHTTPClient(awshttp.NewBuildableClient().WithTimeout(attemptTimeout)),
 		// The SDK makes the container credentials client with a client of
@@ -148,7 +148,7 @@ func NewClients(ctx context.Context, log *slog.Logger) (*AWSClients, error) {
 		// use the IMDS client made from this Config: attemptTimeout, and
 		// IMDS's own quick dial and header timeouts.
 		awsconfig.WithEndpointCredentialOptions(func(o *endpointcreds.Options) { o.HTTPClient = credHTTP }),
-		awsconfig.WithAPIOptions([]func(*middleware.Stack) error{SanitizeErrors}),
+		awsconfig.WithAPIOptions([]func(*middleware.Stack) error{sanitizeErrors}),
 		awsconfig.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
 		// The SDK's own lines ("falling back to IMDSv1") would otherwise go
 		// to stderr in a format of their own, breaking --log-format json.
@@ -171,7 +171,7 @@ func NewClients(ctx context.Context, log *slog.Logger) (*AWSClients, error) {
 	smFor := perRegion(func(region string) *secretsmanager.Client {
 		return secretsmanager.NewFromConfig(cfg, func(o *secretsmanager.Options) { o.Region = region })
 	})
-	return &AWSClients{
+	return &awsClients{
 		Region:         cfg.Region,
 		SSM:            func(region string) SSMClient { return ssmFor(region) },
 		SecretsManager: func(region string) SecretsClient { return smFor(region) },

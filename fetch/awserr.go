@@ -131,7 +131,7 @@ func errorCode(err error) string {
 	return ""
 }
 
-// SanitizeErrors is an SDK API option (aws.Config.APIOptions) that keeps
+// sanitizeErrors is an SDK API option (aws.Config.APIOptions) that keeps
 // every word of an AWS answer's body out of the errors paramexec sees. It
 // is the one place AWS errors enter paramexec: added to the Config that
 // every client is made from, it also runs in the clients the SDK makes for
@@ -150,7 +150,7 @@ func errorCode(err error) string {
 // operation and service come from paramexec's own call. An error without
 // an answer (a refused connection, a timeout, a local configuration
 // problem) holds no answer text and passes unchanged.
-func SanitizeErrors(stack *middleware.Stack) error {
+func sanitizeErrors(stack *middleware.Stack) error {
 	// First in the Deserialize step: it sees what every deserializer of the
 	// attempt produced, and nothing of it reaches the retry, signing or
 	// operation layers above.

@@ -128,20 +128,20 @@ func TestEnvFileProcessSubstitutionPipe(t *testing.T) {
 
 func TestEnvFileEndlessDeviceIsCapped(t *testing.T) {
 	got := load(t, &EnvFileSource{Path: "/dev/zero"})
-	if got.err == nil || !strings.Contains(got.err.Error(), fmt.Sprint(MaxEnvFileSize)) {
-		t.Errorf("Load(/dev/zero) error = %v, want the %d-byte cap", got.err, MaxEnvFileSize)
+	if got.err == nil || !strings.Contains(got.err.Error(), fmt.Sprint(maxEnvFileSize)) {
+		t.Errorf("Load(/dev/zero) error = %v, want the %d-byte cap", got.err, maxEnvFileSize)
 	}
 }
 
 func TestEnvFileLargeRegularFileIsCapped(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "big.env")
 	line := "A=" + strings.Repeat("x", 1000) + "\n"
-	if err := os.WriteFile(path, []byte(strings.Repeat(line, MaxEnvFileSize/len(line)+1)), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(strings.Repeat(line, maxEnvFileSize/len(line)+1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	got := load(t, &EnvFileSource{Path: path})
 	if got.err == nil || !strings.Contains(got.err.Error(), "larger than") {
-		t.Errorf("Load of a %d-byte file: error %v", MaxEnvFileSize+len(line), got.err)
+		t.Errorf("Load of a %d-byte file: error %v", maxEnvFileSize+len(line), got.err)
 	}
 }
 
@@ -202,7 +202,7 @@ func TestWatcherPollsOnWhenTheFileWatchCannotStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := &EnvFileSource{Path: path}
-	layers, err := LoadAll(t.Context(), []Source{src})
+	layers, err := loadAll(t.Context(), []Source{src})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -107,7 +107,7 @@ func TestCheckValuesNeverShowsValue(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "s3cr3t") || !strings.Contains(err.Error(), "X") {
 		t.Errorf("NUL value: err = %v; want an error naming X without the value", err)
 	}
-	big := strings.Repeat("v", MaxValueSize+1)
+	big := strings.Repeat("v", maxValueSize+1)
 	err = checkValues([]Var{{Name: "BIG", Value: big, Origin: "/p/big"}})
 	if err == nil || strings.Contains(err.Error(), "vvvv") {
 		t.Errorf("oversized value: err = %v", err)

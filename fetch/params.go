@@ -21,10 +21,10 @@ import (
 // name is readable only through GetParameter(s) with decryption.
 const secretsRefPrefix = "/aws/reference/secretsmanager/"
 
-// AWSClients hands out SDK clients by Region. An ARN names its Region, and
+// awsClients hands out SDK clients by Region. An ARN names its Region, and
 // a parameter or secret in another Region can only be read with a client
 // for that Region.
-type AWSClients struct {
+type awsClients struct {
 	// Region is the configured Region: that of names without an ARN.
 	Region         string
 	SSM            func(region string) SSMClient
@@ -32,7 +32,7 @@ type AWSClients struct {
 }
 
 // region is the Region an item lives in: its ARN's, or the configured one.
-func (c AWSClients) region(id string) string {
+func (c awsClients) region(id string) string {
 	if a, ok := parseARN(id); ok {
 		return a.Region
 	}
@@ -56,11 +56,11 @@ type Param struct {
 	Ref bool
 }
 
-// ParseParamFlag parses a --param value: NAME[:SELECTOR][=VAR], where NAME
+// parseParamFlag parses a --param value: NAME[:SELECTOR][=VAR], where NAME
 // is a name or an ARN and SELECTOR a version number or a label. Neither
 // names, ARNs nor labels can hold "=", so the first one ends the name. VAR
 // defaults to the name's last segment, named as --path names it.
-func ParseParamFlag(s string, rank int) (Param, error) {
+func parseParamFlag(s string, rank int) (Param, error) {
 	spec, varName, hasVar := strings.Cut(s, "=")
 	p, err := parseParamSpec(spec)
 	if err != nil {
@@ -177,18 +177,18 @@ func (p Param) describe() string {
 	return "parameter " + p.request()
 }
 
-// ParamSource is the --param flags, or the parameter references, fetched
+// paramSource is the --param flags, or the parameter references, fetched
 // together so that names share GetParameters calls.
-type ParamSource struct {
+type paramSource struct {
 	Params  []Param
-	Clients AWSClients
+	Clients awsClients
 	name    string // in logs and errors, when not "--param"
 }
 
-func (s *ParamSource) String() string { return cmp.Or(s.name, "--param") }
+func (s *paramSource) String() string { return cmp.Or(s.name, "--param") }
 
 // Load reads every parameter, decrypted.
-func (s *ParamSource) Load(ctx context.Context) (Layer, error) {
+func (s *paramSource) Load(ctx context.Context) (Layer, error) {
 	got, missing, err := s.fetch(ctx, s.requests(false), true)
 	if err != nil {
 		return Layer{}, err
@@ -223,7 +223,7 @@ func (s *ParamSource) Load(ctx context.Context) (Layer, error) {
 //
 // A named parameter is never dropped: one that is not found is an error,
 // and the child keeps the value it has until the parameter is back.
-func (s *ParamSource) Versions(ctx context.Context, last Layer, _ bool) (map[string]string, error) {
+func (s *paramSource) Versions(ctx context.Context, last Layer, _ bool) (map[string]string, error) {
 	now := maps.Clone(last.Versions)
 	reqs := s.requests(true)
 	if len(reqs) == 0 {
@@ -250,13 +250,13 @@ func (s *ParamSource) Versions(ctx context.Context, last Layer, _ bool) (map[str
 
 // Refresh reads every parameter again, decrypted: a group of named
 // parameters is small, and a whole read is what Load checks.
-func (s *ParamSource) Refresh(ctx context.Context, _ Layer, _ map[string]string) (Layer, error) {
+func (s *paramSource) Refresh(ctx context.Context, _ Layer, _ map[string]string) (Layer, error) {
 	return s.Load(ctx)
 }
 
 // requests lists the distinct strings to ask Parameter Store for, sorted;
 // movable keeps only those a poll must check.
-func (s *ParamSource) requests(movable bool) []string {
+func (s *paramSource) requests(movable bool) []string {
 	var reqs []string
 	for _, p := range s.Params {
 		if movable && (p.pinned() || strings.HasPrefix(p.Name, secretsRefPrefix)) {
@@ -274,7 +274,7 @@ func (s *ParamSource) requests(movable bool) []string {
 // requests that Parameter Store reported as not there. A request the answer
 // leaves out altogether is an error, never taken as missing. Values read without decryption are only
 // for their versions: a SecureString's undecrypted value is ciphertext.
-func (s *ParamSource) fetch(ctx context.Context, reqs []string, decrypt bool) (map[string]parameter, map[string]bool, error) {
+func (s *paramSource) fetch(ctx context.Context, reqs []string, decrypt bool) (map[string]parameter, map[string]bool, error) {
 	var names []string
 	var tasks []func(context.Context) error
 	var mu sync.Mutex

@@ -10,9 +10,9 @@ import (
 	"github.com/paramexec/paramexec/internal/environ"
 )
 
-// RefRank is the rank of a resolved reference: below every source, since it
+// refRank is the rank of a resolved reference: below every source, since it
 // stands for the inherited value it replaces (see Merge).
-const RefRank = -1
+const refRank = -1
 
 // A Reference is an inherited variable whose value names a parameter or a
 // secret to put in its place. Exactly one of Param and Secret is set.
@@ -57,7 +57,7 @@ func ParseReference(name, value string) (Reference, bool) {
 		if !validSecretName(id) || hasKey && key == "" {
 			return Reference{}, false
 		}
-		return Reference{Var: name, Secret: &Secret{ID: id, JSONKey: key, Var: name, Rank: RefRank}}, true
+		return Reference{Var: name, Secret: &Secret{ID: id, JSONKey: key, Var: name, Rank: refRank}}, true
 	}
 	return Reference{}, false
 }
@@ -67,7 +67,7 @@ func paramRef(name, spec string) (Reference, bool) {
 	if err != nil {
 		return Reference{}, false
 	}
-	p.Var, p.Rank, p.Ref = name, RefRank, true
+	p.Var, p.Rank, p.Ref = name, refRank, true
 	return Reference{Var: name, Param: &p}, true
 }
 
@@ -91,7 +91,7 @@ func secretARNRef(name, value string, a arn.ARN) (Reference, bool) {
 	id := value[:len(value)-len(rest)] + fields[0]
 	return Reference{Var: name, Secret: &Secret{
 		ID: id, JSONKey: key, VersionStage: stage, VersionID: version,
-		Var: name, Rank: RefRank,
+		Var: name, Rank: refRank,
 	}}, true
 }
 
@@ -109,10 +109,10 @@ func validLabel(s string, max int) bool {
 	return true
 }
 
-// FindReferences returns the references among list's variables, in
+// findReferences returns the references among list's variables, in
 // name order. A name given twice counts with its last value, the one the
 // child would see.
-func FindReferences(list []string) []Reference {
+func findReferences(list []string) []Reference {
 	last := environ.Last(list)
 	var refs []Reference
 	for _, k := range slices.Sorted(maps.Keys(last)) {
@@ -124,13 +124,13 @@ func FindReferences(list []string) []Reference {
 }
 
 // refSources are the sources that resolve refs: their variables replace
-// the inherited values that named them. The parameters form one ParamSource
-// and the secrets one SecretSource, fetched and watched as --param and
+// the inherited values that named them. The parameters form one paramSource
+// and the secrets one secretSource, fetched and watched as --param and
 // --secret are, and named "references" in logs and errors. A client func is
 // only called for the kind of reference present.
-func refSources(refs []Reference, clients AWSClients) []Source {
-	params := &ParamSource{Clients: clients, name: "references"}
-	secrets := &SecretSource{Clients: clients, name: "references"}
+func refSources(refs []Reference, clients awsClients) []Source {
+	params := &paramSource{Clients: clients, name: "references"}
+	secrets := &secretSource{Clients: clients, name: "references"}
 	for _, r := range refs {
 		switch {
 		case r.Param != nil:

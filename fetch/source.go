@@ -10,11 +10,11 @@ import (
 	"sync"
 )
 
-// MaxValueSize bounds a single value. Secrets Manager allows 64 KiB, the
+// maxValueSize bounds a single value. Secrets Manager allows 64 KiB, the
 // largest value any source can produce; Linux refuses a single environment
 // string over 128 KiB (MAX_ARG_STRLEN), so anything larger could never reach
 // the child anyway.
-const MaxValueSize = 64 << 10
+const maxValueSize = 64 << 10
 
 // A Var is one environment variable produced by a source.
 type Var struct {
@@ -55,13 +55,6 @@ type Source interface {
 	Refresh(ctx context.Context, last Layer, now map[string]string) (Layer, error)
 }
 
-// LoadAll loads every source concurrently. Layers come back in the order
-// of sources; the error joins every source's error.
-func LoadAll(ctx context.Context, sources []Source) ([]Layer, error) {
-	layers, errs := loadEach(ctx, sources)
-	return layers, errors.Join(errs...)
-}
-
 // loadEach loads every source concurrently and keeps each one's error apart,
 // so that a caller can retry only the sources that failed.
 func loadEach(ctx context.Context, sources []Source) ([]Layer, []error) {
@@ -92,8 +85,8 @@ func checkValues(vars []Var) error {
 		if strings.IndexByte(v.Value, 0) >= 0 {
 			return fmt.Errorf("%s (from %s): value contains a NUL byte, which an environment variable cannot hold", v.Name, v.Origin)
 		}
-		if len(v.Value) > MaxValueSize {
-			return fmt.Errorf("%s (from %s): value is %d bytes, over the %d-byte limit", v.Name, v.Origin, len(v.Value), MaxValueSize)
+		if len(v.Value) > maxValueSize {
+			return fmt.Errorf("%s (from %s): value is %d bytes, over the %d-byte limit", v.Name, v.Origin, len(v.Value), maxValueSize)
 		}
 	}
 	return nil

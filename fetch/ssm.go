@@ -24,8 +24,8 @@ type SSMClient interface {
 	GetParameter(ctx context.Context, in *ssm.GetParameterInput, opts ...func(*ssm.Options)) (*ssm.GetParameterOutput, error)
 }
 
-// PathSource is every parameter under a path, recursively.
-type PathSource struct {
+// pathSource is every parameter under a path, recursively.
+type pathSource struct {
 	Path   string
 	Client SSMClient
 	Rank   int
@@ -33,24 +33,24 @@ type PathSource struct {
 	maxPages int
 }
 
-// NewPathSource checks path and returns its source. A path is absolute;
+// newPathSource checks path and returns its source. A path is absolute;
 // a trailing slash is dropped so that "/app/" and "/app" name the same
 // variables.
-func NewPathSource(path string, client SSMClient, rank int) (*PathSource, error) {
+func newPathSource(path string, client SSMClient, rank int) (*pathSource, error) {
 	if !strings.HasPrefix(path, "/") {
 		return nil, fmt.Errorf("--path %q: a path starts with /", path)
 	}
 	if len(path) > 1 {
 		path = strings.TrimRight(path, "/")
 	}
-	return &PathSource{Path: path, Client: client, Rank: rank}, nil
+	return &pathSource{Path: path, Client: client, Rank: rank}, nil
 }
 
-func (s *PathSource) String() string { return "--path " + s.Path }
+func (s *pathSource) String() string { return "--path " + s.Path }
 
 // Load reads every parameter under the path, decrypted, following NextToken
 // to the end: a page may hold fewer than its maximum while more follow.
-func (s *PathSource) Load(ctx context.Context) (Layer, error) {
+func (s *pathSource) Load(ctx context.Context) (Layer, error) {
 	params, err := s.list(ctx, true)
 	if err != nil {
 		return Layer{}, err
@@ -59,7 +59,7 @@ func (s *PathSource) Load(ctx context.Context) (Layer, error) {
 }
 
 // layer names the parameters' variables, refusing two that map to one name.
-func (s *PathSource) layer(params []parameter) (Layer, error) {
+func (s *pathSource) layer(params []parameter) (Layer, error) {
 	var n namer
 	versions := make(map[string]string, len(params))
 	for _, p := range params {
@@ -100,7 +100,7 @@ const (
 // paginator does the paging; its own duplicate-token check is off, since it
 // ends the listing quietly, as if complete, where a repeated token must
 // fail it.
-func (s *PathSource) list(ctx context.Context, decrypt bool) ([]parameter, error) {
+func (s *pathSource) list(ctx context.Context, decrypt bool) ([]parameter, error) {
 	pager := ssm.NewGetParametersByPathPaginator(s.Client, &ssm.GetParametersByPathInput{
 		Path:           aws.String(s.Path),
 		Recursive:      aws.Bool(true),
@@ -165,7 +165,7 @@ type parameter struct {
 // InvalidParameters too. Any other answer about a known name (left out of
 // an answer, found by the second look, a listing cut short) is an error:
 // the poll fails and the child keeps its environment.
-func (s *PathSource) Versions(ctx context.Context, last Layer, discover bool) (map[string]string, error) {
+func (s *pathSource) Versions(ctx context.Context, last Layer, discover bool) (map[string]string, error) {
 	known := slices.Sorted(maps.Keys(last.Versions))
 	now := make(map[string]string, len(known))
 	var gone []string
@@ -219,7 +219,7 @@ func (s *PathSource) Versions(ctx context.Context, last Layer, discover bool) (m
 // fleet's burst on a change stays small. Every parameter it reads must come
 // back: one left out fails the read, and one reported gone since the check
 // fails it with errStale, so that the next poll checks again.
-func (s *PathSource) Refresh(ctx context.Context, last Layer, now map[string]string) (Layer, error) {
+func (s *pathSource) Refresh(ctx context.Context, last Layer, now map[string]string) (Layer, error) {
 	var stale []string
 	for name, version := range now {
 		if last.Versions[name] != version {
