@@ -29,7 +29,7 @@ func (u Update) Reason() string {
 
 // Watcher polls sources for new versions and reports each new environment.
 type Watcher struct {
-	Sources    []Source // as given to loadAll
+	Sources    []Source // as given to LoadWithRetry
 	Inherited  []string // the environment the sources are merged over
 	NoOverride bool
 	// Interval is the mean time between polls; every wait is jittered so
@@ -45,7 +45,7 @@ type Watcher struct {
 	Log      *slog.Logger
 }
 
-// Run polls until ctx is done, starting from the layers loadAll returned
+// Run polls until ctx is done, starting from the layers LoadWithRetry returned
 // for w.Sources. Each time the merged environment differs from the last,
 // it calls onUpdate, which may block; a failed or partial poll never
 // reaches onUpdate. It returns ctx's error; a file watch that fails only
