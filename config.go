@@ -1,30 +1,19 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
 	"slices"
+	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
-	awsconfig "github.com/aws/aws-sdk-go-v2/config"
-	"github.com/aws/aws-sdk-go-v2/credentials/endpointcreds"
-	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
-	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
-	"github.com/aws/aws-sdk-go-v2/service/ssm"
-	"github.com/aws/smithy-go/middleware"
-
 	"github.com/paramexec/paramexec/exec"
 	"github.com/paramexec/paramexec/fetch"
+	"github.com/paramexec/paramexec/internal/environ"
 )
 
 // envPrefix starts the environment variable that stands in for each flag.
@@ -115,7 +104,7 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*config, er
 	fs.BoolVar(&cfg.version, "version", false, "")
 
 	if err := fs.Parse(args); err != nil {
-		return nil, err
+		return nil, flagError(fs, err)
 	}
 	onCommandLine := make(map[string]bool)
 	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
@@ -141,7 +130,7 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*config, er
 		}
 		if v, ok := lookup(envName(f.Name)); ok && v != "" {
 			if err := fs.Set(f.Name, v); err != nil {
-				envErr = errors.Join(envErr, fmt.Errorf("%s=%q: %w", envName(f.Name), v, err))
+				envErr = errors.Join(envErr, fmt.Errorf("%s=%q: %w", envName(f.Name), v, valueError(f, err)))
 			}
 		}
 	})
@@ -153,7 +142,8 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*config, er
 
 	var err error
 	if cfg.onChange, err = exec.ParseAction(*onChange); err != nil {
-		return nil, fmt.Errorf("--on-change: %w", err)
+		// exec's error names the setting already, as on-change "x": …
+		return nil, fmt.Errorf("--on-change %q: %s", *onChange, strings.TrimPrefix(err.Error(), fmt.Sprintf("on-change %q: ", *onChange)))
 	}
 	if cfg.stopSignal, err = exec.ParseSignal(*stopSignal); err != nil {
 		return nil, fmt.Errorf("--stop-signal: %w", err)
@@ -180,6 +170,8 @@ func (c *config) check() error {
 		return fmt.Errorf("--format %q: want dotenv, json or shell", c.format)
 	case c.reveal && !c.print:
 		return fmt.Errorf("--reveal only goes with --print")
+	case c.format != "dotenv" && !c.print:
+		return fmt.Errorf("--format only goes with --print")
 	case slices.ContainsFunc(c.sources, func(s sourceFlag) bool { return s.kind == "path" && !strings.HasPrefix(s.value, "/") }):
 		return fmt.Errorf("--path: a path starts with /, as in /myapp/prod")
 	case !c.print && len(c.argv) == 0:
@@ -212,6 +204,48 @@ func (c *config) checkHold() error {
 	return nil
 }
 
+// flagError rewrites the flag package's errors in the shape of every other
+// usage error, --flag "value": what is wanted, since its own say "parse
+// error" and name flags with one dash.
+func flagError(fs *flag.FlagSet, err error) error {
+	msg := err.Error()
+	if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
+		return fmt.Errorf("unknown flag --%s", strings.TrimPrefix(name, "-"))
+	}
+	if name, ok := strings.CutPrefix(msg, "flag needs an argument: -"); ok {
+		return fmt.Errorf("--%s needs a value", strings.TrimPrefix(name, "-"))
+	}
+	var value, name string
+	if rest, ok := strings.CutPrefix(msg, "invalid value "); ok {
+		if q, err := strconv.QuotedPrefix(rest); err == nil {
+			value, _ = strconv.Unquote(q)
+			name, _, _ = strings.Cut(strings.TrimPrefix(rest[len(q):], " for flag -"), ":")
+		}
+	}
+	f := fs.Lookup(name)
+	if f == nil {
+		return err
+	}
+	_, why, _ := strings.Cut(msg, name+": ")
+	return fmt.Errorf("--%s %q: %w", name, value, valueError(f, errors.New(why)))
+}
+
+// valueError says what a flag's value should look like, for the flag
+// package's bare "parse error".
+func valueError(f *flag.Flag, err error) error {
+	if g, ok := f.Value.(flag.Getter); ok {
+		switch g.Get().(type) {
+		case time.Duration:
+			return errors.New("want a duration such as 30s, 5m, 1h")
+		case int:
+			return errors.New("want a whole number such as 10")
+		case bool:
+			return errors.New("want true or false")
+		}
+	}
+	return err
+}
+
 func isSourceKind(name string) bool {
 	for _, k := range sourceKinds {
 		if k == name {
@@ -229,178 +263,15 @@ func envName(flagName string) string {
 
 // envLookup looks names up in an environment list rather than the process's
 // own, so tests can run many configurations side by side.
-func envLookup(environ []string) func(string) (string, bool) {
-	return func(name string) (string, bool) {
-		for i := len(environ) - 1; i >= 0; i-- {
-			if k, v, ok := strings.Cut(environ[i], "="); ok && k == name {
-				return v, true
-			}
-		}
-		return "", false
-	}
+func envLookup(list []string) func(string) (string, bool) {
+	return func(name string) (string, bool) { return environ.Lookup(list, name) }
 }
 
-// buildSources turns the source flags into fetch sources, creating AWS
-// clients only when an AWS source asks for them, so that a dotenv-only run
-// needs no AWS configuration at all. The --param flags form one source and
-// the --secret flags another, so that they share calls; each variable
-// keeps its flag's rank. References among the inherited variables form a
-// source of their own, ranked below every flag.
-func buildSources(ctx context.Context, cfg *config, inherited []string, log *slog.Logger) ([]fetch.Source, error) {
-	var shared *awsClients
-	clients := func() (*awsClients, error) {
-		if shared != nil {
-			return shared, nil
-		}
-		c, err := newAWSClients(ctx)
-		shared = c
-		return c, err
+// specs are the source flags as fetch.Build takes them.
+func (c *config) specs() []fetch.Spec {
+	out := make([]fetch.Spec, len(c.sources))
+	for i, s := range c.sources {
+		out[i] = fetch.Spec{Kind: s.kind, Value: s.value}
 	}
-	var sources []fetch.Source
-	var params []fetch.Param
-	var secrets []fetch.Secret
-	for rank, sf := range cfg.sources {
-		switch sf.kind {
-		case "env-file":
-			sources = append(sources, &fetch.EnvFileSource{Path: sf.value, Rank: rank})
-		case "path":
-			c, err := clients()
-			if err != nil {
-				return nil, err
-			}
-			src, err := fetch.NewPathSource(sf.value, c.ssm, rank)
-			if err != nil {
-				return nil, err
-			}
-			sources = append(sources, src)
-		case "param":
-			p, err := fetch.ParseParamFlag(sf.value, rank)
-			if err != nil {
-				return nil, err
-			}
-			params = append(params, p)
-		case "secret":
-			s, err := fetch.ParseSecretFlag(sf.value, rank)
-			if err != nil {
-				return nil, err
-			}
-			secrets = append(secrets, s)
-		default:
-			return nil, fmt.Errorf("--%s is not supported yet", sf.kind)
-		}
-	}
-	refs := fetch.FindReferences(inherited)
-	if len(params) > 0 || len(secrets) > 0 || len(refs) > 0 {
-		c, err := clients()
-		if err != nil {
-			return nil, err
-		}
-		if len(params) > 0 {
-			sources = append(sources, &fetch.ParamSource{Params: params, Clients: c.regional})
-		}
-		if len(secrets) > 0 {
-			sources = append(sources, &fetch.SecretSource{Secrets: secrets, Clients: c.regional})
-		}
-		if len(refs) > 0 {
-			names := make([]string, len(refs))
-			for i, r := range refs {
-				names[i] = r.Var
-			}
-			log.Debug("inherited variables hold references", "variables", names)
-			sources = append(sources, fetch.NewRefSource(refs, c.regional))
-		}
-	}
-	log.Debug("sources configured", "count", len(sources))
-	return sources, nil
-}
-
-// awsClients holds the SDK clients, created once from the default chain.
-type awsClients struct {
-	ssm *ssm.Client
-	// regional hands out clients by Region: an ARN in another Region must
-	// be read there. Clients for other Regions are made on first use and
-	// kept.
-	regional fetch.AWSClients
-}
-
-// Bounds on one HTTP attempt. The context of each call (the start-up
-// deadline, a poll's deadline) bounds it further. Credentials get their own,
-// shorter bound: the SDK fetches them in a flight that its callers' contexts
-// cannot cancel and that every later call joins, so a credentials endpoint
-// that accepts and never answers would otherwise fail every call from then
-// on, even after it recovers. botocore gives the container endpoint 2s; an
-// ECS agent under load is allowed a little more.
-const (
-	attemptTimeout     = 15 * time.Second
-	credentialsTimeout = 5 * time.Second
-)
-
-// newAWSClients loads the SDK's default configuration: credentials and
-// region from the environment, profiles, ECS or EC2 (IMDSv2, region
-// included), and AWS_ENDPOINT_URL for emulators. ctx bounds the loading,
-// the instance metadata lookup of the Region included. Every HTTP attempt,
-// for credentials too, is bounded so that a black-holed connection cannot
-// stall start-up or polling, and every error is sanitised on its way out of
-// the SDK (fetch.SanitizeErrors) so that no text of an answer reaches a log.
-func newAWSClients(ctx context.Context) (*awsClients, error) {
-	credHTTP := awshttp.NewBuildableClient().WithTimeout(credentialsTimeout)
-	cfg, err := awsconfig.LoadDefaultConfig(ctx,
-		awsconfig.WithEC2IMDSRegion(func(o *awsconfig.UseEC2IMDSRegion) {
-			o.Client = imds.New(imds.Options{HTTPClient: credHTTP, APIOptions: []func(*middleware.Stack) error{fetch.SanitizeErrors}})
-		}),
-		awsconfig.WithHTTPClient(awshttp.NewBuildableClient().WithTimeout(attemptTimeout)),
-		// The SDK makes the container credentials client with a client of
-		// its own that has no timeout at all. Instance-profile credentials
-		// use the IMDS client made from this Config: attemptTimeout, and
-		// IMDS's own quick dial and header timeouts.
-		awsconfig.WithEndpointCredentialOptions(func(o *endpointcreds.Options) { o.HTTPClient = credHTTP }),
-		awsconfig.WithAPIOptions([]func(*middleware.Stack) error{fetch.SanitizeErrors}),
-		// One attempt per call: paramexec retries on its own schedule, until
-		// --startup-timeout at start and with capped, jittered backoff while
-		// polling. The SDK's three attempts would triple a fleet's calls just
-		// when the account is throttled, and its retry-token bucket can run dry.
-		awsconfig.WithRetryer(func() aws.Retryer { return aws.NopRetryer{} }),
-	)
-	if err != nil {
-		if _, set := os.LookupEnv("AWS_REGION"); !set {
-			// WithEC2IMDSRegion failing off EC2 reads as an IMDS error;
-			// say what to do about it first.
-			return nil, fmt.Errorf("no AWS region: set AWS_REGION (instance metadata, asked because none is set, did not answer: %w)", err)
-		}
-		return nil, fmt.Errorf("AWS configuration: %w", err)
-	}
-	if cfg.Region == "" {
-		return nil, fmt.Errorf("no AWS region: set AWS_REGION (on EC2 it is read from instance metadata)")
-	}
-	ssmFor := perRegion(func(region string) *ssm.Client {
-		return ssm.NewFromConfig(cfg, func(o *ssm.Options) { o.Region = region })
-	})
-	smFor := perRegion(func(region string) *secretsmanager.Client {
-		return secretsmanager.NewFromConfig(cfg, func(o *secretsmanager.Options) { o.Region = region })
-	})
-	return &awsClients{
-		ssm: ssmFor(cfg.Region),
-		regional: fetch.AWSClients{
-			Region:         cfg.Region,
-			SSM:            func(region string) fetch.ParamClient { return ssmFor(region) },
-			SecretsManager: func(region string) fetch.SecretsClient { return smFor(region) },
-		},
-	}, nil
-}
-
-// perRegion makes a client for a Region on first use and keeps it. Sources
-// load concurrently, hence the lock.
-func perRegion[C any](newClient func(region string) C) func(region string) C {
-	var mu sync.Mutex
-	made := make(map[string]C)
-	return func(region string) C {
-		mu.Lock()
-		defer mu.Unlock()
-		c, ok := made[region]
-		if !ok {
-			c = newClient(region)
-			made[region] = c
-		}
-		return c
-	}
+	return out
 }

@@ -9,6 +9,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/paramexec/paramexec/internal/environ"
 	"github.com/paramexec/paramexec/internal/testenv"
 )
 
@@ -166,7 +167,7 @@ func init() {
 		fmt.Fprintln(os.Stderr, "wrapper:", err)
 		os.Exit(97)
 	}
-	env := withoutVar(os.Environ(), noInotifyEnv)
+	env := environ.Filter(os.Environ(), func(name string) bool { return name != noInotifyEnv })
 	err := syscall.Exec(bin, append([]string{bin}, os.Args[1:]...), env)
 	fmt.Fprintln(os.Stderr, "wrapper:", err)
 	os.Exit(98)

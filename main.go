@@ -22,6 +22,7 @@ import (
 
 	"github.com/paramexec/paramexec/exec"
 	"github.com/paramexec/paramexec/fetch"
+	"github.com/paramexec/paramexec/internal/environ"
 	"github.com/paramexec/paramexec/internal/logsink"
 )
 
@@ -33,15 +34,17 @@ func main() {
 }
 
 // run is paramexec without the process around it, so tests can drive it.
-func run(args, environ []string, stdout, stderr io.Writer) int {
-	cfg, err := parseConfig(args, envLookup(environ))
+func run(args, osEnv []string, stdout, stderr io.Writer) int {
+	cfg, err := parseConfig(args, envLookup(osEnv))
+	if err == nil && !cfg.version {
+		err = fetch.CheckSpecs(cfg.specs())
+	}
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		fmt.Fprint(stdout, usage)
 		return 0
 	case err != nil:
-		fmt.Fprintf(stderr, "paramexec: %v\nRun 'paramexec --help' for usage.\n", err)
-		return exitUsage
+		return usageError(stderr, err)
 	case cfg.version:
 		fmt.Fprintf(stdout, "paramexec %s\n", buildVersion())
 		return 0
@@ -55,8 +58,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	}
 	log, logs, err := newLogger(cfg.logFormat, cfg.logLevel, stderr)
 	if err != nil {
-		fmt.Fprintf(stderr, "paramexec: %v\n", err)
-		return exitUsage
+		return usageError(stderr, err)
 	}
 	defer logs.Close(logFlushTimeout)
 
@@ -68,14 +70,14 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	ctx, stopStartup := startupContext(cfg.supervise() || os.Getpid() == 1)
 	defer stopStartup()
 
-	inherited := childEnviron(environ)
+	inherited := childEnviron(osEnv)
 	// Under a systemd Type=notify unit, a supervising paramexec speaks the
 	// notify protocol itself; the child must not report readiness for it.
 	// Exec-ing in place leaves the socket to the command, which becomes
 	// the main PID.
-	notifySocket, _ := envLookup(environ)("NOTIFY_SOCKET")
+	notifySocket, _ := environ.Lookup(osEnv, "NOTIFY_SOCKET")
 	if cfg.supervise() {
-		inherited = withoutVar(inherited, "NOTIFY_SOCKET")
+		inherited = environ.Filter(inherited, func(name string) bool { return name != "NOTIFY_SOCKET" })
 	}
 	// --startup-timeout is a deadline on the whole start-up: the AWS
 	// configuration (the Region from instance metadata), credentials and
@@ -84,7 +86,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if cfg.startupTimeout > 0 {
 		loadCtx, cancelLoad = context.WithTimeout(ctx, cfg.startupTimeout)
 	}
-	sources, err := buildSources(loadCtx, cfg, inherited, log)
+	sources, err := fetch.Build(loadCtx, cfg.specs(), inherited, log)
 	if err != nil {
 		cancelLoad()
 		log.Error("configuration", "error", err)
@@ -133,15 +135,11 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	return supervise(ctx, cfg, env, w, layers, notifySocket, stopStartup, log)
 }
 
-// withoutVar returns environ without the variable name.
-func withoutVar(environ []string, name string) []string {
-	out := make([]string, 0, len(environ))
-	for _, kv := range environ {
-		if k, _, _ := strings.Cut(kv, "="); k != name {
-			out = append(out, kv)
-		}
-	}
-	return out
+// usageError prints a usage error in the one shape they all have, before
+// any logger exists, followed by the --help hint.
+func usageError(stderr io.Writer, err error) int {
+	fmt.Fprintf(stderr, "paramexec: %v\nRun 'paramexec --help' for usage.\n", err)
+	return exitUsage
 }
 
 // Exit codes of paramexec's own, beside the child's (see README).
@@ -187,14 +185,8 @@ func startupContext(intercept bool) (context.Context, func() syscall.Signal) {
 // childEnviron is the environment the child inherits: paramexec's own
 // settings are not passed on, so that a paramexec nested in the child does
 // not read them a second time.
-func childEnviron(environ []string) []string {
-	out := make([]string, 0, len(environ))
-	for _, kv := range environ {
-		if !strings.HasPrefix(kv, envPrefix) {
-			out = append(out, kv)
-		}
-	}
-	return out
+func childEnviron(list []string) []string {
+	return environ.Filter(list, func(name string) bool { return !strings.HasPrefix(name, envPrefix) })
 }
 
 func names(vars []fetch.Var) []string {

@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	osexec "os/exec"
@@ -18,6 +16,7 @@ import (
 	"time"
 
 	"github.com/paramexec/paramexec/internal/motoserver"
+	"github.com/paramexec/paramexec/internal/testchild/childrec"
 )
 
 // The process-level tests run the real binary, built once, against a real
@@ -116,40 +115,23 @@ func runCommand(t *testing.T, env []string, name string, args ...string) result 
 }
 
 // record is one line the test child writes.
-type record struct {
-	Event    string            `json:"event"`
-	Pid      int               `json:"pid"`
-	Ppid     int               `json:"ppid"`
-	Pgid     int               `json:"pgid"`
-	Env      map[string]string `json:"env"`
-	Signal   string            `json:"signal"`
-	Code     int               `json:"code"`
-	Kind     string            `json:"kind"`
-	Children []int             `json:"children"`
-}
+type record = childrec.Record
 
 // readRecords returns what the test child recorded so far.
 func readRecords(t *testing.T, path string) []record {
 	t.Helper()
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if os.IsNotExist(err) {
 		return nil
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	var out []record
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 16<<20)
-	for sc.Scan() {
-		var r record
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("bad record %q: %v", sc.Text(), err)
-		}
-		out = append(out, r)
+	recs, err := childrec.Parse(data)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return out
+	return recs
 }
 
 func starts(recs []record) []record {

@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/paramexec/paramexec/fetch"
+	"github.com/paramexec/paramexec/internal/dotenv"
 )
 
 // masked stands in for every value unless --reveal is given. It has a fixed
@@ -41,7 +42,7 @@ func printVars(w io.Writer, vars []fetch.Var, format string, reveal bool) error 
 		}
 	default:
 		for _, v := range vars {
-			fmt.Fprintf(&b, "%s=%s\n", v.Name, dotenvQuote(value(v)))
+			fmt.Fprintf(&b, "%s=%s\n", v.Name, dotenv.Quote(value(v)))
 		}
 	}
 	_, err := io.WriteString(w, b.String())
@@ -52,11 +53,4 @@ func printVars(w io.Writer, vars []fetch.Var, format string, reveal bool) error 
 // special but the single quote itself.
 func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-// dotenvQuote writes s as a double-quoted dotenv value that paramexec's own
-// --env-file reader gives back unchanged.
-func dotenvQuote(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`, "\r", `\r`, "\t", `\t`, "$", `\$`)
-	return `"` + r.Replace(s) + `"`
 }

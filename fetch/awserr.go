@@ -62,6 +62,35 @@ func (e *awsError) Error() string {
 
 func (e *awsError) Unwrap() error { return e.err }
 
+// credentialsError is a call that failed because the SDK's default chain
+// found no credentials and fell through to the instance metadata service,
+// which had none either (off EC2, or an instance without a role). The SDK's
+// text says only that; this says what to set, as the region message does.
+type credentialsError struct{ err error }
+
+func (e *credentialsError) Error() string {
+	return fmt.Sprintf("no AWS credentials: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or give the task or instance an IAM role (instance metadata, asked because nothing else is set, gave none: %v)", e.err)
+}
+
+func (e *credentialsError) Unwrap() error { return e.err }
+
+// withCredentialsHint marks err as a credentialsError when a call failed
+// on the instance metadata service, inside a call to another service: the
+// only way the default chain reaches it for a call is in search of
+// credentials (the Region lookup is not a call of a source).
+func withCredentialsHint(err error) error {
+	var outer *smithy.OperationError
+	if !errors.As(err, &outer) || outer.ServiceID == "ec2imds" {
+		return err
+	}
+	for e := outer.Err; e != nil; e = errors.Unwrap(e) {
+		if op, ok := e.(*smithy.OperationError); ok && op.ServiceID == "ec2imds" {
+			return &credentialsError{err: err}
+		}
+	}
+	return err
+}
+
 // explain names the IAM action behind an AccessDenied error, so the message
 // says what policy to fix rather than only that something was refused. A
 // denied KMS key surfaces through SSM or Secrets Manager as AccessDenied
@@ -102,7 +131,7 @@ func errorCode(err error) string {
 	return ""
 }
 
-// SanitizeErrors is an SDK API option (aws.Config.APIOptions) that keeps
+// sanitizeErrors is an SDK API option (aws.Config.APIOptions) that keeps
 // every word of an AWS answer's body out of the errors paramexec sees. It
 // is the one place AWS errors enter paramexec: added to the Config that
 // every client is made from, it also runs in the clients the SDK makes for
@@ -121,7 +150,7 @@ func errorCode(err error) string {
 // operation and service come from paramexec's own call. An error without
 // an answer (a refused connection, a timeout, a local configuration
 // problem) holds no answer text and passes unchanged.
-func SanitizeErrors(stack *middleware.Stack) error {
+func sanitizeErrors(stack *middleware.Stack) error {
 	// First in the Deserialize step: it sees what every deserializer of the
 	// attempt produced, and nothing of it reaches the retry, signing or
 	// operation layers above.

@@ -123,7 +123,7 @@ func TestSanitizeErrorsKeepsAnswersOutOfErrors(t *testing.T) {
 				cfg.BaseEndpoint = aws.String(endpoint)
 				cfg.Retryer = func() aws.Retryer { return aws.NopRetryer{} }
 				if sanitise {
-					cfg.APIOptions = []func(*middleware.Stack) error{SanitizeErrors}
+					cfg.APIOptions = []func(*middleware.Stack) error{sanitizeErrors}
 				}
 				_, _, err := getParameters(t.Context(), ssm.NewFromConfig(cfg), []string{tc.param}, true)
 				if err == nil {
@@ -159,7 +159,7 @@ func TestSanitizeErrorsKeepsAnswersOutOfErrors(t *testing.T) {
 func TestSanitizeErrorsKeepsWhatPollingNeeds(t *testing.T) {
 	cfg := moto.Config(context.Background())
 	cfg.Retryer = func() aws.Retryer { return aws.NopRetryer{} }
-	cfg.APIOptions = []func(*middleware.Stack) error{SanitizeErrors}
+	cfg.APIOptions = []func(*middleware.Stack) error{sanitizeErrors}
 	_, err := ssm.NewFromConfig(cfg).GetParameter(t.Context(), &ssm.GetParameterInput{Name: aws.String("/" + uniq(t) + "/absent")})
 	if errorCode(err) != "ParameterNotFound" || !strings.Contains(err.Error(), "HTTP 400, ParameterNotFound: parameter not found") {
 		t.Errorf("got code %q: %v", errorCode(err), err)

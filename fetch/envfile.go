@@ -13,12 +13,14 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/paramexec/paramexec/internal/dotenv"
 )
 
-// MaxEnvFileSize caps an --env-file. The dotenv file of a real app is a few
+// maxEnvFileSize caps an --env-file. The dotenv file of a real app is a few
 // kilobytes; the cap keeps /dev/zero or a runaway generator from being read
 // until memory runs out.
-const MaxEnvFileSize = 1 << 20
+const maxEnvFileSize = 1 << 20
 
 // envFileWait bounds the wait for a pipe or FIFO to be written and closed
 // (--env-file <(generate-env)), unless the context's deadline comes first.
@@ -72,7 +74,7 @@ func (s *EnvFileSource) Load(ctx context.Context) (Layer, error) {
 	if err != nil {
 		return Layer{}, err
 	}
-	entries, err := ParseDotenv(s.Path, data)
+	entries, err := dotenv.Parse(s.Path, data)
 	if err != nil {
 		return Layer{}, err
 	}
@@ -96,24 +98,29 @@ func (s *EnvFileSource) Load(ctx context.Context) (Layer, error) {
 	return layer, nil
 }
 
-// Changed rereads the file: it is local and small, so reading it on every
+// Versions rereads the file: it is local and small, so reading it on every
 // poll costs nothing and catches edits the file watcher might miss (some
-// network and overlay file systems send no events). A read-once file never
-// changes.
-func (s *EnvFileSource) Changed(ctx context.Context, last Layer, _ bool) (bool, error) {
+// network and overlay file systems send no events). Its version is a hash of
+// the content. A read-once file never changes.
+func (s *EnvFileSource) Versions(ctx context.Context, last Layer, _ bool) (map[string]string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.kind == envFileOnce {
-		return false, nil
+		return last.Versions, nil
 	}
 	data, _, err := readEnvFile(ctx, s.Path, true)
 	if err != nil {
-		return false, err
+		return nil, err
 	}
-	return last.Versions[s.Path] != contentVersion(data), nil
+	return map[string]string{s.Path: contentVersion(data)}, nil
 }
 
-// readEnvFile reads path, at most MaxEnvFileSize bytes of it, and reports
+// Refresh reads the file again, whole.
+func (s *EnvFileSource) Refresh(ctx context.Context, _ Layer, _ map[string]string) (Layer, error) {
+	return s.Load(ctx)
+}
+
+// readEnvFile reads path, at most maxEnvFileSize bytes of it, and reports
 // whether it is a regular file. The open never blocks (O_NONBLOCK: a FIFO
 // without a writer would block a plain open forever); what was opened is
 // then judged by fstat, so a swap between a check and the open cannot
@@ -132,9 +139,9 @@ func readEnvFile(ctx context.Context, path string, regularOnly bool) (data []byt
 	}
 	switch mode := fi.Mode(); {
 	case mode.IsRegular():
-		data, err = io.ReadAll(io.LimitReader(f, MaxEnvFileSize+1))
-		if err == nil && len(data) > MaxEnvFileSize {
-			err = fmt.Errorf("%s is larger than %d bytes, more than any dotenv file", path, MaxEnvFileSize)
+		data, err = io.ReadAll(io.LimitReader(f, maxEnvFileSize+1))
+		if err == nil && len(data) > maxEnvFileSize {
+			err = fmt.Errorf("%s is larger than %d bytes, more than any dotenv file", path, maxEnvFileSize)
 		}
 		return data, true, err
 	case regularOnly:
@@ -149,7 +156,7 @@ func readEnvFile(ctx context.Context, path string, regularOnly bool) (data []byt
 // readStream reads a pipe, FIFO or device to its end. poll(2) goes before
 // each read: a FIFO opened non-blocking reads as at its end until a writer
 // comes, while poll waits for that writer (Linux reports no hang-up for
-// writers that were never there). Bounded by MaxEnvFileSize, by
+// writers that were never there). Bounded by maxEnvFileSize, by
 // envFileWait and by ctx.
 func readStream(ctx context.Context, fd int, path string) ([]byte, error) {
 	deadline := time.Now().Add(envFileWait)
@@ -184,8 +191,8 @@ func readStream(ctx context.Context, fd int, path string) ([]byte, error) {
 		case n == 0:
 			return data, nil
 		}
-		if len(data)+n > MaxEnvFileSize {
-			return nil, fmt.Errorf("%s: more than %d bytes, more than any dotenv file", path, MaxEnvFileSize)
+		if len(data)+n > maxEnvFileSize {
+			return nil, fmt.Errorf("%s: more than %d bytes, more than any dotenv file", path, maxEnvFileSize)
 		}
 		data = append(data, buf[:n]...)
 	}

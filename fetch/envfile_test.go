@@ -3,6 +3,7 @@ package fetch
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -48,8 +49,8 @@ type checked struct {
 func changed(t *testing.T, s *EnvFileSource, last Layer) checked {
 	t.Helper()
 	return within(t, 20*time.Second, "Changed", func() checked {
-		c, err := s.Changed(context.Background(), last, false)
-		return checked{c, err}
+		now, err := s.Versions(context.Background(), last, false)
+		return checked{err == nil && !maps.Equal(now, last.Versions), err}
 	})
 }
 
@@ -127,20 +128,20 @@ func TestEnvFileProcessSubstitutionPipe(t *testing.T) {
 
 func TestEnvFileEndlessDeviceIsCapped(t *testing.T) {
 	got := load(t, &EnvFileSource{Path: "/dev/zero"})
-	if got.err == nil || !strings.Contains(got.err.Error(), fmt.Sprint(MaxEnvFileSize)) {
-		t.Errorf("Load(/dev/zero) error = %v, want the %d-byte cap", got.err, MaxEnvFileSize)
+	if got.err == nil || !strings.Contains(got.err.Error(), fmt.Sprint(maxEnvFileSize)) {
+		t.Errorf("Load(/dev/zero) error = %v, want the %d-byte cap", got.err, maxEnvFileSize)
 	}
 }
 
 func TestEnvFileLargeRegularFileIsCapped(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "big.env")
 	line := "A=" + strings.Repeat("x", 1000) + "\n"
-	if err := os.WriteFile(path, []byte(strings.Repeat(line, MaxEnvFileSize/len(line)+1)), 0o600); err != nil {
+	if err := os.WriteFile(path, []byte(strings.Repeat(line, maxEnvFileSize/len(line)+1)), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	got := load(t, &EnvFileSource{Path: path})
 	if got.err == nil || !strings.Contains(got.err.Error(), "larger than") {
-		t.Errorf("Load of a %d-byte file: error %v", MaxEnvFileSize+len(line), got.err)
+		t.Errorf("Load of a %d-byte file: error %v", maxEnvFileSize+len(line), got.err)
 	}
 }
 
@@ -192,19 +193,6 @@ func TestEnvFileFIFOSwappedInFailsThePoll(t *testing.T) {
 	}
 }
 
-// The file watcher fingerprints a FIFO put in place of a watched file
-// without opening it for reading in blocking mode.
-func TestFileWatcherFingerprintOfFIFODoesNotBlock(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "app.env")
-	if err := syscall.Mkfifo(path, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	fp := within(t, 20*time.Second, "fingerprint", func() fwPrint { return fwFingerprint(path) })
-	if fp.state != fwUnreadable {
-		t.Errorf("state %v, want unreadable", fp.state)
-	}
-}
-
 // A file watch that cannot start leaves the polls to apply edits; Run
 // used to return at once, and no change of any source was applied again.
 func TestWatcherPollsOnWhenTheFileWatchCannotStart(t *testing.T) {
@@ -214,11 +202,11 @@ func TestWatcherPollsOnWhenTheFileWatchCannotStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	src := &EnvFileSource{Path: path}
-	layers, err := LoadAll(t.Context(), []Source{src})
+	layers, err := loadAll(t.Context(), []Source{src})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A directory that does not exist cannot be watched: NewFileWatcher
+	// A directory that does not exist cannot be watched: filewatch.New
 	// fails, as it does when inotify is unavailable.
 	w := &Watcher{
 		Sources:  []Source{src},

@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -50,15 +51,23 @@ func proxied(t testing.TB) (*faultproxy.Proxy, aws.Config) {
 	return p, cfg
 }
 
+// loadAll loads every source concurrently, as a start-up without retries
+// does. Layers come back in the order of sources; the error joins every
+// source's error.
+func loadAll(ctx context.Context, sources []Source) ([]Layer, error) {
+	layers, errs := loadEach(ctx, sources)
+	return layers, errors.Join(errs...)
+}
+
 // direct is an SDK config that talks to moto itself.
 func direct() aws.Config { return moto.Config(context.Background()) }
 
-// clientsFor builds the per-Region clients a source takes, as config.go
+// clientsFor builds the per-Region clients a source takes, as newClients
 // does.
-func clientsFor(cfg aws.Config) AWSClients {
-	return AWSClients{
+func clientsFor(cfg aws.Config) awsClients {
+	return awsClients{
 		Region: cfg.Region,
-		SSM: func(region string) ParamClient {
+		SSM: func(region string) SSMClient {
 			return ssm.NewFromConfig(cfg, func(o *ssm.Options) { o.Region = region })
 		},
 		SecretsManager: func(region string) SecretsClient {

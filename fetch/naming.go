@@ -49,19 +49,3 @@ func lastSegment(name string) string {
 	}
 	return name
 }
-
-// ValidVarName reports whether s can be exported as an environment variable
-// name by a POSIX shell: [A-Za-z_][A-Za-z0-9_]*.
-func ValidVarName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		letter := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_'
-		if !letter && (i == 0 || c < '0' || c > '9') {
-			return false
-		}
-	}
-	return true
-}

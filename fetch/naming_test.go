@@ -3,6 +3,8 @@ package fetch
 import (
 	"strings"
 	"testing"
+
+	"github.com/paramexec/paramexec/internal/environ"
 )
 
 func TestVarName(t *testing.T) {
@@ -28,19 +30,6 @@ func TestVarName(t *testing.T) {
 	}
 }
 
-func TestValidVarName(t *testing.T) {
-	for _, s := range []string{"A", "_", "DB_HOST", "a1", "_1"} {
-		if !ValidVarName(s) {
-			t.Errorf("ValidVarName(%q) = false", s)
-		}
-	}
-	for _, s := range []string{"", "1A", "A-B", "A.B", "A B", "É"} {
-		if ValidVarName(s) {
-			t.Errorf("ValidVarName(%q) = true", s)
-		}
-	}
-}
-
 // FuzzVarName checks the properties the naming rules promise for any
 // input: a valid shell name or an error for an empty one, idempotence, and
 // that characters already valid keep their place.
@@ -59,7 +48,7 @@ func FuzzVarName(f *testing.F) {
 		if err != nil {
 			t.Fatalf("VarName(%q): %v", rel, err)
 		}
-		if !ValidVarName(got) {
+		if !environ.ValidName(got) {
 			t.Fatalf("VarName(%q) = %q, not a valid variable name", rel, got)
 		}
 		if again, _ := VarName(got); again != got {
@@ -118,7 +107,7 @@ func TestCheckValuesNeverShowsValue(t *testing.T) {
 	if err == nil || strings.Contains(err.Error(), "s3cr3t") || !strings.Contains(err.Error(), "X") {
 		t.Errorf("NUL value: err = %v; want an error naming X without the value", err)
 	}
-	big := strings.Repeat("v", MaxValueSize+1)
+	big := strings.Repeat("v", maxValueSize+1)
 	err = checkValues([]Var{{Name: "BIG", Value: big, Origin: "/p/big"}})
 	if err == nil || strings.Contains(err.Error(), "vvvv") {
 		t.Errorf("oversized value: err = %v", err)

@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,35 +13,28 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
-)
 
-// ParamClient lists the Parameter Store operations single parameters need:
-// GetParameters for names, ten a call, and GetParameter for ARNs, which
-// AWS accepts in both but some emulators (moto, LocalStack) only in the
-// singular call. *ssm.Client satisfies it.
-type ParamClient interface {
-	GetParameters(ctx context.Context, in *ssm.GetParametersInput, opts ...func(*ssm.Options)) (*ssm.GetParametersOutput, error)
-	GetParameter(ctx context.Context, in *ssm.GetParameterInput, opts ...func(*ssm.Options)) (*ssm.GetParameterOutput, error)
-}
+	"github.com/paramexec/paramexec/internal/environ"
+)
 
 // secretsRefPrefix is Parameter Store's window onto Secrets Manager. Such a
 // name is readable only through GetParameter(s) with decryption.
 const secretsRefPrefix = "/aws/reference/secretsmanager/"
 
-// AWSClients hands out SDK clients by Region. An ARN names its Region, and
+// awsClients hands out SDK clients by Region. An ARN names its Region, and
 // a parameter or secret in another Region can only be read with a client
 // for that Region.
-type AWSClients struct {
+type awsClients struct {
 	// Region is the configured Region: that of names without an ARN.
 	Region         string
-	SSM            func(region string) ParamClient
+	SSM            func(region string) SSMClient
 	SecretsManager func(region string) SecretsClient
 }
 
 // region is the Region an item lives in: its ARN's, or the configured one.
-func (c AWSClients) region(id string) string {
+func (c awsClients) region(id string) string {
 	if a, ok := parseARN(id); ok {
-		return a.region
+		return a.Region
 	}
 	return c.Region
 }
@@ -62,11 +56,11 @@ type Param struct {
 	Ref bool
 }
 
-// ParseParamFlag parses a --param value: NAME[:SELECTOR][=VAR], where NAME
+// parseParamFlag parses a --param value: NAME[:SELECTOR][=VAR], where NAME
 // is a name or an ARN and SELECTOR a version number or a label. Neither
 // names, ARNs nor labels can hold "=", so the first one ends the name. VAR
 // defaults to the name's last segment, named as --path names it.
-func ParseParamFlag(s string, rank int) (Param, error) {
+func parseParamFlag(s string, rank int) (Param, error) {
 	spec, varName, hasVar := strings.Cut(s, "=")
 	p, err := parseParamSpec(spec)
 	if err != nil {
@@ -74,7 +68,7 @@ func ParseParamFlag(s string, rank int) (Param, error) {
 	}
 	p.Rank = rank
 	if hasVar {
-		if !ValidVarName(varName) {
+		if !environ.ValidName(varName) {
 			return Param{}, fmt.Errorf("--param %q: %q is not a valid variable name", s, varName)
 		}
 		p.Var = varName
@@ -82,7 +76,7 @@ func ParseParamFlag(s string, rank int) (Param, error) {
 	}
 	name := p.Name
 	if a, ok := parseARN(name); ok {
-		name = strings.TrimPrefix(a.resource, "parameter")
+		name = strings.TrimPrefix(a.Resource, "parameter")
 	}
 	if p.Var, err = VarName(lastSegment(name)); err != nil {
 		return Param{}, fmt.Errorf("--param %q: %w", s, err)
@@ -97,10 +91,10 @@ func ParseParamFlag(s string, rank int) (Param, error) {
 func parseParamSpec(spec string) (Param, error) {
 	name, sel, hasSel := spec, "", false
 	if a, ok := parseARN(spec); ok {
-		if a.service != "ssm" || !strings.HasPrefix(a.resource, "parameter/") {
+		if a.Service != "ssm" || !strings.HasPrefix(a.Resource, "parameter/") {
 			return Param{}, fmt.Errorf("not a parameter ARN (want arn:aws:ssm:REGION:ACCOUNT:parameter/NAME)")
 		}
-		res := a.resource
+		res := a.Resource
 		if i := strings.LastIndexByte(res, ':'); i >= 0 {
 			res, sel, hasSel = res[:i], res[i+1:], true
 			name = spec[:len(spec)-len(sel)-1]
@@ -183,17 +177,18 @@ func (p Param) describe() string {
 	return "parameter " + p.request()
 }
 
-// ParamSource is the --param flags, or the parameter references, fetched
+// paramSource is the --param flags, or the parameter references, fetched
 // together so that names share GetParameters calls.
-type ParamSource struct {
+type paramSource struct {
 	Params  []Param
-	Clients AWSClients
+	Clients awsClients
+	name    string // in logs and errors, when not "--param"
 }
 
-func (s *ParamSource) String() string { return "--param" }
+func (s *paramSource) String() string { return cmp.Or(s.name, "--param") }
 
 // Load reads every parameter, decrypted.
-func (s *ParamSource) Load(ctx context.Context) (Layer, error) {
+func (s *paramSource) Load(ctx context.Context) (Layer, error) {
 	got, missing, err := s.fetch(ctx, s.requests(false), true)
 	if err != nil {
 		return Layer{}, err
@@ -228,7 +223,7 @@ func (s *ParamSource) Load(ctx context.Context) (Layer, error) {
 //
 // A named parameter is never dropped: one that is not found is an error,
 // and the child keeps the value it has until the parameter is back.
-func (s *ParamSource) Versions(ctx context.Context, last Layer, _ bool) (map[string]string, error) {
+func (s *paramSource) Versions(ctx context.Context, last Layer, _ bool) (map[string]string, error) {
 	now := maps.Clone(last.Versions)
 	reqs := s.requests(true)
 	if len(reqs) == 0 {
@@ -255,13 +250,13 @@ func (s *ParamSource) Versions(ctx context.Context, last Layer, _ bool) (map[str
 
 // Refresh reads every parameter again, decrypted: a group of named
 // parameters is small, and a whole read is what Load checks.
-func (s *ParamSource) Refresh(ctx context.Context, _ Layer, _ map[string]string) (Layer, error) {
+func (s *paramSource) Refresh(ctx context.Context, _ Layer, _ map[string]string) (Layer, error) {
 	return s.Load(ctx)
 }
 
 // requests lists the distinct strings to ask Parameter Store for, sorted;
 // movable keeps only those a poll must check.
-func (s *ParamSource) requests(movable bool) []string {
+func (s *paramSource) requests(movable bool) []string {
 	var reqs []string
 	for _, p := range s.Params {
 		if movable && (p.pinned() || strings.HasPrefix(p.Name, secretsRefPrefix)) {
@@ -279,7 +274,7 @@ func (s *ParamSource) requests(movable bool) []string {
 // requests that Parameter Store reported as not there. A request the answer
 // leaves out altogether is an error, never taken as missing. Values read without decryption are only
 // for their versions: a SecureString's undecrypted value is ciphertext.
-func (s *ParamSource) fetch(ctx context.Context, reqs []string, decrypt bool) (map[string]parameter, map[string]bool, error) {
+func (s *paramSource) fetch(ctx context.Context, reqs []string, decrypt bool) (map[string]parameter, map[string]bool, error) {
 	var names []string
 	var tasks []func(context.Context) error
 	var mu sync.Mutex
@@ -292,7 +287,7 @@ func (s *ParamSource) fetch(ctx context.Context, reqs []string, decrypt bool) (m
 			continue
 		}
 		tasks = append(tasks, func(ctx context.Context) error {
-			out, err := s.Clients.SSM(a.region).GetParameter(ctx, &ssm.GetParameterInput{
+			out, err := s.Clients.SSM(a.Region).GetParameter(ctx, &ssm.GetParameterInput{
 				Name:           aws.String(req),
 				WithDecryption: aws.Bool(decrypt),
 			})
@@ -312,31 +307,11 @@ func (s *ParamSource) fetch(ctx context.Context, reqs []string, decrypt bool) (m
 			return nil
 		})
 	}
-	for _, batch := range paramBatches(names) {
-		tasks = append(tasks, func(ctx context.Context) error {
-			found, invalid, err := getParameterBatch(ctx, s.Clients.SSM(s.Clients.Region), batch, decrypt)
-			if err != nil {
-				return err
-			}
-			mu.Lock()
-			defer mu.Unlock()
-			maps.Copy(got, found)
-			for _, req := range invalid {
-				missing[req] = true
-			}
-			return nil
-		})
-	}
+	tasks = append(tasks, parameterReads(s.Clients.SSM(s.Clients.Region), names, decrypt, &mu, got, missing)...)
 	if err := runAll(ctx, tasks); err != nil {
 		return nil, nil, err
 	}
 	return got, missing, nil
-}
-
-// parametersGetter is the one call getParameterBatch makes; SSMClient and
-// ParamClient both have it.
-type parametersGetter interface {
-	GetParameters(ctx context.Context, in *ssm.GetParametersInput, opts ...func(*ssm.Options)) (*ssm.GetParametersOutput, error)
 }
 
 // getParameterBatch makes one GetParameters call for at most ten requests,
@@ -346,7 +321,7 @@ type parametersGetter interface {
 // at all, is an inconsistentError: Parameter Store accounts for every name it is
 // asked for, so such an answer is broken or cut short, and one answer is no
 // evidence that a parameter is gone.
-func getParameterBatch(ctx context.Context, client parametersGetter, batch []string, decrypt bool) (found map[string]parameter, invalid []string, err error) {
+func getParameterBatch(ctx context.Context, client SSMClient, batch []string, decrypt bool) (found map[string]parameter, invalid []string, err error) {
 	out, err := client.GetParameters(ctx, &ssm.GetParametersInput{
 		Names:          batch,
 		WithDecryption: aws.Bool(decrypt),

@@ -36,7 +36,7 @@ func TestParseParamFlag(t *testing.T) {
 		{"arn:aws:ssm:us-east-1:" + account + ":parameter/TOP", Param{Name: "arn:aws:ssm:us-east-1:" + account + ":parameter/TOP", Var: "TOP"}},
 		{"arn:aws-cn:ssm:cn-north-1:" + account + ":parameter/x", Param{Name: "arn:aws-cn:ssm:cn-north-1:" + account + ":parameter/x", Var: "X"}},
 	} {
-		got, err := ParseParamFlag(tc.in, 4)
+		got, err := parseParamFlag(tc.in, 4)
 		if err != nil {
 			t.Errorf("%q: %v", tc.in, err)
 			continue
@@ -53,7 +53,7 @@ func TestParseParamFlag(t *testing.T) {
 		"arn:aws:ssm:us-east-1:" + account + ":parameter/", "arn:aws:ssm:us-east-1:" + account + ":parameter/x:",
 		"arn:garbage",
 	} {
-		if p, err := ParseParamFlag(bad, 0); err == nil {
+		if p, err := parseParamFlag(bad, 0); err == nil {
 			t.Errorf("%q: accepted as %+v", bad, p)
 		}
 	}
@@ -139,13 +139,13 @@ func TestParamSourceLoad(t *testing.T) {
 		arn("eu-west-1", euName),
 		secretsRefPrefix + secretName + "=FROM_SECRET",
 	} {
-		p, err := ParseParamFlag(flag, i)
+		p, err := parseParamFlag(flag, i)
 		if err != nil {
 			t.Fatal(err)
 		}
 		params = append(params, p)
 	}
-	src := &ParamSource{Params: params, Clients: clientsFor(direct())}
+	src := &paramSource{Params: params, Clients: clientsFor(direct())}
 	layer, err := src.Load(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -186,7 +186,7 @@ func TestParamSourceBatchesCalls(t *testing.T) {
 		params = append(params, Param{Name: name, Var: fmt.Sprintf("P%02d", i), Rank: i})
 	}
 	proxy, cfg := proxied(t)
-	src := &ParamSource{Params: params, Clients: clientsFor(cfg)}
+	src := &paramSource{Params: params, Clients: clientsFor(cfg)}
 	if _, err := src.Load(t.Context()); err != nil {
 		t.Fatal(err)
 	}
@@ -214,7 +214,7 @@ func TestParamSourceVersions(t *testing.T) {
 		{Name: base + "/pinned", Selector: "1", Var: "PINNED", Rank: 2},
 		{Name: arnLatest, Var: "LATEST_ARN", Rank: 3},
 	}
-	src := &ParamSource{Params: params, Clients: clientsFor(cfg)}
+	src := &paramSource{Params: params, Clients: clientsFor(cfg)}
 	layer, err := src.Load(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -283,7 +283,7 @@ func TestParamSourcePinnedOnlyCostsNothing(t *testing.T) {
 	base := "/" + uniq(t)
 	putVersions(t, base+"/p", "String", "1", "2")
 	proxy, cfg := proxied(t)
-	src := &ParamSource{Params: []Param{{Name: base + "/p", Selector: "1", Var: "P"}}, Clients: clientsFor(cfg)}
+	src := &paramSource{Params: []Param{{Name: base + "/p", Selector: "1", Var: "P"}}, Clients: clientsFor(cfg)}
 	layer, err := src.Load(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -313,11 +313,11 @@ func TestParamSourceMissing(t *testing.T) {
 		{"reference", Param{Name: base + "/gone", Var: "DB_PASSWORD", Ref: true}, "variable DB_PASSWORD (parameter " + base + "/gone): not found"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			src := &ParamSource{
+			src := &paramSource{
 				Params:  []Param{{Name: base + "/there", Var: "THERE"}, tc.param},
 				Clients: clientsFor(direct()),
 			}
-			_, err := LoadAll(t.Context(), []Source{src})
+			_, err := loadAll(t.Context(), []Source{src})
 			if err == nil {
 				t.Fatal("no error")
 			}
@@ -349,7 +349,7 @@ func TestParamSourceAccessDenied(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			proxy, cfg := proxied(t)
 			proxy.Inject(tc.rule)
-			src := &ParamSource{Params: []Param{tc.param}, Clients: clientsFor(cfg)}
+			src := &paramSource{Params: []Param{tc.param}, Clients: clientsFor(cfg)}
 			_, err := src.Load(t.Context())
 			if err == nil {
 				t.Fatal("no error")
@@ -374,7 +374,7 @@ func TestParamSourceIncompleteAnswer(t *testing.T) {
 	putVersions(t, base+"/b", "SecureString", "b-1")
 	arn := "arn:aws:ssm:" + motoserver.Region + ":" + account + ":parameter" + base + "/a"
 	proxy, cfg := proxied(t)
-	src := &ParamSource{Params: []Param{{Name: base + "/a", Var: "A"}, {Name: base + "/b", Var: "B"}, {Name: arn, Var: "A_ARN"}}, Clients: clientsFor(cfg)}
+	src := &paramSource{Params: []Param{{Name: base + "/a", Var: "A"}, {Name: base + "/b", Var: "B"}, {Name: arn, Var: "A_ARN"}}, Clients: clientsFor(cfg)}
 	for _, tc := range []struct {
 		name string
 		rule faultproxy.Rule

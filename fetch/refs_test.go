@@ -20,10 +20,10 @@ func TestParseReference(t *testing.T) {
 		smARN  = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-AbCdEf"
 	)
 	param := func(name, sel string) *Param {
-		return &Param{Name: name, Selector: sel, Var: "V", Rank: RefRank, Ref: true}
+		return &Param{Name: name, Selector: sel, Var: "V", Rank: refRank, Ref: true}
 	}
 	secret := func(id, key, stage, version string) *Secret {
-		return &Secret{ID: id, JSONKey: key, VersionStage: stage, VersionID: version, Var: "V", Rank: RefRank}
+		return &Secret{ID: id, JSONKey: key, VersionStage: stage, VersionID: version, Var: "V", Rank: refRank}
 	}
 	for _, tc := range []struct {
 		value  string
@@ -151,11 +151,11 @@ func FuzzParseReference(f *testing.F) {
 		}
 		switch {
 		case ref.Param != nil:
-			if ref.Param.Name == "" || !ref.Param.Ref || ref.Param.Rank != RefRank || !strings.Contains(value, ref.Param.Name) {
+			if ref.Param.Name == "" || !ref.Param.Ref || ref.Param.Rank != refRank || !strings.Contains(value, ref.Param.Name) {
 				t.Fatalf("%q: param %+v", value, ref.Param)
 			}
 		case ref.Secret != nil:
-			if ref.Secret.ID == "" || ref.Secret.Rank != RefRank || !strings.Contains(value, ref.Secret.ID) {
+			if ref.Secret.ID == "" || ref.Secret.Rank != refRank || !strings.Contains(value, ref.Secret.ID) {
 				t.Fatalf("%q: secret %+v", value, ref.Secret)
 			}
 		}
@@ -166,7 +166,7 @@ func FuzzParseReference(f *testing.F) {
 }
 
 func TestFindReferences(t *testing.T) {
-	refs := FindReferences([]string{
+	refs := findReferences([]string{
 		"B=ssm:/b",
 		"A=ssm:/a",
 		"PLAIN=hello",
@@ -225,13 +225,12 @@ func TestRefSourceResolvesEveryForm(t *testing.T) {
 		inherited = append(inherited, "LOOKALIKE_"+string(rune('A'+i%26))+strings.Repeat("X", i/26)+"="+v)
 	}
 
-	refs := FindReferences(inherited)
+	refs := findReferences(inherited)
 	if len(refs) != 15 {
 		t.Fatalf("%d references found, want 15", len(refs))
 	}
 	proxy, cfg := proxied(t)
-	src := NewRefSource(refs, clientsFor(cfg))
-	layers, err := LoadAll(t.Context(), []Source{src})
+	layers, err := loadAll(t.Context(), refSources(refs, clientsFor(cfg)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,8 +256,8 @@ func TestRefSourceResolvesEveryForm(t *testing.T) {
 		t.Errorf("%d variables resolved, want %d", len(effective), len(want))
 	}
 	for _, v := range effective {
-		if v.Rank != RefRank {
-			t.Errorf("%s has rank %d, want %d", v.Name, v.Rank, RefRank)
+		if v.Rank != refRank {
+			t.Errorf("%s has rank %d, want %d", v.Name, v.Rank, refRank)
 		}
 	}
 	seen := map[string]bool{}
@@ -307,8 +306,7 @@ func TestRefSourceErrors(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := []string{"OK=ssm:" + base + "/there", "ALSO_OK=secretsmanager:" + u + "/db#user", tc.env}
-			src := NewRefSource(FindReferences(env), clientsFor(direct()))
-			_, err := LoadAll(t.Context(), []Source{src})
+			_, err := loadAll(t.Context(), refSources(findReferences(env), clientsFor(direct())))
 			if err == nil {
 				t.Fatal("no error")
 			}
@@ -335,17 +333,27 @@ func TestRefSourceVersions(t *testing.T) {
 	createSecret(t, u+"/s", `{"k":"s-1"}`, nil)
 	env := []string{"P=ssm:" + base + "/p", "S=secretsmanager:" + u + "/s#k", "PINNED=ssm:" + base + "/p:1"}
 	proxy, cfg := proxied(t)
-	src := NewRefSource(FindReferences(env), clientsFor(cfg))
-	layer, err := src.Load(t.Context())
+	srcs := refSources(findReferences(env), clientsFor(cfg))
+	if len(srcs) != 2 {
+		t.Fatalf("%d sources for parameter and secret references, want 2", len(srcs))
+	}
+	layers, err := loadAll(t.Context(), srcs)
 	if err != nil {
 		t.Fatal(err)
+	}
+	all := func() Layer {
+		return Layer{Vars: slices.Concat(layers[0].Vars, layers[1].Vars)}
 	}
 	poll := func(what string, want bool) {
 		t.Helper()
 		proxy.ResetCounts()
-		got, err := moved(t, src, layer, false)
-		if err != nil {
-			t.Fatalf("%s: %v", what, err)
+		got := false
+		for i, src := range srcs {
+			m, err := moved(t, src, layers[i], false)
+			if err != nil {
+				t.Fatalf("%s: %v", what, err)
+			}
+			got = got || m
 		}
 		if got != want {
 			t.Fatalf("%s: Changed = %v, want %v", what, got, want)
@@ -354,23 +362,30 @@ func TestRefSourceVersions(t *testing.T) {
 			t.Errorf("%s: calls %v read values", what, c.ByOp)
 		}
 	}
-	// reload refreshes as a poll does, and checks that only the kind that
-	// moved read values.
+	// reload refreshes as a poll does, only the sources whose versions
+	// moved, and checks that only the kind that moved read values.
 	reload := func(wantSecretReads, wantDecrypting int) {
 		t.Helper()
-		now, err := src.Versions(t.Context(), layer, false)
-		if err != nil {
-			t.Fatal(err)
+		nows := make([]map[string]string, len(srcs))
+		for i, src := range srcs {
+			if nows[i], err = src.Versions(t.Context(), layers[i], false); err != nil {
+				t.Fatal(err)
+			}
 		}
 		proxy.ResetCounts()
-		if layer, err = src.Refresh(t.Context(), layer, now); err != nil {
-			t.Fatal(err)
+		for i, src := range srcs {
+			if maps.Equal(nows[i], layers[i].Versions) {
+				continue
+			}
+			if layers[i], err = src.Refresh(t.Context(), layers[i], nows[i]); err != nil {
+				t.Fatal(err)
+			}
+			if !maps.Equal(layers[i].Versions, nows[i]) {
+				t.Errorf("refreshed versions %v, want %v", layers[i].Versions, nows[i])
+			}
 		}
 		if c := proxy.Counts(); c.SecretValues != wantSecretReads || c.Decrypting != wantDecrypting {
 			t.Errorf("refresh: calls %v, want %d secret reads and %d decrypting", c.ByOp, wantSecretReads, wantDecrypting)
-		}
-		if !maps.Equal(layer.Versions, now) {
-			t.Errorf("refreshed versions %v, want %v", layer.Versions, now)
 		}
 	}
 	poll("nothing moved", false)
@@ -380,17 +395,17 @@ func TestRefSourceVersions(t *testing.T) {
 	moto.PutSecretValue(t, u+"/s", `{"k":"s-2"}`)
 	poll("secret rotated", true)
 	reload(1, 0)
-	wantVars(t, layer, map[string]string{"P": "p-1", "S": "s-2", "PINNED": "p-1"})
+	wantVars(t, all(), map[string]string{"P": "p-1", "S": "s-2", "PINNED": "p-1"})
 	poll("after the reload", false)
 	moto.PutParameter(t, base+"/p", "p-2", "SecureString")
 	poll("parameter changed", true)
 	// The parameters are read whole: p and p:1 never share a call.
 	reload(0, 2)
-	wantVars(t, layer, map[string]string{"P": "p-2", "S": "s-2", "PINNED": "p-1"})
+	wantVars(t, all(), map[string]string{"P": "p-2", "S": "s-2", "PINNED": "p-1"})
 	moveCurrent(t, u+"/s", `{"k":"s-3"}`)
 	poll("secret's stage moved", true)
 	reload(1, 0)
-	wantVars(t, layer, map[string]string{"P": "p-2", "S": "s-3", "PINNED": "p-1"})
+	wantVars(t, all(), map[string]string{"P": "p-2", "S": "s-3", "PINNED": "p-1"})
 	poll("after the second reload", false)
 }
 
@@ -399,7 +414,7 @@ func TestWatcherRestartsOnceOnLabelMove(t *testing.T) {
 	putVersions(t, base+"/db", "String", "db-1", "db-2")
 	moto.LabelParameter(t, base+"/db", 1, "live")
 	proxy, cfg := proxied(t)
-	src := &ParamSource{Params: []Param{{Name: base + "/db", Selector: "live", Var: "DB"}}, Clients: clientsFor(cfg)}
+	src := &paramSource{Params: []Param{{Name: base + "/db", Selector: "live", Var: "DB"}}, Clients: clientsFor(cfg)}
 	watchForOneUpdate(t, proxy, []Source{src}, "ssm:GetParameters", func() {
 		moto.LabelParameter(t, base+"/db", 2, "live")
 	}, []string{"DB"})
@@ -432,12 +447,12 @@ func TestPrecedenceAcrossKinds(t *testing.T) {
 		"REF_ONLY=ssm:" + base + "/ref",
 	}
 	clients := clientsFor(direct())
-	path, err := NewPathSource(base+"/path", moto.SSM(), 1)
+	path, err := newPathSource(base+"/path", moto.SSM(), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
 	mustParam := func(flag string, rank int) Param {
-		p, err := ParseParamFlag(flag, rank)
+		p, err := parseParamFlag(flag, rank)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -447,16 +462,15 @@ func TestPrecedenceAcrossKinds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// As config.go builds them: one source per kind, each variable ranked
-	// by its flag's position.
-	sources := []Source{
+	// As Build builds them: one source per kind, each variable ranked by
+	// its flag's position.
+	sources := append([]Source{
 		&EnvFileSource{Path: envFile, Rank: 0},
 		path,
-		&ParamSource{Params: []Param{mustParam(base+"/param=V_PARAM", 2), mustParam(base+"/late=V_LAST", 4)}, Clients: clients},
-		&SecretSource{Secrets: []Secret{secret}, Clients: clients},
-		NewRefSource(FindReferences(inherited), clients),
-	}
-	layers, err := LoadAll(t.Context(), sources)
+		&paramSource{Params: []Param{mustParam(base+"/param=V_PARAM", 2), mustParam(base+"/late=V_LAST", 4)}, Clients: clients},
+		&secretSource{Secrets: []Secret{secret}, Clients: clients},
+	}, refSources(findReferences(inherited), clients)...)
+	layers, err := loadAll(t.Context(), sources)
 	if err != nil {
 		t.Fatal(err)
 	}

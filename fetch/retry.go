@@ -47,7 +47,11 @@ const lastTry = time.Second
 // bounded by the clients' own timeouts, and no retry.
 func LoadWithRetry(ctx context.Context, sources []Source, budget time.Duration, log *slog.Logger) ([]Layer, error) {
 	if budget <= 0 {
-		return LoadAll(ctx, sources)
+		layers, errs := loadEach(ctx, sources)
+		if err := errors.Join(errs...); err != nil {
+			return nil, err
+		}
+		return layers, nil
 	}
 	reserve := min(lastTry, budget/5)
 	// The caller may have set the same deadline already, to bound what

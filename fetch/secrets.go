@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,8 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
+
+	"github.com/paramexec/paramexec/internal/environ"
 )
 
 // SecretsClient lists the Secrets Manager operations paramexec calls.
@@ -62,12 +65,12 @@ func ParseSecretFlag(s string, rank int) (Secret, error) {
 	if i := strings.LastIndexByte(s, '='); i >= 0 {
 		id, prefix = s[:i], s[i+1:]
 	}
-	if prefix != "" && !ValidVarName(prefix) {
+	if prefix != "" && !environ.ValidName(prefix) {
 		return Secret{}, fmt.Errorf("--secret %q: prefix %q cannot start a variable name ([A-Za-z_][A-Za-z0-9_]*)", s, prefix)
 	}
 	if a, ok := parseARN(id); ok {
-		name, isSecret := strings.CutPrefix(a.resource, "secret:")
-		if a.service != "secretsmanager" || !isSecret || !validSecretName(name) {
+		name, isSecret := strings.CutPrefix(a.Resource, "secret:")
+		if a.Service != "secretsmanager" || !isSecret || !validSecretName(name) {
 			return Secret{}, fmt.Errorf("--secret %q: not a secret ARN (want arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME; JSON keys and versions are for references)", s)
 		}
 	} else if !validSecretName(id) {
@@ -132,22 +135,23 @@ type secretValue struct {
 	version string
 }
 
-// SecretSource is the --secret flags, or the secret references, fetched
+// secretSource is the --secret flags, or the secret references, fetched
 // together.
-type SecretSource struct {
+type secretSource struct {
 	Secrets []Secret
-	Clients AWSClients
+	Clients awsClients
+	name    string // in logs and errors, when not "--secret"
 }
 
-func (s *SecretSource) String() string { return "--secret" }
+func (s *secretSource) String() string { return cmp.Or(s.name, "--secret") }
 
 // Load reads every secret and turns each into its variables.
-func (s *SecretSource) Load(ctx context.Context) (Layer, error) { return s.load(ctx, nil) }
+func (s *secretSource) Load(ctx context.Context) (Layer, error) { return s.load(ctx, nil) }
 
 // load reads every secret, each at the version at holds for its key or,
 // without one, at the version its stage is on, and turns each into its
 // variables.
-func (s *SecretSource) load(ctx context.Context, at map[string]string) (Layer, error) {
+func (s *secretSource) load(ctx context.Context, at map[string]string) (Layer, error) {
 	got, err := s.fetch(ctx, at)
 	if err != nil {
 		return Layer{}, err
@@ -264,7 +268,7 @@ func jsonObject(s string) (map[string]string, bool) {
 // anything the batch did not return (an error for that secret, a version
 // not on AWSCURRENT, a pinned version, a lone secret) is read with
 // GetSecretValue, whose error then says exactly what is wrong.
-func (s *SecretSource) fetch(ctx context.Context, at map[string]string) (map[string]secretValue, error) {
+func (s *secretSource) fetch(ctx context.Context, at map[string]string) (map[string]secretValue, error) {
 	byKey := make(map[string]Secret)
 	var keys []string
 	for _, sec := range s.Secrets {
@@ -459,7 +463,7 @@ func explainSecret(err error) error {
 //
 // A secret that is gone, or whose stage is on no version, is an error, not
 // a change: the child keeps the value it has.
-func (s *SecretSource) Versions(ctx context.Context, last Layer, _ bool) (map[string]string, error) {
+func (s *secretSource) Versions(ctx context.Context, last Layer, _ bool) (map[string]string, error) {
 	now := make(map[string]string, len(last.Versions))
 	var tasks []func(context.Context) error
 	var mu sync.Mutex
@@ -521,6 +525,6 @@ func stageVersion(ctx context.Context, client SecretsClient, sec Secret) (string
 // whose version differs from the one asked for is refused. All secrets are
 // read, not only the one that moved, so that the layer is the set of
 // versions the poll saw; secrets are few, and a read costs one call each.
-func (s *SecretSource) Refresh(ctx context.Context, _ Layer, now map[string]string) (Layer, error) {
+func (s *secretSource) Refresh(ctx context.Context, _ Layer, now map[string]string) (Layer, error) {
 	return s.load(ctx, now)
 }

@@ -94,7 +94,7 @@ func TestSecretSourceLoad(t *testing.T) {
 		secrets = append(secrets, s)
 	}
 	proxy, cfg := proxied(t)
-	src := &SecretSource{Secrets: secrets, Clients: clientsFor(cfg)}
+	src := &secretSource{Secrets: secrets, Clients: clientsFor(cfg)}
 	layer, err := src.Load(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -158,7 +158,7 @@ func TestSecretSourceBatching(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			proxy, cfg := proxied(t)
-			layer, err := (&SecretSource{Secrets: tc.secrets, Clients: clientsFor(cfg)}).Load(t.Context())
+			layer, err := (&secretSource{Secrets: tc.secrets, Clients: clientsFor(cfg)}).Load(t.Context())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -200,7 +200,7 @@ func TestSecretSourceBatchFallback(t *testing.T) {
 		t.Run(fault.Fault.String(), func(t *testing.T) {
 			proxy, cfg := proxied(t)
 			proxy.Inject(fault)
-			layer, err := (&SecretSource{Secrets: secrets, Clients: clientsFor(cfg)}).Load(t.Context())
+			layer, err := (&secretSource{Secrets: secrets, Clients: clientsFor(cfg)}).Load(t.Context())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -220,7 +220,7 @@ func TestSecretSourceErrors(t *testing.T) {
 	createSecret(t, u+"/clash", `{"a-b":"clash-1","a_b":"clash-2"}`, nil)
 	createSecret(t, u+"/nul", "nul-left\x00nul-right", nil)
 	createSecret(t, u+"/bin", "", []byte("bin-value"))
-	big := strings.Repeat("x", MaxValueSize+1)
+	big := strings.Repeat("x", maxValueSize+1)
 	createSecret(t, u+"/big", big, nil)
 	values := []string{"ok-value", "plain-value", "clash-1", "clash-2", "nul-left", "nul-right", "bin-value", big[:100]}
 
@@ -246,11 +246,11 @@ func TestSecretSourceErrors(t *testing.T) {
 		{"NUL byte", []Secret{{ID: u + "/nul"}},
 			[]string{"NUL (from " + u + "/nul)", "NUL byte"}},
 		{"too large", []Secret{{ID: u + "/big"}},
-			[]string{"BIG (from " + u + "/big)", fmt.Sprint(MaxValueSize + 1), "limit"}},
+			[]string{"BIG (from " + u + "/big)", fmt.Sprint(maxValueSize + 1), "limit"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			src := &SecretSource{Secrets: tc.secrets, Clients: clientsFor(direct())}
-			_, err := LoadAll(t.Context(), []Source{src})
+			src := &secretSource{Secrets: tc.secrets, Clients: clientsFor(direct())}
+			_, err := loadAll(t.Context(), []Source{src})
 			if err == nil {
 				t.Fatal("no error")
 			}
@@ -294,7 +294,7 @@ func TestSecretSourceAccessDenied(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			proxy, cfg := proxied(t)
 			proxy.Inject(tc.rule)
-			_, err := (&SecretSource{Secrets: tc.secrets, Clients: clientsFor(cfg)}).Load(t.Context())
+			_, err := (&secretSource{Secrets: tc.secrets, Clients: clientsFor(cfg)}).Load(t.Context())
 			if tc.want == nil {
 				if err != nil {
 					t.Fatal(err)
@@ -318,7 +318,7 @@ func TestSecretSourceAccessDenied(t *testing.T) {
 
 	t.Run("DescribeSecret", func(t *testing.T) {
 		proxy, cfg := proxied(t)
-		src := &SecretSource{Secrets: one, Clients: clientsFor(cfg)}
+		src := &secretSource{Secrets: one, Clients: clientsFor(cfg)}
 		layer, err := src.Load(t.Context())
 		if err != nil {
 			t.Fatal(err)
@@ -333,7 +333,7 @@ func TestSecretSourceAccessDenied(t *testing.T) {
 
 // pollSecrets runs Changed and checks that it made only DescribeSecret
 // calls: no value read, nothing decrypted.
-func pollSecrets(t *testing.T, proxy *faultproxy.Proxy, src Refresher, layer Layer, what string, want bool) {
+func pollSecrets(t *testing.T, proxy *faultproxy.Proxy, src Source, layer Layer, what string, want bool) {
 	t.Helper()
 	proxy.ResetCounts()
 	got, err := moved(t, src, layer, true)
@@ -354,7 +354,7 @@ func TestSecretSourceRotation(t *testing.T) {
 	createSecret(t, u+"/db", `{"password":"pw-1"}`, nil)
 	createSecret(t, u+"/other", "other-1", nil)
 	proxy, cfg := proxied(t)
-	src := &SecretSource{Secrets: []Secret{{ID: u + "/db", Prefix: "DB_"}, {ID: u + "/other", Rank: 1}}, Clients: clientsFor(cfg)}
+	src := &secretSource{Secrets: []Secret{{ID: u + "/db", Prefix: "DB_"}, {ID: u + "/other", Rank: 1}}, Clients: clientsFor(cfg)}
 	layer, err := src.Load(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -399,10 +399,10 @@ func TestSecretSourcePins(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxy, cfg := proxied(t)
-	byStage := &SecretSource{Secrets: []Secret{{ID: name, VersionStage: "PINNED", Var: "BY_STAGE"}}, Clients: clientsFor(cfg)}
-	byVersion := &SecretSource{Secrets: []Secret{{ID: name, VersionID: v1, Var: "BY_VERSION"}}, Clients: clientsFor(cfg)}
-	previous := &SecretSource{Secrets: []Secret{{ID: name, VersionStage: "AWSPREVIOUS", Var: "PREVIOUS"}}, Clients: clientsFor(cfg)}
-	load := func(s *SecretSource) Layer {
+	byStage := &secretSource{Secrets: []Secret{{ID: name, VersionStage: "PINNED", Var: "BY_STAGE"}}, Clients: clientsFor(cfg)}
+	byVersion := &secretSource{Secrets: []Secret{{ID: name, VersionID: v1, Var: "BY_VERSION"}}, Clients: clientsFor(cfg)}
+	previous := &secretSource{Secrets: []Secret{{ID: name, VersionStage: "AWSPREVIOUS", Var: "PREVIOUS"}}, Clients: clientsFor(cfg)}
+	load := func(s *secretSource) Layer {
 		t.Helper()
 		l, err := s.Load(t.Context())
 		if err != nil {
@@ -460,7 +460,7 @@ func currentVersion(t *testing.T, id string) string {
 // pollOp) that must bring none.
 func watchForOneUpdate(t *testing.T, proxy *faultproxy.Proxy, sources []Source, pollOp string, change func(), wantChanged []string) {
 	t.Helper()
-	layers, err := LoadAll(t.Context(), sources)
+	layers, err := loadAll(t.Context(), sources)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -513,7 +513,7 @@ func TestWatcherRestartsOnceOnRotation(t *testing.T) {
 	u := uniq(t)
 	createSecret(t, u+"/db", `{"password":"pw-1","user":"app"}`, nil)
 	proxy, cfg := proxied(t)
-	src := &SecretSource{Secrets: []Secret{{ID: u + "/db", Prefix: "DB_"}}, Clients: clientsFor(cfg)}
+	src := &secretSource{Secrets: []Secret{{ID: u + "/db", Prefix: "DB_"}}, Clients: clientsFor(cfg)}
 	before := 0
 	watchForOneUpdate(t, proxy, []Source{src}, "secretsmanager:DescribeSecret", func() {
 		before = proxy.Counts().SecretValues
@@ -555,7 +555,7 @@ func TestSecretSourceStageMove(t *testing.T) {
 	createSecret(t, u+"/db", `{"password":"pw-1"}`, nil)
 	createSecret(t, u+"/other", "other-1", nil)
 	proxy, cfg := proxied(t)
-	src := &SecretSource{Secrets: []Secret{{ID: u + "/db", Prefix: "DB_"}, {ID: u + "/other", Rank: 1}}, Clients: clientsFor(cfg)}
+	src := &secretSource{Secrets: []Secret{{ID: u + "/db", Prefix: "DB_"}, {ID: u + "/other", Rank: 1}}, Clients: clientsFor(cfg)}
 	layer, err := src.Load(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -599,7 +599,7 @@ func TestSecretSourceStageMove(t *testing.T) {
 
 	// A read by stage answered with a version off the stage is refused.
 	proxy.Inject(faultproxy.Rule{Op: "secretsmanager:GetSecretValue", Fault: faultproxy.IgnoreVersion, Times: 1})
-	lone := &SecretSource{Secrets: []Secret{{ID: u + "/db", Prefix: "DB_"}}, Clients: clientsFor(cfg)}
+	lone := &secretSource{Secrets: []Secret{{ID: u + "/db", Prefix: "DB_"}}, Clients: clientsFor(cfg)}
 	if _, err := lone.Load(t.Context()); err == nil || !Transient(err) || !strings.Contains(err.Error(), "stage AWSCURRENT") {
 		t.Errorf("a read by stage answered with the old version: %v, want a transient error", err)
 	}

@@ -190,5 +190,5 @@ func rearm(s *settler, t *time.Timer) {
 		t.Stop()
 		return
 	}
-	resetTimer(t, time.Until(at))
+	t.Reset(time.Until(at))
 }

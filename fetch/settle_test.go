@@ -178,7 +178,7 @@ func settleFile(t *testing.T, content string, settle, settleMax time.Duration) (
 		t.Fatal(err)
 	}
 	sources := []Source{&EnvFileSource{Path: file}}
-	layers, err := LoadAll(t.Context(), sources)
+	layers, err := loadAll(t.Context(), sources)
 	if err != nil {
 		t.Fatal(err)
 	}

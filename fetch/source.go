@@ -10,11 +10,11 @@ import (
 	"sync"
 )
 
-// MaxValueSize bounds a single value. Secrets Manager allows 64 KiB, the
+// maxValueSize bounds a single value. Secrets Manager allows 64 KiB, the
 // largest value any source can produce; Linux refuses a single environment
 // string over 128 KiB (MAX_ARG_STRLEN), so anything larger could never reach
 // the child anyway.
-const MaxValueSize = 64 << 10
+const maxValueSize = 64 << 10
 
 // A Var is one environment variable produced by a source.
 type Var struct {
@@ -37,19 +37,22 @@ type Layer struct {
 }
 
 // A Source is one origin of variables: a parameter path, a dotenv file, a
-// group of named parameters or secrets.
+// group of named parameters or secrets. Every source is watched the same
+// way: its versions, then a refresh of what moved, so that a change costs
+// calls in proportion to what changed.
 type Source interface {
 	// String names the source in logs and errors, e.g. "--path /app/prod".
 	String() string
 	// Load reads the source's current values.
 	Load(ctx context.Context) (Layer, error)
-}
-
-// LoadAll loads every source concurrently. Layers come back in the order
-// of sources; the error joins every source's error.
-func LoadAll(ctx context.Context, sources []Source) ([]Layer, error) {
-	layers, errs := loadEach(ctx, sources)
-	return layers, errors.Join(errs...)
+	// Versions returns the current version of each item without reading
+	// values; with discover it also lists the source to find added items.
+	// An item is left out only on the evidence of a deletion its source
+	// documents; an answer that is no such evidence is an error.
+	Versions(ctx context.Context, last Layer, discover bool) (map[string]string, error)
+	// Refresh returns last with the items whose version differs in now
+	// read again and the items missing from now dropped.
+	Refresh(ctx context.Context, last Layer, now map[string]string) (Layer, error)
 }
 
 // loadEach loads every source concurrently and keeps each one's error apart,
@@ -65,7 +68,7 @@ func loadEach(ctx context.Context, sources []Source) ([]Layer, []error) {
 				err = checkValues(layer.Vars)
 			}
 			if err != nil {
-				errs[i] = fmt.Errorf("%s: %w", src, err)
+				errs[i] = fmt.Errorf("%s: %w", src, withCredentialsHint(err))
 				return
 			}
 			layers[i] = layer
@@ -82,8 +85,8 @@ func checkValues(vars []Var) error {
 		if strings.IndexByte(v.Value, 0) >= 0 {
 			return fmt.Errorf("%s (from %s): value contains a NUL byte, which an environment variable cannot hold", v.Name, v.Origin)
 		}
-		if len(v.Value) > MaxValueSize {
-			return fmt.Errorf("%s (from %s): value is %d bytes, over the %d-byte limit", v.Name, v.Origin, len(v.Value), MaxValueSize)
+		if len(v.Value) > maxValueSize {
+			return fmt.Errorf("%s (from %s): value is %d bytes, over the %d-byte limit", v.Name, v.Origin, len(v.Value), maxValueSize)
 		}
 	}
 	return nil

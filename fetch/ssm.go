@@ -15,14 +15,17 @@ import (
 
 // SSMClient lists the Parameter Store operations paramexec calls. Keeping
 // the interface this narrow documents the IAM actions it needs and lets the
-// linker drop the rest of the SDK client.
+// linker drop the rest of the SDK client. GetParameter is for ARNs, which
+// AWS accepts in GetParameters too but some emulators (moto, LocalStack)
+// only in the singular call. *ssm.Client satisfies it.
 type SSMClient interface {
 	GetParametersByPath(ctx context.Context, in *ssm.GetParametersByPathInput, opts ...func(*ssm.Options)) (*ssm.GetParametersByPathOutput, error)
 	GetParameters(ctx context.Context, in *ssm.GetParametersInput, opts ...func(*ssm.Options)) (*ssm.GetParametersOutput, error)
+	GetParameter(ctx context.Context, in *ssm.GetParameterInput, opts ...func(*ssm.Options)) (*ssm.GetParameterOutput, error)
 }
 
-// PathSource is every parameter under a path, recursively.
-type PathSource struct {
+// pathSource is every parameter under a path, recursively.
+type pathSource struct {
 	Path   string
 	Client SSMClient
 	Rank   int
@@ -30,24 +33,24 @@ type PathSource struct {
 	maxPages int
 }
 
-// NewPathSource checks path and returns its source. A path is absolute;
+// newPathSource checks path and returns its source. A path is absolute;
 // a trailing slash is dropped so that "/app/" and "/app" name the same
 // variables.
-func NewPathSource(path string, client SSMClient, rank int) (*PathSource, error) {
+func newPathSource(path string, client SSMClient, rank int) (*pathSource, error) {
 	if !strings.HasPrefix(path, "/") {
 		return nil, fmt.Errorf("--path %q: a path starts with /", path)
 	}
 	if len(path) > 1 {
 		path = strings.TrimRight(path, "/")
 	}
-	return &PathSource{Path: path, Client: client, Rank: rank}, nil
+	return &pathSource{Path: path, Client: client, Rank: rank}, nil
 }
 
-func (s *PathSource) String() string { return "--path " + s.Path }
+func (s *pathSource) String() string { return "--path " + s.Path }
 
 // Load reads every parameter under the path, decrypted, following NextToken
 // to the end: a page may hold fewer than its maximum while more follow.
-func (s *PathSource) Load(ctx context.Context) (Layer, error) {
+func (s *pathSource) Load(ctx context.Context) (Layer, error) {
 	params, err := s.list(ctx, true)
 	if err != nil {
 		return Layer{}, err
@@ -56,7 +59,7 @@ func (s *PathSource) Load(ctx context.Context) (Layer, error) {
 }
 
 // layer names the parameters' variables, refusing two that map to one name.
-func (s *PathSource) layer(params []parameter) (Layer, error) {
+func (s *pathSource) layer(params []parameter) (Layer, error) {
 	var n namer
 	versions := make(map[string]string, len(params))
 	for _, p := range params {
@@ -93,14 +96,17 @@ const (
 // The listing must be consistent to be used: every name under the path and
 // listed once, every NextToken new, and no more pages than maxListPages.
 // Anything else is an inconsistentError: a NextToken that comes back would page
-// forever, spending the account's quota with nothing to show.
-func (s *PathSource) list(ctx context.Context, decrypt bool) ([]parameter, error) {
-	in := &ssm.GetParametersByPathInput{
+// forever, spending the account's quota with nothing to show. The SDK's
+// paginator does the paging; its own duplicate-token check is off, since it
+// ends the listing quietly, as if complete, where a repeated token must
+// fail it.
+func (s *pathSource) list(ctx context.Context, decrypt bool) ([]parameter, error) {
+	pager := ssm.NewGetParametersByPathPaginator(s.Client, &ssm.GetParametersByPathInput{
 		Path:           aws.String(s.Path),
 		Recursive:      aws.Bool(true),
 		WithDecryption: aws.Bool(decrypt),
 		MaxResults:     aws.Int32(maxPageSize),
-	}
+	}, func(o *ssm.GetParametersByPathPaginatorOptions) { o.StopOnDuplicateToken = false })
 	limit := s.maxPages
 	if limit <= 0 {
 		limit = maxListPages
@@ -110,7 +116,7 @@ func (s *PathSource) list(ctx context.Context, decrypt bool) ([]parameter, error
 	seen := make(map[string]bool)
 	tokens := make(map[string]bool)
 	for pages := 1; ; pages++ {
-		page, err := s.Client.GetParametersByPath(ctx, in)
+		page, err := pager.NextPage(ctx)
 		if err != nil {
 			return nil, explain(err)
 		}
@@ -138,7 +144,6 @@ func (s *PathSource) list(ctx context.Context, decrypt bool) ([]parameter, error
 			return out, nil
 		}
 		tokens[token] = true
-		in.NextToken = page.NextToken
 	}
 }
 
@@ -160,7 +165,7 @@ type parameter struct {
 // InvalidParameters too. Any other answer about a known name (left out of
 // an answer, found by the second look, a listing cut short) is an error:
 // the poll fails and the child keeps its environment.
-func (s *PathSource) Versions(ctx context.Context, last Layer, discover bool) (map[string]string, error) {
+func (s *pathSource) Versions(ctx context.Context, last Layer, discover bool) (map[string]string, error) {
 	known := slices.Sorted(maps.Keys(last.Versions))
 	now := make(map[string]string, len(known))
 	var gone []string
@@ -182,8 +187,8 @@ func (s *PathSource) Versions(ctx context.Context, last Layer, discover bool) (m
 		if err != nil {
 			return nil, err
 		}
-		for _, p := range found {
-			now[aws.ToString(p.Name)] = strconv.FormatInt(p.Version, 10)
+		for name, p := range found {
+			now[name] = strconv.FormatInt(p.Version, 10)
 		}
 		gone = invalid
 	}
@@ -197,11 +202,7 @@ func (s *PathSource) Versions(ctx context.Context, last Layer, discover bool) (m
 		return nil, fmt.Errorf("confirming that %s were deleted: %w", strings.Join(gone, ", "), err)
 	}
 	if len(found) > 0 {
-		var names []string
-		for _, p := range found {
-			names = append(names, aws.ToString(p.Name))
-		}
-		slices.Sort(names)
+		names := slices.Sorted(maps.Keys(found))
 		first := "the version check reported them missing"
 		if discover {
 			first = "the listing left them out"
@@ -218,7 +219,7 @@ func (s *PathSource) Versions(ctx context.Context, last Layer, discover bool) (m
 // fleet's burst on a change stays small. Every parameter it reads must come
 // back: one left out fails the read, and one reported gone since the check
 // fails it with errStale, so that the next poll checks again.
-func (s *PathSource) Refresh(ctx context.Context, last Layer, now map[string]string) (Layer, error) {
+func (s *pathSource) Refresh(ctx context.Context, last Layer, now map[string]string) (Layer, error) {
 	var stale []string
 	for name, version := range now {
 		if last.Versions[name] != version {
@@ -230,7 +231,6 @@ func (s *PathSource) Refresh(ctx context.Context, last Layer, now map[string]str
 		return Layer{}, err
 	}
 	if len(invalid) > 0 {
-		slices.Sort(invalid)
 		return Layer{}, fmt.Errorf("%s: reported missing by the read after the version check found them: %w", strings.Join(invalid, ", "), errStale)
 	}
 
@@ -249,37 +249,48 @@ func (s *PathSource) Refresh(ctx context.Context, last Layer, now map[string]str
 }
 
 // getParameters reads the named parameters through GetParameters, ten names
-// a call, and returns those found and those Parameter Store reported
-// missing; a name an answer leaves out altogether is an error. The batches
-// run a few at a time, as --param's do: one after another, a thousand names
-// would keep a poll going for a hundred round trips.
-func getParameters(ctx context.Context, client SSMClient, names []string, decrypt bool) (found []parameter, invalid []string, err error) {
-	slices.Sort(names)
+// a call, and returns those found, by the name asked for, and those
+// Parameter Store reported missing; a name an answer leaves out altogether
+// is an error. The batches run a few at a time, as --param's do: one after
+// another, a thousand names would keep a poll going for a hundred round
+// trips.
+func getParameters(ctx context.Context, client SSMClient, names []string, decrypt bool) (found map[string]parameter, invalid []string, err error) {
 	var mu sync.Mutex
+	found = make(map[string]parameter, len(names))
+	missing := make(map[string]bool)
+	if err := runAll(ctx, parameterReads(client, slices.Sorted(slices.Values(names)), decrypt, &mu, found, missing)); err != nil {
+		return nil, nil, err
+	}
+	return found, slices.Sorted(maps.Keys(missing)), nil
+}
+
+// parameterReads returns the GetParameters calls for reqs, at most ten
+// requests a call (paramBatches), each adding under mu what it found to
+// found, under the request and with the request as its name, and what
+// Parameter Store reported missing to missing. It is the one batcher of
+// --param names and of a path's known names.
+func parameterReads(client SSMClient, reqs []string, decrypt bool, mu *sync.Mutex, found map[string]parameter, missing map[string]bool) []func(context.Context) error {
 	var tasks []func(context.Context) error
-	for batch := range slices.Chunk(names, maxPageSize) {
+	for _, batch := range paramBatches(reqs) {
 		tasks = append(tasks, func(ctx context.Context) error {
-			got, missing, err := getParameterBatch(ctx, client, batch, decrypt)
+			got, invalid, err := getParameterBatch(ctx, client, batch, decrypt)
 			if err != nil {
 				return err
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			for _, req := range batch {
-				if p, ok := got[req]; ok {
-					// The name asked for, not the answer's spelling of it.
-					p.Name = aws.String(req)
-					found = append(found, p)
-				}
+			for req, p := range got {
+				// The name asked for, not the answer's spelling of it.
+				p.Name = aws.String(req)
+				found[req] = p
 			}
-			invalid = append(invalid, missing...)
+			for _, req := range invalid {
+				missing[req] = true
+			}
 			return nil
 		})
 	}
-	if err := runAll(ctx, tasks); err != nil {
-		return nil, nil, err
-	}
-	return found, invalid, nil
+	return tasks
 }
 
 // versionNumber reads a version that a layer holds as text.

@@ -14,7 +14,7 @@ import (
 
 // refreshOnce polls src as the Watcher does: versions first, and values
 // only for what moved.
-func refreshOnce(t *testing.T, src *PathSource, last Layer, discover bool) (next Layer, changed bool, err error) {
+func refreshOnce(t *testing.T, src *pathSource, last Layer, discover bool) (next Layer, changed bool, err error) {
 	now, err := src.Versions(t.Context(), last, discover)
 	if err != nil || maps.Equal(now, last.Versions) {
 		return last, false, err
@@ -40,7 +40,7 @@ func TestPathSourceRefresh(t *testing.T) {
 		want[name] = "v1-" + name
 	}
 	proxy, cfg := proxied(t)
-	src, err := NewPathSource(path, clientsFor(cfg).SSM(cfg.Region).(SSMClient), 4)
+	src, err := newPathSource(path, clientsFor(cfg).SSM(cfg.Region), 4)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +129,7 @@ func TestPathSourceRefresh(t *testing.T) {
 
 // moved asks src for its versions, as a poll does, and reports whether
 // any differs from last's.
-func moved(t *testing.T, src Refresher, last Layer, discover bool) (bool, error) {
+func moved(t *testing.T, src Source, last Layer, discover bool) (bool, error) {
 	t.Helper()
 	now, err := src.Versions(t.Context(), last, discover)
 	if err != nil {
@@ -140,7 +140,7 @@ func moved(t *testing.T, src Refresher, last Layer, discover bool) (bool, error)
 
 // watchedPath puts n String parameters P00.. under a new path, fifteen by
 // default so that a listing takes two pages, and loads it through a proxy.
-func watchedPath(t *testing.T, n int) (*faultproxy.Proxy, *PathSource, Layer, map[string]string) {
+func watchedPath(t *testing.T, n int) (*faultproxy.Proxy, *pathSource, Layer, map[string]string) {
 	t.Helper()
 	path := "/" + uniq(t)
 	want := make(map[string]string)
@@ -150,7 +150,7 @@ func watchedPath(t *testing.T, n int) (*faultproxy.Proxy, *PathSource, Layer, ma
 		want[name] = "v1-" + name
 	}
 	proxy, cfg := proxied(t)
-	src, err := NewPathSource(path, clientsFor(cfg).SSM(cfg.Region).(SSMClient), 0)
+	src, err := newPathSource(path, clientsFor(cfg).SSM(cfg.Region), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,32 +10,9 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/paramexec/paramexec/internal/filewatch"
 )
-
-// A Checker is a Source that can tell cheaply, without reading values,
-// whether it changed since a layer was loaded. Polling only calls Load, the
-// expensive and decrypting read, for sources whose Changed said yes.
-type Checker interface {
-	Source
-	// Changed reports whether an item of last has a new version or has
-	// gone. With discover it also lists the source to find added items.
-	Changed(ctx context.Context, last Layer, discover bool) (bool, error)
-}
-
-// A Refresher is a source that can tell which of its items moved and read
-// again just those, rather than the whole source, so that a change costs
-// calls in proportion to what changed.
-type Refresher interface {
-	Source
-	// Versions returns the current version of each item without reading
-	// values; with discover it also lists the source to find added items.
-	// An item is left out only on the evidence of a deletion its source
-	// documents; an answer that is no such evidence is an error.
-	Versions(ctx context.Context, last Layer, discover bool) (map[string]string, error)
-	// Refresh returns last with the items whose version differs in now
-	// read again and the items missing from now dropped.
-	Refresh(ctx context.Context, last Layer, now map[string]string) (Layer, error)
-}
 
 // An Update is a new environment and what differs from the previous one.
 type Update struct {
@@ -52,7 +29,7 @@ func (u Update) Reason() string {
 
 // Watcher polls sources for new versions and reports each new environment.
 type Watcher struct {
-	Sources    []Source // as given to LoadAll
+	Sources    []Source // as given to LoadWithRetry
 	Inherited  []string // the environment the sources are merged over
 	NoOverride bool
 	// Interval is the mean time between polls; every wait is jittered so
@@ -76,7 +53,7 @@ type Watcher struct {
 	Log                      *slog.Logger
 }
 
-// Run polls until ctx is done, starting from the layers LoadAll returned
+// Run polls until ctx is done, starting from the layers LoadWithRetry returned
 // for w.Sources. Each time the merged environment differs from the last
 // one handed on, it calls onUpdate, which may block: at once, or with
 // Settle or Splay once the settler says so. A failed or partial poll never
@@ -147,7 +124,7 @@ func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context
 				msg += " until the next poll, or the next save of an --env-file"
 			}
 			log.Warn(msg, attrs...)
-			resetTimer(timer, wait)
+			timer.Reset(wait)
 			continue
 		}
 		if failures > 0 {
@@ -160,7 +137,7 @@ func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context
 			// one ended, so a long poll does not stretch the wait for a
 			// change; but never closer than half an interval.
 			period := hold.pollEvery(w.wait())
-			resetTimer(timer, max(period-time.Since(began), period/2))
+			timer.Reset(max(period-time.Since(began), period/2))
 		}
 		layers = next
 		_, effective := Merge(w.Inherited, layers, w.NoOverride)
@@ -177,7 +154,7 @@ func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context
 		if hold.seen(began, changed) {
 			handed = w.handOn(ctx, layers, handed, log, onUpdate)
 		} else if hold.state == settling {
-			resetTimer(timer, hold.pollEvery(w.wait()))
+			timer.Reset(hold.pollEvery(w.wait()))
 		}
 		rearm(hold, holdTimer)
 	}
@@ -201,7 +178,7 @@ func (w *Watcher) watchFiles(ctx context.Context, log *slog.Logger) (events <-ch
 	if len(paths) == 0 {
 		return nil, nil, func() {}
 	}
-	fw, err := NewFileWatcher(paths, w.Debounce, log)
+	fw, err := filewatch.New(paths, w.Debounce, log)
 	if err != nil {
 		log.Warn("cannot watch --env-file files; edits are seen at the next poll", "error", err, "interval", w.Interval)
 		return nil, nil, func() {}
@@ -239,82 +216,51 @@ func (w *Watcher) handOn(ctx context.Context, layers []Layer, handed []Var, log 
 	return effective
 }
 
-// poll checks the sources at the given indexes and reloads those that
+// poll checks the sources at the given indexes and refreshes those that
 // changed. It is all or nothing: if any source fails, the old layers stay,
 // so a half-read configuration never reaches the child.
 //
-// pending holds the sources seen to change whose reload has not yet taken
-// effect, with the versions that were seen (nil for a source that is not a
-// Refresher and is reloaded whole). They are read again without being
-// checked again, so that a retry under throttling or faults spends its
-// calls on the reload alone.
+// pending holds the sources seen to change whose refresh has not yet taken
+// effect, with the versions that were seen. They are read again without
+// being checked again, so that a retry under throttling or faults spends
+// its calls on the refresh alone.
 func (w *Watcher) poll(ctx context.Context, layers []Layer, which []int, discover bool, pending map[int]map[string]string) ([]Layer, error) {
-	var reload []int
 	var errs []error
 	refreshed := make(map[int]Layer)
 	for _, i := range which {
 		src := w.Sources[i]
 		now, seen := pending[i]
-		if r, ok := src.(Refresher); ok {
-			if !seen {
-				var err error
-				if now, err = r.Versions(ctx, layers[i], discover); err != nil {
-					errs = append(errs, fmt.Errorf("%s: %w", src, err))
-					continue
-				}
-				if maps.Equal(now, layers[i].Versions) {
-					continue
-				}
-				pending[i] = now
-			}
-			layer, err := r.Refresh(ctx, layers[i], now)
-			if err == nil {
-				err = checkValues(layer.Vars)
-			}
-			if err != nil {
-				if errors.Is(err, errStale) {
-					delete(pending, i) // what the check saw is gone: check again
-				}
+		if !seen {
+			var err error
+			if now, err = src.Versions(ctx, layers[i], discover); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", src, err))
 				continue
 			}
-			refreshed[i] = layer
-			continue
+			if maps.Equal(now, layers[i].Versions) {
+				continue
+			}
+			pending[i] = now
 		}
-		checker, ok := src.(Checker)
-		if !ok || seen {
-			reload = append(reload, i)
-			continue
+		layer, err := src.Refresh(ctx, layers[i], now)
+		if err == nil {
+			err = checkValues(layer.Vars)
 		}
-		changed, err := checker.Changed(ctx, layers[i], discover)
 		if err != nil {
+			if errors.Is(err, errStale) {
+				delete(pending, i) // what the check saw is gone: check again
+			}
 			errs = append(errs, fmt.Errorf("%s: %w", src, err))
 			continue
 		}
-		if changed {
-			pending[i] = nil
-			reload = append(reload, i)
-		}
+		refreshed[i] = layer
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	if len(reload) == 0 && len(refreshed) == 0 {
+	if len(refreshed) == 0 {
 		return layers, nil
 	}
-	batch := make([]Source, len(reload))
-	for j, i := range reload {
-		batch[j] = w.Sources[i]
-	}
-	got, loadErrs := loadEach(ctx, batch)
-	if err := errors.Join(loadErrs...); err != nil {
-		return nil, err
-	}
 	next := slices.Clone(layers)
-	for j, i := range reload {
-		next[i] = got[j]
-		delete(pending, i)
-	}
 	for i, layer := range refreshed {
 		next[i] = layer
 		delete(pending, i)
@@ -365,11 +311,6 @@ func (w *Watcher) wait() time.Duration {
 		return w.Interval
 	}
 	return w.Interval - spread/2 + rand.N(spread)
-}
-
-func resetTimer(t *time.Timer, d time.Duration) {
-	t.Stop()
-	t.Reset(d)
 }
 
 func allIndexes(n int) []int {

@@ -31,6 +31,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/paramexec/paramexec/internal/testchild/childrec"
 )
 
 // Hidden first arguments select the helper roles the child starts of itself.
@@ -256,19 +258,8 @@ func environ() map[string]string {
 	return env
 }
 
-// record is one JSON line. Code is a pointer because 0 is a real exit code.
-type record struct {
-	Event    string            `json:"event"`
-	Pid      int               `json:"pid"`
-	Ppid     int               `json:"ppid,omitempty"`
-	Pgid     int               `json:"pgid,omitempty"`
-	Signal   string            `json:"signal,omitempty"`
-	Code     *int              `json:"code,omitempty"`
-	Kind     string            `json:"kind,omitempty"`
-	Children []int             `json:"children,omitempty"`
-	Args     []string          `json:"args,omitempty"`
-	Env      map[string]string `json:"env,omitempty"`
-}
+// record is one JSON line, in the format the tests read.
+type record = childrec.Record
 
 type recorder struct {
 	f   *os.File

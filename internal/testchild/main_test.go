@@ -1,9 +1,7 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -17,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/paramexec/paramexec/internal/testchild/childrec"
 )
 
 // bin is the testchild binary, built once by TestMain.
@@ -41,17 +41,7 @@ func TestMain(m *testing.M) {
 }
 
 // rec is one parsed record line.
-type rec struct {
-	Event    string            `json:"event"`
-	Pid      int               `json:"pid"`
-	Ppid     int               `json:"ppid"`
-	Pgid     int               `json:"pgid"`
-	Signal   string            `json:"signal"`
-	Code     *int              `json:"code"`
-	Kind     string            `json:"kind"`
-	Children []int             `json:"children"`
-	Env      map[string]string `json:"env"`
-}
+type rec = childrec.Record
 
 func readRecords(t *testing.T, path string) []rec {
 	t.Helper()
@@ -62,15 +52,9 @@ func readRecords(t *testing.T, path string) []rec {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var recs []rec
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(nil, 16<<20)
-	for sc.Scan() {
-		var r rec
-		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
-			t.Fatalf("record line is not JSON (%v): %.200q", err, sc.Text())
-		}
-		recs = append(recs, r)
+	recs, err := childrec.Parse(data)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if len(data) > 0 && data[len(data)-1] != '\n' {
 		t.Fatalf("record file does not end in a newline")

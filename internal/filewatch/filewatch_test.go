@@ -1,4 +1,4 @@
-package fetch
+package filewatch
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"syscall"
 	"testing"
 	"time"
 
@@ -18,33 +19,33 @@ import (
 // events that should arrive, and quiet periods (several debounces long) after
 // which no further event may arrive. Nothing asserts speed.
 const (
-	fwTestDebounce = 300 * time.Millisecond
-	fwTestDeadline = 10 * time.Second
-	fwTestQuiet    = 5 * fwTestDebounce
+	testDebounce = 300 * time.Millisecond
+	testDeadline = 10 * time.Second
+	testQuiet    = 5 * testDebounce
 )
 
-type fwHarness struct {
-	w    *FileWatcher
+type harness struct {
+	w    *Watcher
 	out  chan []string
 	errc chan error
 }
 
-// fwStart runs a watcher on paths until the test ends. out is unbuffered, as a
+// start runs a watcher on paths until the test ends. out is unbuffered, as a
 // consumer would see it.
-func fwStart(t *testing.T, paths ...string) *fwHarness {
+func start(t *testing.T, paths ...string) *harness {
 	t.Helper()
-	w, err := NewFileWatcher(paths, fwTestDebounce, nil)
+	w, err := New(paths, testDebounce, nil)
 	if err != nil {
-		t.Fatalf("NewFileWatcher: %v", err)
+		t.Fatalf("New: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	h := &fwHarness{w: w, out: make(chan []string), errc: make(chan error, 1)}
+	h := &harness{w: w, out: make(chan []string), errc: make(chan error, 1)}
 	go func() { h.errc <- w.Run(ctx, h.out) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
 		case <-h.errc:
-		case <-time.After(fwTestDeadline):
+		case <-time.After(testDeadline):
 			t.Errorf("Run did not return after cancel")
 		}
 		w.Close()
@@ -53,7 +54,7 @@ func fwStart(t *testing.T, paths ...string) *fwHarness {
 }
 
 // expect waits for one notification and checks its paths.
-func (h *fwHarness) expect(t *testing.T, want ...string) {
+func (h *harness) expect(t *testing.T, want ...string) {
 	t.Helper()
 	select {
 	case got := <-h.out:
@@ -64,33 +65,33 @@ func (h *fwHarness) expect(t *testing.T, want ...string) {
 		}
 	case err := <-h.errc:
 		t.Fatalf("Run returned %v while waiting for %q", err, want)
-	case <-time.After(fwTestDeadline):
-		t.Fatalf("no notification for %q within %v", want, fwTestDeadline)
+	case <-time.After(testDeadline):
+		t.Fatalf("no notification for %q within %v", want, testDeadline)
 	}
 }
 
 // expectNone checks that nothing is notified during a quiet period.
-func (h *fwHarness) expectNone(t *testing.T) {
+func (h *harness) expectNone(t *testing.T) {
 	t.Helper()
 	select {
 	case got := <-h.out:
 		t.Fatalf("unexpected notification %q", got)
 	case err := <-h.errc:
 		t.Fatalf("Run returned %v", err)
-	case <-time.After(fwTestQuiet):
+	case <-time.After(testQuiet):
 	}
 }
 
-func fwWrite(t *testing.T, path, content string) {
+func write(t *testing.T, path, content string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
 	}
 }
 
-// fwWriteInPlace rewrites path without replacing its inode, the way `echo >`
+// writeInPlace rewrites path without replacing its inode, the way `echo >`
 // or a plain editor save does.
-func fwWriteInPlace(t *testing.T, path, content string) {
+func writeInPlace(t *testing.T, path, content string) {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
 	if err != nil {
@@ -104,14 +105,14 @@ func fwWriteInPlace(t *testing.T, path, content string) {
 	}
 }
 
-func fwSymlink(t *testing.T, target, link string) {
+func symlink(t *testing.T, target, link string) {
 	t.Helper()
 	if err := os.Symlink(target, link); err != nil {
 		t.Fatal(err)
 	}
 }
 
-func fwRename(t *testing.T, from, to string) {
+func rename(t *testing.T, from, to string) {
 	t.Helper()
 	if err := os.Rename(from, to); err != nil {
 		t.Fatal(err)
@@ -122,15 +123,15 @@ func TestFileWatchPlainWrite(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "app.env")
-	fwWrite(t, p, "A=1\n")
-	h := fwStart(t, p)
+	write(t, p, "A=1\n")
+	h := start(t, p)
 
-	fwWriteInPlace(t, p, "A=2\n")
+	writeInPlace(t, p, "A=2\n")
 	h.expect(t, p)
 	h.expectNone(t)
 
 	// The watcher must have taken the new state as its baseline.
-	fwWriteInPlace(t, p, "A=3\n")
+	writeInPlace(t, p, "A=3\n")
 	h.expect(t, p)
 	h.expectNone(t)
 }
@@ -139,13 +140,13 @@ func TestFileWatchAtomicSave(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "app.env")
-	fwWrite(t, p, "A=1\n")
-	h := fwStart(t, p)
+	write(t, p, "A=1\n")
+	h := start(t, p)
 
 	for i := range 2 {
 		tmp := filepath.Join(dir, ".app.env.tmp")
-		fwWrite(t, tmp, fmt.Sprintf("A=new%d\n", i))
-		fwRename(t, tmp, p)
+		write(t, tmp, fmt.Sprintf("A=new%d\n", i))
+		rename(t, tmp, p)
 		h.expect(t, p)
 		h.expectNone(t)
 	}
@@ -166,15 +167,15 @@ func TestFileWatchKubernetesSwap(t *testing.T) {
 			t.Fatal(err)
 		}
 		for name, content := range files {
-			fwWrite(t, filepath.Join(dir, ts, name), content)
+			write(t, filepath.Join(dir, ts, name), content)
 		}
 		old, _ := os.Readlink(filepath.Join(dir, "..data"))
-		fwSymlink(t, ts, filepath.Join(dir, "..data_tmp"))
-		fwRename(t, filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data"))
+		symlink(t, ts, filepath.Join(dir, "..data_tmp"))
+		rename(t, filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data"))
 		for name := range files {
 			link := filepath.Join(dir, name)
 			if _, err := os.Lstat(link); errors.Is(err, os.ErrNotExist) {
-				fwSymlink(t, filepath.Join("..data", name), link)
+				symlink(t, filepath.Join("..data", name), link)
 			}
 		}
 		if old != "" {
@@ -185,7 +186,7 @@ func TestFileWatchKubernetesSwap(t *testing.T) {
 	}
 	swap(map[string]string{"app.env": "A=1\n", "other.env": "B=1\n"})
 	p := filepath.Join(dir, "app.env")
-	h := fwStart(t, p)
+	h := start(t, p)
 
 	swap(map[string]string{"app.env": "A=2\n", "other.env": "B=1\n"})
 	h.expect(t, p)
@@ -206,26 +207,26 @@ func TestFileWatchSymlinkElsewhere(t *testing.T) {
 	t.Parallel()
 	linkDir, dirB, dirC := t.TempDir(), t.TempDir(), t.TempDir()
 	target := filepath.Join(dirB, "target.env")
-	fwWrite(t, target, "A=1\n")
+	write(t, target, "A=1\n")
 	p := filepath.Join(linkDir, "app.env")
-	fwSymlink(t, target, p)
-	h := fwStart(t, p)
+	symlink(t, target, p)
+	h := start(t, p)
 
-	fwWriteInPlace(t, target, "A=2\n")
+	writeInPlace(t, target, "A=2\n")
 	h.expect(t, p)
 	h.expectNone(t)
 
 	moved := filepath.Join(dirC, "new.env")
-	fwWrite(t, moved, "A=3\n")
-	fwSymlink(t, moved, filepath.Join(linkDir, ".tmp-link"))
-	fwRename(t, filepath.Join(linkDir, ".tmp-link"), p)
+	write(t, moved, "A=3\n")
+	symlink(t, moved, filepath.Join(linkDir, ".tmp-link"))
+	rename(t, filepath.Join(linkDir, ".tmp-link"), p)
 	h.expect(t, p)
 	h.expectNone(t)
 
 	// The new target's directory must now be watched, the old one not matter.
-	fwWriteInPlace(t, moved, "A=4\n")
+	writeInPlace(t, moved, "A=4\n")
 	h.expect(t, p)
-	fwWriteInPlace(t, target, "A=5\n")
+	writeInPlace(t, target, "A=5\n")
 	h.expectNone(t)
 }
 
@@ -233,12 +234,12 @@ func TestFileWatchBurst(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "app.env")
-	fwWrite(t, p, "A=0\n")
-	h := fwStart(t, p)
+	write(t, p, "A=0\n")
+	h := start(t, p)
 
 	// Gaps between writes are far below the debounce, so this is one burst.
 	for i := 1; i <= 20; i++ {
-		fwWriteInPlace(t, p, fmt.Sprintf("A=%d\n", i))
+		writeInPlace(t, p, fmt.Sprintf("A=%d\n", i))
 		time.Sleep(time.Millisecond)
 	}
 	h.expect(t, p)
@@ -249,21 +250,21 @@ func TestFileWatchIgnoresNoise(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "app.env")
-	fwWrite(t, p, "A=1\n")
-	h := fwStart(t, p)
+	write(t, p, "A=1\n")
+	h := start(t, p)
 
 	for i := range 5 {
-		fwWrite(t, filepath.Join(dir, "unrelated.txt"), fmt.Sprint(i))
+		write(t, filepath.Join(dir, "unrelated.txt"), fmt.Sprint(i))
 	}
 	// Same content, new mtime; and an identical atomic save.
 	later := time.Now().Add(time.Hour)
 	if err := os.Chtimes(p, later, later); err != nil {
 		t.Fatal(err)
 	}
-	fwWriteInPlace(t, p, "A=1\n")
+	writeInPlace(t, p, "A=1\n")
 	tmp := filepath.Join(dir, "app.env.new")
-	fwWrite(t, tmp, "A=1\n")
-	fwRename(t, tmp, p)
+	write(t, tmp, "A=1\n")
+	rename(t, tmp, p)
 	h.expectNone(t)
 }
 
@@ -271,14 +272,14 @@ func TestFileWatchDeleteRecreate(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "app.env")
-	fwWrite(t, p, "A=1\n")
-	h := fwStart(t, p)
+	write(t, p, "A=1\n")
+	h := start(t, p)
 
 	if err := os.Remove(p); err != nil {
 		t.Fatal(err)
 	}
 	h.expectNone(t) // a missing file is nothing to read yet
-	fwWrite(t, p, "A=1\n")
+	write(t, p, "A=1\n")
 	h.expect(t, p) // back, even with the same content
 	h.expectNone(t)
 }
@@ -287,8 +288,8 @@ func TestFileWatchMissingAtStart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "later.env")
-	h := fwStart(t, p)
-	fwWrite(t, p, "A=1\n")
+	h := start(t, p)
+	write(t, p, "A=1\n")
 	h.expect(t, p)
 }
 
@@ -301,29 +302,29 @@ func TestFileWatchSeveralFiles(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(dir, "x"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	fwWrite(t, a, "A=1\n")
-	fwWrite(t, b, "B=1\n")
-	h := fwStart(t, a, b, a)
+	write(t, a, "A=1\n")
+	write(t, b, "B=1\n")
+	h := start(t, a, b, a)
 
-	fwWriteInPlace(t, b, "B=2\n")
+	writeInPlace(t, b, "B=2\n")
 	h.expect(t, b)
-	fwWriteInPlace(t, a, "A=2\n")
-	fwWriteInPlace(t, b, "B=3\n")
+	writeInPlace(t, a, "A=2\n")
+	writeInPlace(t, b, "B=3\n")
 	h.expect(t, a, b)
 	h.expectNone(t)
 }
 
 func TestFileWatchNewErrors(t *testing.T) {
 	t.Parallel()
-	if _, err := NewFileWatcher(nil, time.Second, nil); err == nil {
+	if _, err := New(nil, time.Second, nil); err == nil {
 		t.Error("no paths: want an error")
 	}
 	p := filepath.Join(t.TempDir(), "app.env")
-	if _, err := NewFileWatcher([]string{p}, -time.Second, nil); err == nil {
+	if _, err := New([]string{p}, -time.Second, nil); err == nil {
 		t.Error("negative debounce: want an error")
 	}
 	missing := filepath.Join(t.TempDir(), "nodir", "app.env")
-	if _, err := NewFileWatcher([]string{missing}, time.Second, nil); !errors.Is(err, os.ErrNotExist) {
+	if _, err := New([]string{missing}, time.Second, nil); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing directory: error %v, want os.ErrNotExist", err)
 	}
 }
@@ -332,9 +333,9 @@ func TestFileWatchStop(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	p := filepath.Join(dir, "app.env")
-	fwWrite(t, p, "A=1\n")
+	write(t, p, "A=1\n")
 
-	run := func(ctx context.Context, w *FileWatcher, out chan []string) chan error {
+	run := func(ctx context.Context, w *Watcher, out chan []string) chan error {
 		errc := make(chan error, 1)
 		go func() { errc <- w.Run(ctx, out) }()
 		return errc
@@ -344,14 +345,14 @@ func TestFileWatchStop(t *testing.T) {
 		select {
 		case err := <-errc:
 			return err
-		case <-time.After(fwTestDeadline):
+		case <-time.After(testDeadline):
 			t.Fatal("Run did not return")
 			return nil
 		}
 	}
 
 	t.Run("cancel", func(t *testing.T) {
-		w, err := NewFileWatcher([]string{p}, fwTestDebounce, nil)
+		w, err := New([]string{p}, testDebounce, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -364,7 +365,7 @@ func TestFileWatchStop(t *testing.T) {
 		}
 	})
 	t.Run("close", func(t *testing.T) {
-		w, err := NewFileWatcher([]string{p}, fwTestDebounce, nil)
+		w, err := New([]string{p}, testDebounce, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -380,7 +381,7 @@ func TestFileWatchStop(t *testing.T) {
 		}
 	})
 	t.Run("close while sending", func(t *testing.T) {
-		w, err := NewFileWatcher([]string{p}, 10*time.Millisecond, nil)
+		w, err := New([]string{p}, 10*time.Millisecond, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -388,11 +389,30 @@ func TestFileWatchStop(t *testing.T) {
 		// blocked send must not keep Run alive. Checking the watcher's own
 		// state would race with Run, so just leave it time to get stuck.
 		errc := run(context.Background(), w, make(chan []string))
-		fwWriteInPlace(t, p, "A=2\n")
-		time.Sleep(fwTestDebounce)
+		writeInPlace(t, p, "A=2\n")
+		time.Sleep(testDebounce)
 		w.Close()
 		if err := wait(errc); !errors.Is(err, fsnotify.ErrClosed) {
 			t.Errorf("Run = %v, want fsnotify.ErrClosed", err)
 		}
 	})
+}
+
+// The file watcher fingerprints a FIFO put in place of a watched file
+// without opening it for reading in blocking mode.
+func TestFileWatcherFingerprintOfFIFODoesNotBlock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.env")
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := make(chan fingerprint, 1)
+	go func() { c <- fingerprintOf(path) }()
+	select {
+	case fp := <-c:
+		if fp.state != unreadable {
+			t.Errorf("state %v, want unreadable", fp.state)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("fingerprint still blocked after %s", 20*time.Second)
+	}
 }

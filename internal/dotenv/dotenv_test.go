@@ -1,4 +1,4 @@
-package fetch
+package dotenv
 
 import (
 	"bytes"
@@ -7,10 +7,12 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/paramexec/paramexec/internal/environ"
 )
 
 func TestParseDotenv(t *testing.T) {
-	type kv = DotenvEntry
+	type kv = Entry
 	tests := []struct {
 		name string
 		in   string
@@ -51,12 +53,12 @@ func TestParseDotenv(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := ParseDotenv("test.env", []byte(tt.in))
+			got, err := Parse("test.env", []byte(tt.in))
 			if err != nil {
-				t.Fatalf("ParseDotenv(%q): %v", tt.in, err)
+				t.Fatalf("Parse(%q): %v", tt.in, err)
 			}
 			if !reflect.DeepEqual(got, tt.want) {
-				t.Errorf("ParseDotenv(%q)\n got %#v\nwant %#v", tt.in, got, tt.want)
+				t.Errorf("Parse(%q)\n got %#v\nwant %#v", tt.in, got, tt.want)
 			}
 		})
 	}
@@ -96,16 +98,16 @@ func TestParseDotenvErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := ParseDotenv("dir/test.env", []byte(tt.in))
+			_, err := Parse("dir/test.env", []byte(tt.in))
 			if tt.msg == "" {
 				if err != nil {
-					t.Fatalf("ParseDotenv(%q): %v", tt.in, err)
+					t.Fatalf("Parse(%q): %v", tt.in, err)
 				}
 				return
 			}
-			var de *DotenvError
+			var de *Error
 			if !errors.As(err, &de) {
-				t.Fatalf("ParseDotenv(%q) error = %v (%T), want *DotenvError", tt.in, err, err)
+				t.Fatalf("Parse(%q) error = %v (%T), want *Error", tt.in, err, err)
 			}
 			if de.File != "dir/test.env" || de.Line != tt.line {
 				t.Errorf("error at %s:%d, want dir/test.env:%d", de.File, de.Line, tt.line)
@@ -123,11 +125,10 @@ func TestParseDotenvErrors(t *testing.T) {
 	}
 }
 
-// dotenvQuote writes one assignment that ParseDotenv must read back exactly:
-// the value double-quoted with every special character escaped.
+// dotenvQuote writes one assignment with the real quoter, the one --print
+// uses, which Parse must read back exactly.
 func dotenvQuote(key, value string) string {
-	r := strings.NewReplacer(`\`, `\\`, `"`, `\"`, `$`, `\$`, "\n", `\n`, "\r", `\r`, "\t", `\t`)
-	return key + `="` + r.Replace(value) + `"`
+	return key + "=" + Quote(value)
 }
 
 // dotenvRoundTrip writes values as a dotenv file, with some decoration the
@@ -136,7 +137,7 @@ func dotenvRoundTrip(t *testing.T, values []string) {
 	t.Helper()
 	var b strings.Builder
 	b.WriteString("\uFEFF# written by dotenvQuote\n")
-	var want []DotenvEntry
+	var want []Entry
 	line := 2
 	for i, v := range values {
 		key := fmt.Sprintf("K_%d", i)
@@ -145,10 +146,10 @@ func dotenvRoundTrip(t *testing.T, values []string) {
 		}
 		b.WriteString(dotenvQuote(key, v))
 		b.WriteString(" # trailing comment\r\n\n")
-		want = append(want, DotenvEntry{Key: key, Value: v, Line: line})
+		want = append(want, Entry{Key: key, Value: v, Line: line})
 		line += 2
 	}
-	got, err := ParseDotenv("rt.env", []byte(b.String()))
+	got, err := Parse("rt.env", []byte(b.String()))
 	if err != nil {
 		t.Fatalf("parse of written file: %v\nfile: %q", err, b.String())
 	}
@@ -170,7 +171,7 @@ func TestDotenvRoundTrip(t *testing.T) {
 	dotenvRoundTrip(t, dotenvTricky)
 }
 
-// FuzzParseDotenv checks that any input either parses or yields a *DotenvError
+// FuzzParseDotenv checks that any input either parses or yields a *Error
 // pointing into the file, and that quoted values written by dotenvQuote round
 // trip. values holds the round-trip values separated by NUL, which no value may
 // contain.
@@ -183,11 +184,11 @@ func FuzzParseDotenv(f *testing.F) {
 	f.Add([]byte("export A=1 # c\r\nB='x\ny'\n#c\nC=\"\\\"\"\n"), "a\x00b")
 	f.Fuzz(func(t *testing.T, data []byte, values string) {
 		lines := bytes.Count(data, []byte("\n")) + 1
-		entries, err := ParseDotenv("fuzz.env", data)
+		entries, err := Parse("fuzz.env", data)
 		if err != nil {
-			var de *DotenvError
+			var de *Error
 			if !errors.As(err, &de) {
-				t.Fatalf("error %v is %T, want *DotenvError", err, err)
+				t.Fatalf("error %v is %T, want *Error", err, err)
 			}
 			if de.Line < 1 || de.Line > lines {
 				t.Fatalf("error line %d outside 1..%d: %v", de.Line, lines, err)
@@ -195,7 +196,7 @@ func FuzzParseDotenv(f *testing.F) {
 		}
 		prev := 0
 		for _, e := range entries {
-			if !dotenvValidName(e.Key) || strings.IndexByte(e.Value, 0) >= 0 {
+			if !environ.ValidName(e.Key) || strings.IndexByte(e.Value, 0) >= 0 {
 				t.Fatalf("bad entry %#v", e)
 			}
 			if e.Line <= prev || e.Line > lines {

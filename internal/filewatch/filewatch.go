@@ -1,4 +1,6 @@
-package fetch
+// Package filewatch reports when files change, through editors' atomic
+// saves, symlink swaps and plain writes, by watching their directories.
+package filewatch
 
 import (
 	"context"
@@ -17,7 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// FileWatcher reports when any of a set of files changes, seeing editors'
+// Watcher reports when any of a set of files changes, seeing editors'
 // atomic saves (write temp + rename over), Kubernetes-style symlink swaps
 // (..data symlink retargeted), plain writes, and delete+recreate.
 //
@@ -29,8 +31,8 @@ import (
 // files in the same directory and touch(1) are ignored.
 //
 // Create the watcher before reading the files the first time: a change between
-// the read and NewFileWatcher would otherwise go unnoticed.
-type FileWatcher struct {
+// the read and New would otherwise go unnoticed.
+type Watcher struct {
 	paths    []string // as given, deduplicated
 	abs      []string // absolute form of paths, same order
 	debounce time.Duration
@@ -41,18 +43,18 @@ type FileWatcher struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	last []fwPrint // last fingerprint of abs[i]; owned by NewFileWatcher, then Run
+	last []fingerprint // last fingerprint of abs[i]; owned by New, then Run
 }
 
-// fwHashLimit bounds the files whose content is hashed; dotenv files are far
+// hashLimit bounds the files whose content is hashed; dotenv files are far
 // below it, and a larger file is compared by metadata instead.
-const fwHashLimit = 1 << 20
+const hashLimit = 1 << 20
 
-// NewFileWatcher starts watching the directories of paths (and, for symlinks,
+// New starts watching the directories of paths (and, for symlinks,
 // of every link in the chain) and records the files' current state. A missing
 // file is allowed as long as its directory exists; its appearance is a change.
 // A nil log discards diagnostics. debounce must not be negative.
-func NewFileWatcher(paths []string, debounce time.Duration, log *slog.Logger) (*FileWatcher, error) {
+func New(paths []string, debounce time.Duration, log *slog.Logger) (*Watcher, error) {
 	if len(paths) == 0 {
 		return nil, errors.New("watch files: no paths")
 	}
@@ -62,7 +64,7 @@ func NewFileWatcher(paths []string, debounce time.Duration, log *slog.Logger) (*
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	w := &FileWatcher{
+	w := &Watcher{
 		debounce: debounce,
 		log:      log,
 		closed:   make(chan struct{}),
@@ -88,28 +90,28 @@ func NewFileWatcher(paths []string, debounce time.Duration, log *slog.Logger) (*
 	w.fsw = fsw
 	// The file's own directory must be watchable from the start; without it no
 	// change could ever be seen. Directories further down a symlink chain may
-	// come and go, so they are best effort (see fwSync).
+	// come and go, so they are best effort (see syncDirs).
 	for i, a := range w.abs {
-		dir := fwCanonical(filepath.Dir(a))
+		dir := canonical(filepath.Dir(a))
 		if err := fsw.Add(dir); err != nil {
 			fsw.Close()
 			return nil, fmt.Errorf("watch %s: directory %s: %w", w.paths[i], dir, err)
 		}
 	}
-	w.fwSync()
-	w.last = make([]fwPrint, len(w.abs))
+	w.syncDirs()
+	w.last = make([]fingerprint, len(w.abs))
 	for i, a := range w.abs {
-		w.last[i] = fwFingerprint(a)
+		w.last[i] = fingerprintOf(a)
 	}
 	return w, nil
 }
 
 // Run watches until ctx is done, sending the set of changed paths (as given to
-// NewFileWatcher) on out once per burst: events are debounced so a burst of
+// New) on out once per burst: events are debounced so a burst of
 // writes within `debounce` gives one send. A directory that never goes quiet
 // is still re-checked every 10 debounce periods. Closes nothing it does not
 // own; returns ctx.Err() or a watcher error. Run must not be called twice.
-func (w *FileWatcher) Run(ctx context.Context, out chan<- []string) error {
+func (w *Watcher) Run(ctx context.Context, out chan<- []string) error {
 	maxWait := 10 * w.debounce
 	timer := time.NewTimer(0)
 	timer.Stop()
@@ -146,7 +148,7 @@ func (w *FileWatcher) Run(ctx context.Context, out chan<- []string) error {
 			schedule()
 		case <-timer.C:
 			firstEvent = time.Time{}
-			changed := w.fwCheck()
+			changed := w.check()
 			if len(changed) == 0 {
 				continue
 			}
@@ -163,7 +165,7 @@ func (w *FileWatcher) Run(ctx context.Context, out chan<- []string) error {
 
 // Close stops the watcher; a running Run returns. Safe to call more than once
 // and from any goroutine.
-func (w *FileWatcher) Close() error {
+func (w *Watcher) Close() error {
 	w.closeOnce.Do(func() {
 		close(w.closed)
 		w.closeErr = w.fsw.Close()
@@ -171,24 +173,24 @@ func (w *FileWatcher) Close() error {
 	return w.closeErr
 }
 
-// fwCheck re-syncs the watched directories, then fingerprints every file and
+// check re-syncs the watched directories, then fingerprints every file and
 // returns the paths whose fingerprint changed to one worth reporting. Watches
 // go first so that a change racing with the check is caught by the next event.
-func (w *FileWatcher) fwCheck() []string {
-	w.fwSync()
+func (w *Watcher) check() []string {
+	w.syncDirs()
 	var changed []string
 	for i, a := range w.abs {
-		fp := fwFingerprint(a)
+		fp := fingerprintOf(a)
 		prev := w.last[i]
 		if fp == prev {
 			continue
 		}
 		w.last[i] = fp
 		switch fp.state {
-		case fwMissing:
+		case missing:
 			// Nothing to read yet; the change is reported when it comes back.
 			w.log.Info("watched file disappeared", "path", w.paths[i])
-		case fwUnreadable:
+		case unreadable:
 			w.log.Warn("watched file cannot be read", "path", w.paths[i])
 		default:
 			w.log.Debug("watched file changed", "path", w.paths[i])
@@ -198,15 +200,15 @@ func (w *FileWatcher) fwCheck() []string {
 	return changed
 }
 
-// fwSync watches the directory of every link in each file's symlink chain and
+// syncDirs watches the directory of every link in each file's symlink chain and
 // drops watches no chain needs any more (the previous Kubernetes ..2026_*
 // directory, say). Failures are logged, not fatal: a directory in a chain may
 // not exist yet, and the next event in a parent directory retries.
-func (w *FileWatcher) fwSync() {
+func (w *Watcher) syncDirs() {
 	want := make(map[string]bool)
 	for _, a := range w.abs {
-		want[fwCanonical(filepath.Dir(a))] = true
-		for _, d := range fwChainDirs(a) {
+		want[canonical(filepath.Dir(a))] = true
+		for _, d := range chainDirs(a) {
 			want[d] = true
 		}
 	}
@@ -237,10 +239,10 @@ func (w *FileWatcher) fwSync() {
 	}
 }
 
-// fwChainDirs returns the canonical directory of every link in p's symlink
+// chainDirs returns the canonical directory of every link in p's symlink
 // chain after p itself. For Kubernetes' app.env -> ..data/app.env with
 // ..data -> ..2026_01 that is the ..2026_01 directory.
-func fwChainDirs(p string) []string {
+func chainDirs(p string) []string {
 	var dirs []string
 	cur := p
 	// 40 is the kernel's own limit on links followed in one lookup.
@@ -257,34 +259,34 @@ func fwChainDirs(p string) []string {
 			target = filepath.Join(filepath.Dir(cur), target)
 		}
 		cur = target
-		dirs = append(dirs, fwCanonical(filepath.Dir(cur)))
+		dirs = append(dirs, canonical(filepath.Dir(cur)))
 	}
 	return dirs
 }
 
-// fwCanonical resolves symlinks in dir so each directory is watched under one
+// canonical resolves symlinks in dir so each directory is watched under one
 // name; fsnotify keys watches by path. An unresolvable dir is returned as is.
-func fwCanonical(dir string) string {
+func canonical(dir string) string {
 	if r, err := filepath.EvalSymlinks(dir); err == nil {
 		return r
 	}
 	return filepath.Clean(dir)
 }
 
-type fwState uint8
+type fileState uint8
 
 const (
-	fwPresent fwState = iota
-	fwMissing
-	fwUnreadable
+	present fileState = iota
+	missing
+	unreadable
 )
 
-// fwPrint identifies a file's content cheaply. It is comparable; equal prints
+// fingerprint identifies a file's content cheaply. It is comparable; equal prints
 // mean "no change worth reporting".
-type fwPrint struct {
-	state fwState
+type fingerprint struct {
+	state fileState
 	size  int64
-	hash  [sha256.Size]byte // content, for files up to fwHashLimit
+	hash  [sha256.Size]byte // content, for files up to hashLimit
 	// Metadata identity, for larger files only: with a hash it would turn every
 	// identical atomic save into a change.
 	resolved string
@@ -292,35 +294,35 @@ type fwPrint struct {
 	mtime    int64
 }
 
-func fwFingerprint(path string) fwPrint {
+func fingerprintOf(path string) fingerprint {
 	// Open without blocking and judge what was opened: a FIFO swapped in
 	// between a stat and a plain open would block the watcher for good.
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
-			return fwPrint{state: fwMissing}
+			return fingerprint{state: missing}
 		}
-		return fwPrint{state: fwUnreadable}
+		return fingerprint{state: unreadable}
 	}
 	f := os.NewFile(uintptr(fd), path)
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil || !fi.Mode().IsRegular() {
-		return fwPrint{state: fwUnreadable}
+		return fingerprint{state: unreadable}
 	}
-	if fi.Size() <= fwHashLimit {
+	if fi.Size() <= hashLimit {
 		h := sha256.New()
 		// The size is what was hashed: the file may be growing under us.
-		n, err := io.Copy(h, io.LimitReader(f, fwHashLimit+1))
+		n, err := io.Copy(h, io.LimitReader(f, hashLimit+1))
 		if err != nil {
-			return fwPrint{state: fwUnreadable}
+			return fingerprint{state: unreadable}
 		}
-		fp := fwPrint{state: fwPresent, size: n}
+		fp := fingerprint{state: present, size: n}
 		h.Sum(fp.hash[:0])
 		return fp
 	}
-	fp := fwPrint{state: fwPresent, size: fi.Size()}
-	fp.resolved = fwCanonical(path)
+	fp := fingerprint{state: present, size: fi.Size()}
+	fp.resolved = canonical(path)
 	fp.mtime = fi.ModTime().UnixNano()
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		fp.dev, fp.ino = uint64(st.Dev), st.Ino
