@@ -178,7 +178,7 @@ func TestSettleUsageErrors(t *testing.T) {
 		{[]string{"--interval", "1s", "--settle-max", "4s"}, "", "--settle-max 4s: bounds --settle, which is not given"},
 		{[]string{"--settle", "5s"}, "", "--settle 5s: only applies when watching; give --interval too"},
 		{[]string{"--init", "--splay", "5s"}, "", "--splay 5s: only applies when watching"},
-		{[]string{"--interval", "1s", "--settle", "soon"}, "", "invalid value \"soon\" for flag -settle"},
+		{[]string{"--interval", "1s", "--settle", "soon"}, "", `--settle "soon": want a duration such as 30s, 5m, 1h`},
 		{[]string{"--interval", "1s"}, "PARAMEXEC_SPLAY=-1s", "--splay -1s: must not be negative"},
 		{[]string{"--interval", "1s"}, "PARAMEXEC_SETTLE_MAX=1m", "--settle-max 1m0s: bounds --settle"},
 	} {
