@@ -104,7 +104,8 @@ type Event struct {
 	Kind EventKind
 	Pid  int // the child concerned; for Restarted, the new one
 	// Took, for Restarted: from the change that asked for it to the new
-	// child being ready.
+	// child being ready; for Ready after a rollback, from the decision to
+	// roll back to the restored child being ready.
 	Took time.Duration
 	// Gap, for Restarted: from the old child's exit to the new child's
 	// start, the time nothing ran.
@@ -345,6 +346,7 @@ type run struct {
 	reason     string           // why the restart or stop under way
 	begun      time.Time        // when the restart under way was asked for
 	lastExit   time.Time        // when the previous child exited
+	rolledAt   time.Time        // when the rollback under way was decided
 	exitCode   int              // when ≥ 0, Run's code instead of the child's
 	queued     []syscall.Signal // held for the next child, each once, in order
 	timer      *time.Timer      // the grace period under way
@@ -511,10 +513,16 @@ func (r *run) settle() {
 	readyAfter := c.readyAt.Sub(c.started)
 	switch r.phase {
 	case starting:
-		if r.s.Ready != nil {
+		e := Event{Kind: Ready, Pid: c.pid, ReadyAfter: readyAfter}
+		switch {
+		case !r.rolledAt.IsZero():
+			e.Reason, e.Took = "rolled back", c.readyAt.Sub(r.rolledAt)
+			r.log.Info("rollback finished", "pid", c.pid, "took", e.Took, "ready_after", readyAfter)
+			r.rolledAt = time.Time{}
+		case r.s.Ready != nil:
 			r.log.Info("child ready", "pid", c.pid, "ready_after", readyAfter)
 		}
-		r.emit(Event{Kind: Ready, Pid: c.pid, ReadyAfter: readyAfter})
+		r.emit(e)
 	case verifying:
 		took, gap := c.readyAt.Sub(r.begun), c.started.Sub(r.lastExit)
 		attrs := []any{"pid", c.pid, "reason", r.reason, "took", took, "gap", gap}
@@ -551,6 +559,7 @@ func (r *run) rollBack(code int, failure string) {
 		attrs = append(attrs, "not_ready", strings.TrimPrefix(failure, "not ready: "))
 	}
 	r.log.Error("change rejected; rolling back", attrs...)
+	r.rolledAt = time.Now()
 	r.emit(Event{Kind: RolledBack, Pid: c.pid, Code: code, Changed: names, Reason: failure})
 }
 
