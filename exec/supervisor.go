@@ -542,6 +542,9 @@ func (r *run) settle() {
 	if p := r.pending; p != nil {
 		r.pending = nil
 		r.change(*p)
+		// Used as the restart's begun if it restarted; a change dropped
+		// (rejected, or no change) must not date the next one.
+		r.pendingAt = time.Time{}
 	}
 }
 
