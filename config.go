@@ -14,6 +14,7 @@ import (
 	"github.com/paramexec/paramexec/exec"
 	"github.com/paramexec/paramexec/fetch"
 	"github.com/paramexec/paramexec/internal/environ"
+	"github.com/paramexec/paramexec/internal/ready"
 )
 
 // envPrefix starts the environment variable that stands in for each flag.
@@ -44,6 +45,11 @@ type config struct {
 	print, reveal bool
 	format        string
 
+	// Safe restarts: readiness checks and rollback.
+	ready          []ready.Check
+	readyTimeout   time.Duration
+	rollbackWindow time.Duration
+
 	logFormat, logLevel string
 	version             bool
 
@@ -51,8 +57,13 @@ type config struct {
 }
 
 // supervise reports whether paramexec stays as the child's parent rather
-// than exec-ing in its place.
-func (c *config) supervise() bool { return c.interval > 0 || c.init }
+// than exec-ing in its place. --ready needs a parent: someone must wait
+// for the child to be ready, report it, and stop it if it never is.
+func (c *config) supervise() bool { return c.interval > 0 || c.init || len(c.ready) > 0 }
+
+// rollback reports whether a failed change is rolled back: always with
+// --ready, and with --rollback-window alone.
+func (c *config) rollback() bool { return len(c.ready) > 0 || c.rollbackWindow > 0 }
 
 // sourceKinds lists the repeatable source flags in the order their
 // PARAMEXEC_* variables are applied (lowest precedence first).
@@ -103,6 +114,17 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*config, er
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "")
 	fs.BoolVar(&cfg.version, "version", false, "")
 
+	var readySpecs []string
+	fs.Func("ready", "", func(v string) error {
+		if v == "" {
+			return errors.New("empty value")
+		}
+		readySpecs = append(readySpecs, v)
+		return nil
+	})
+	fs.DurationVar(&cfg.readyTimeout, "ready-timeout", 60*time.Second, "")
+	fs.DurationVar(&cfg.rollbackWindow, "rollback-window", 0, "")
+
 	if err := fs.Parse(args); err != nil {
 		return nil, flagError(fs, err)
 	}
@@ -123,9 +145,12 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*config, er
 			}
 		}
 	}
+	if v, ok := lookup(envName("ready")); ok && v != "" && !onCommandLine["ready"] {
+		readySpecs = splitChecks(v)
+	}
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
-		if onCommandLine[f.Name] || isSourceKind(f.Name) {
+		if onCommandLine[f.Name] || isSourceKind(f.Name) || f.Name == "ready" {
 			return
 		}
 		if v, ok := lookup(envName(f.Name)); ok && v != "" {
@@ -148,6 +173,16 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*config, er
 	if cfg.stopSignal, err = exec.ParseSignal(*stopSignal); err != nil {
 		return nil, fmt.Errorf("--stop-signal: %w", err)
 	}
+	for _, spec := range readySpecs {
+		c, err := ready.Parse(spec)
+		if err != nil {
+			return nil, err
+		}
+		if c.UsesPort() {
+			return nil, fmt.Errorf("--ready %q: {port} stands for the child's port in --proxy mode, which this version does not have", spec)
+		}
+		cfg.ready = append(cfg.ready, c)
+	}
 	return cfg, cfg.check()
 }
 
@@ -164,6 +199,10 @@ func (c *config) check() error {
 		return fmt.Errorf("--grace %s: must not be negative", c.grace)
 	case c.startupTimeout < 0:
 		return fmt.Errorf("--startup-timeout %s: must not be negative", c.startupTimeout)
+	case c.readyTimeout <= 0:
+		return fmt.Errorf("--ready-timeout %s: must be more than 0", c.readyTimeout)
+	case c.rollbackWindow < 0:
+		return fmt.Errorf("--rollback-window %s: must not be negative", c.rollbackWindow)
 	case c.discoverEvery < 1:
 		return fmt.Errorf("--discover-every %d: at least 1", c.discoverEvery)
 	case c.format != "dotenv" && c.format != "json" && c.format != "shell":
@@ -244,6 +283,31 @@ func valueError(f *flag.Flag, err error) error {
 		}
 	}
 	return err
+}
+
+// splitChecks reads PARAMEXEC_READY, a comma-separated list of checks. A
+// comma splits only where a check kind starts after it, so that a comma
+// inside an exec: command or an http:// query stays where it is:
+// "tcp:8080,exec:/bin/check a,b" is two checks.
+func splitChecks(v string) []string {
+	var out []string
+	for _, item := range strings.Split(v, ",") {
+		spec := strings.TrimSpace(item)
+		starts := spec == "notify" || slices.ContainsFunc([]string{"tcp:", "http://", "https://", "https+insecure://", "exec:"},
+			func(p string) bool { return strings.HasPrefix(spec, p) })
+		switch {
+		case starts:
+			out = append(out, spec)
+		case len(out) > 0:
+			out[len(out)-1] += "," + item
+		case spec != "":
+			out = append(out, spec) // not a check: Parse says so
+		}
+	}
+	for i := range out {
+		out[i] = strings.TrimSpace(out[i])
+	}
+	return out
 }
 
 func isSourceKind(name string) bool {

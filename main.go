@@ -77,7 +77,7 @@ func run(args, osEnv []string, stdout, stderr io.Writer) int {
 	// the main PID.
 	notifySocket, _ := environ.Lookup(osEnv, "NOTIFY_SOCKET")
 	if cfg.supervise() {
-		inherited = environ.Filter(inherited, func(name string) bool { return name != "NOTIFY_SOCKET" })
+		inherited = environ.Without(inherited, "NOTIFY_SOCKET")
 	}
 	// --startup-timeout is a deadline on the whole start-up: the AWS
 	// configuration (the Region from instance metadata), credentials and

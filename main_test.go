@@ -22,9 +22,10 @@ import (
 // The process-level tests run the real binary, built once, against a real
 // moto_server, with the project's test child as the command.
 var (
-	moto     *motoserver.Server
-	binPath  string // the paramexec binary under test
-	childBin string // internal/testchild
+	moto      *motoserver.Server
+	binPath   string // the paramexec binary under test
+	childBin  string // internal/testchild
+	serverBin string // internal/testserver, the HTTP child of the readiness tests
 )
 
 func TestMain(m *testing.M) {
@@ -40,6 +41,7 @@ func testMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	binPath = filepath.Join(dir, "paramexec")
 	childBin = filepath.Join(dir, "testchild")
+	serverBin = filepath.Join(dir, "testserver")
 	args := []string{"build", "-o", binPath}
 	if raceEnabled {
 		args = append(args, "-race")
@@ -47,6 +49,7 @@ func testMain(m *testing.M) int {
 	for _, b := range []struct{ args []string }{
 		{append(args, ".")},
 		{[]string{"build", "-o", childBin, "./internal/testchild"}},
+		{[]string{"build", "-o", serverBin, "./internal/testserver"}},
 	} {
 		cmd := osexec.Command("go", b.args...)
 		if out, err := cmd.CombinedOutput(); err != nil {

@@ -6,12 +6,16 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/paramexec/paramexec/exec"
 	"github.com/paramexec/paramexec/fetch"
+	"github.com/paramexec/paramexec/internal/environ"
+	"github.com/paramexec/paramexec/internal/ready"
 	"github.com/paramexec/paramexec/internal/sdnotify"
 	"github.com/paramexec/paramexec/signals"
 )
@@ -47,6 +51,26 @@ func supervise(ctx context.Context, cfg *config, env []string, w *fetch.Watcher,
 		return 128 + int(sig)
 	}
 
+	// --ready notify: the child reports to a socket of paramexec's, which
+	// relays its STATUS= lines to systemd and its READY=1 to the check.
+	var relay *notifyRelay
+	if slices.ContainsFunc(cfg.ready, func(c ready.Check) bool { return c.Kind() == ready.Notify }) {
+		rcv, err := sdnotify.Listen("")
+		if err != nil {
+			log.Error("--ready notify", "error", err)
+			return exitUsage
+		}
+		relay = newNotifyRelay(rcv, notify, log)
+		defer relay.close()
+		socket := "NOTIFY_SOCKET=" + rcv.Path()
+		env = append(environ.Without(env, "NOTIFY_SOCKET"), socket)
+		w.Inherited = append(environ.Without(w.Inherited, "NOTIFY_SOCKET"), socket)
+	}
+	var procs *ready.Procs
+	if slices.ContainsFunc(cfg.ready, func(c ready.Check) bool { return c.Kind() == ready.Exec }) {
+		procs = ready.NewProcs()
+	}
+
 	ctx, cancel := context.WithCancel(ctx)
 	changes := make(chan exec.Change)
 	var watching sync.WaitGroup
@@ -74,8 +98,15 @@ func supervise(ctx context.Context, cfg *config, env []string, w *fetch.Watcher,
 		Grace:      grace(cfg.grace),
 		StopSignal: cfg.stopSignal,
 		Log:        log,
-		Reap:       signals.Reap,
+		Reap:       reaper(procs),
 		OnEvent:    notifyEvents(notify, cfg.argv[0], log),
+
+		ReadyTimeout:   cfg.readyTimeout,
+		RollbackWindow: cfg.rollbackWindow,
+		Rollback:       cfg.rollback(),
+	}
+	if len(cfg.ready) > 0 {
+		sup.Ready = readiness(cfg.ready, relay, procs, w.Inherited)
 	}
 	// Start-up is over: keep the supervisor small for the long run.
 	released, err := releaseStartupPages()
@@ -85,6 +116,109 @@ func supervise(ctx context.Context, cfg *config, env []string, w *fetch.Watcher,
 		log.Error("cannot run command", "command", cfg.argv[0], "error", err)
 	}
 	return code
+}
+
+// reaper is signals.Reap with the exec: checks' processes taken out first:
+// they are the checks' to collect, not the supervisor's.
+func reaper(procs *ready.Procs) func(func(int, syscall.WaitStatus)) {
+	if procs == nil {
+		return signals.Reap
+	}
+	return func(onExit func(int, syscall.WaitStatus)) {
+		signals.Reap(func(pid int, ws syscall.WaitStatus) {
+			if !procs.Exited(pid, ws) {
+				onExit(pid, ws)
+			}
+		})
+	}
+}
+
+// readiness is the Supervisor's Ready: every --ready check passes for the
+// child pid. exec: checks run with the environment paramexec inherited
+// (PARAMEXEC_* and NOTIFY_SOCKET aside), not with the fetched values: a
+// check judges the child from outside and needs no secret to do it.
+func readiness(checks []ready.Check, relay *notifyRelay, procs *ready.Procs, env []string) func(context.Context, int) error {
+	env = environ.Without(env, "NOTIFY_SOCKET")
+	return func(ctx context.Context, pid int) error {
+		opts := ready.Options{Procs: procs, Env: env}
+		if relay != nil {
+			opts.Notified = relay.watch(pid)
+		}
+		return ready.Wait(ctx, checks, opts)
+	}
+}
+
+// notifyRelay reads the child's notify socket. Only the current child's
+// messages count (its pid as the kernel gives it): its READY=1 passes the
+// notify check, its STATUS= lines go on to systemd unchanged (never to the
+// log: paramexec cannot know what they say). paramexec reports READY=1 and
+// RELOADING=1 itself, from the supervisor's events, so the child's are not
+// relayed.
+type notifyRelay struct {
+	rcv  *sdnotify.Receiver
+	sd   *sdnotify.Notifier
+	log  *slog.Logger
+	done sync.WaitGroup
+
+	mu    sync.Mutex
+	pid   int           // the child being watched
+	ready chan struct{} // closed on its READY=1
+	early map[int]bool  // READY=1 from pids not (yet) watched
+}
+
+// earlyLimit bounds early: a READY=1 can beat watch by a moment only, so
+// a handful of pids is plenty, and a chatty process cannot grow it.
+const earlyLimit = 16
+
+func newNotifyRelay(rcv *sdnotify.Receiver, sd *sdnotify.Notifier, log *slog.Logger) *notifyRelay {
+	n := &notifyRelay{rcv: rcv, sd: sd, log: log, early: make(map[int]bool)}
+	n.done.Go(n.relay)
+	return n
+}
+
+// watch makes pid the current child and returns what closes on its
+// READY=1, already closed if it came before watch.
+func (n *notifyRelay) watch(pid int) <-chan struct{} {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.pid, n.ready = pid, make(chan struct{})
+	if n.early[pid] {
+		close(n.ready)
+	}
+	clear(n.early)
+	return n.ready
+}
+
+func (n *notifyRelay) relay() {
+	for m := range n.rcv.Messages() {
+		n.mu.Lock()
+		current := m.Pid != 0 && m.Pid == n.pid
+		if m.Ready && current && n.ready != nil {
+			select {
+			case <-n.ready:
+			default:
+				close(n.ready)
+			}
+		} else if m.Ready && m.Pid != 0 && !current && len(n.early) < earlyLimit {
+			n.early[m.Pid] = true
+		}
+		n.mu.Unlock()
+		if !current {
+			n.log.Debug("notify message ignored: not from the current child", "sender", m.Pid)
+			continue
+		}
+		if m.HasStatus {
+			if err := n.sd.Status(m.Status); err != nil {
+				n.log.Debug("systemd notification failed", "event", "child status", "error", err)
+			}
+		}
+	}
+}
+
+// close stops the relay and removes the socket.
+func (n *notifyRelay) close() {
+	n.rcv.Close()
+	n.done.Wait()
 }
 
 // grace maps --grace to the supervisor's: --grace 0 is read as "no grace",
@@ -101,16 +235,33 @@ func grace(d time.Duration) time.Duration {
 // pids, exit codes and the names that changed: never a value.
 func notifyEvents(n *sdnotify.Notifier, command string, log *slog.Logger) func(exec.Event) {
 	name := filepath.Base(command)
+	var rolledBack string // the last rollback, until a restart succeeds
 	return func(e exec.Event) {
 		var err error
 		switch e.Kind {
 		case exec.Started:
-			err = n.Ready(fmt.Sprintf("%s running (pid %d)", name, e.Pid))
+			err = n.Status(fmt.Sprintf("%s starting (pid %d)", name, e.Pid))
+		case exec.Ready:
+			// READY=1 once the child is ready (at its start without
+			// --ready); after a rollback, the status keeps saying why.
+			status := fmt.Sprintf("%s running (pid %d)", name, e.Pid)
+			if rolledBack != "" {
+				status += ", " + rolledBack
+			}
+			err = n.Ready(status)
 		case exec.RestartBegun:
 			err = n.Reloading(fmt.Sprintf("restarting %s: %s", name, e.Reason))
 		case exec.Restarted:
+			rolledBack = ""
 			err = n.Ready(fmt.Sprintf("%s running (pid %d), restarted in %s at %s: %s",
 				name, e.Pid, e.Took.Round(time.Millisecond), time.Now().Format(time.TimeOnly), e.Reason))
+		case exec.RolledBack:
+			how := "not ready"
+			if e.Code >= 0 {
+				how = fmt.Sprintf("exit %d", e.Code)
+			}
+			rolledBack = fmt.Sprintf("rolled back at %s: %s rejected (%s)", time.Now().Format(time.TimeOnly), strings.Join(e.Changed, ", "), how)
+			err = n.Status(fmt.Sprintf("%s: %s", name, rolledBack))
 		case exec.Stopping:
 			err = n.Stopping(fmt.Sprintf("stopping %s (pid %d): %s", name, e.Pid, e.Reason))
 		case exec.Killed:

@@ -12,10 +12,10 @@ SYNOPSIS
     paramexec [flags] --print [--format dotenv|json|shell] [--reveal]
 
     paramexec reads its sources, adds them to the environment it inherited,
-    and runs COMMAND with it. Without --interval or --init it replaces itself
-    with COMMAND (exec), leaving nothing behind; otherwise it stays COMMAND's
-    parent: it forwards signals, reaps orphans, restarts COMMAND when a value
-    changes, and exits with COMMAND's status.
+    and runs COMMAND with it. Without --interval, --init or --ready it
+    replaces itself with COMMAND (exec), leaving nothing behind; otherwise it
+    stays COMMAND's parent: it forwards signals, reaps orphans, restarts
+    COMMAND when a value changes, and exits with COMMAND's status.
 
 SOURCES (repeatable; a later source wins over an earlier one)
     --path PATH           every SSM parameter under PATH, recursively;
@@ -89,6 +89,43 @@ WATCHING
     --settle, --settle-max and --splay delay whatever --on-change does, and
     need --interval.
 
+SAFE RESTARTS
+    --ready CHECK         repeatable; the child is ready when every check has
+                          passed once. paramexec stays the parent (as with
+                          --init), sends systemd READY=1 only then, and the
+                          log's "restart finished" carries took= (change to
+                          ready) and ready_after= (start to ready):
+                            tcp:PORT, tcp:HOST:PORT   a TCP connect succeeds
+                            http://HOST:PORT/PATH     a GET answers 2xx or 3xx
+                            https://...               the same over TLS;
+                            https+insecure://...      without a certificate check
+                            notify                    the child sends READY=1 to
+                                                      the NOTIFY_SOCKET paramexec
+                                                      gives it
+                            exec:COMMAND ARG...       the command exits 0; split
+                                                      on spaces, no shell; it gets
+                                                      paramexec's own environment,
+                                                      not the fetched values
+                          Checks are tried every 100-250ms, each try bounded
+                          (1s; 5s for exec:).
+    --ready-timeout D     how long a new child has to become ready (default
+                          60s). A first child that is not ready by then is
+                          stopped (stop signal, --grace, SIGKILL) and
+                          paramexec exits 4.
+    --rollback-window D   a child started for a change that exits within D
+                          counts as failed (default 0: only --ready judges)
+
+    Rollback is on with --ready or --rollback-window: when the child started
+    for a change exits before it is ready (or within the window), or is not
+    ready in time, paramexec stops it and starts a child with the last
+    environment that was ready, logs an ERROR naming the variables that
+    changed (never values) and the failure, and sets systemd's STATUS=. That
+    environment is not tried again; only a different set of values is. If the
+    restored child fails too, paramexec exits with its status (or 4) and the
+    orchestrator takes over: the fault is then not the change. Changes that
+    come while a child is not ready yet wait for it. --on-change exit and
+    signal:NAME do not restart, so they are not rolled back.
+
 STARTING
     --startup-timeout D   a deadline on the whole start-up: retry throttling,
                           5xx and network errors until it, then exit 3
@@ -108,7 +145,9 @@ INSPECTING
 ENVIRONMENT
     PARAMEXEC_<FLAG>      every flag, dashes as underscores: PARAMEXEC_PATH,
                           PARAMEXEC_LOG_LEVEL, ... Repeatable flags take a
-                          comma-separated list. A flag on the command line
+                          comma-separated list (PARAMEXEC_READY splits only
+                          before a check kind, so exec: and URLs may hold
+                          commas). A flag on the command line
                           wins over its variable. PARAMEXEC_* variables are
                           not passed on to the command.
     AWS_REGION, AWS_PROFILE, AWS_ENDPOINT_URL, ...
@@ -123,12 +162,16 @@ ENVIRONMENT
                           command has started, RELOADING=1 and READY=1 around
                           a restart, STOPPING=1 on shutdown, and STATUS= lines
                           for systemctl status; the command does not inherit
-                          the socket.
+                          the socket. With --ready, READY=1 waits for the
+                          checks; with --ready notify the command gets a
+                          socket of paramexec's instead (0600, in a private
+                          directory), whose STATUS= lines are passed on.
 
 EXIT STATUS
     the command's own exit status, or 128+N if it died from signal N;
     2    usage or configuration error
     3    a source could not be read at start-up (after retries)
+    4    the first child did not become ready within --ready-timeout
     126  the command cannot be executed: not executable, or its arguments
          and environment too large for execve ("environment too large")
     127  the command was not found

@@ -38,11 +38,11 @@ func TestCommandsRunQuick(t *testing.T) {
 		out := filepath.Join(t.TempDir(), "results.json")
 		var stdout, stderr bytes.Buffer
 		code := run(ctx, []string{"-quick", "-moto", srv.URL, "-bin", bin, "-json", out,
-			"-phases", "size,startup,steady,polls"}, &stdout, &stderr)
+			"-phases", "size,startup,steady,polls,rollback"}, &stdout, &stderr)
 		if code != 0 {
 			t.Fatalf("bench -quick exited %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 		}
-		for _, heading := range []string{"### Binary", "### Start-up", "### Supervisor memory", "### API calls per poll", "### Change latency"} {
+		for _, heading := range []string{"### Binary", "### Start-up", "### Supervisor memory", "### API calls per poll", "### Change latency", "### A bad value published to a fleet"} {
 			if !strings.Contains(stdout.String(), heading) {
 				t.Errorf("no %q table in the output:\n%s", heading, stdout.String())
 			}
@@ -87,6 +87,15 @@ func TestCommandsRunQuick(t *testing.T) {
 			if len(r.Changes) != 1 || r.Changes[0].Latency <= 0 {
 				t.Errorf("polls %d/%d: changes %+v, want one timed change", r.Params, r.Secrets, r.Changes)
 			}
+		}
+		// Counts, not times: with --ready no supervisor exits over a bad
+		// value and each rolls back; without, each crashes with its child.
+		if len(res.Rollback) != 1 {
+			t.Fatalf("rollback: %d results, want 1", len(res.Rollback))
+		}
+		if r := res.Rollback[0]; r.ReadyExited != 0 || r.RolledBack != r.N || r.BackOnGood != r.N ||
+			r.PlainExited != r.N || r.ExitCodes[3] != r.N || len(r.Overhead) != r.N {
+			t.Errorf("rollback: %+v; want none exited and all rolled back with --ready, all exited 3 without, one restart each after", r)
 		}
 	})
 

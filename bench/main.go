@@ -9,6 +9,7 @@
 //	go run ./bench -sizes 10,100,1000 -runs 15
 //	go run ./bench -quick              # tiny sizes, seconds; what the test runs
 //	go run ./bench -phases fleet -fleet 100,300,500
+//	go run ./bench -phases rollback -rollback 25
 //
 // Nothing here asserts a speed: a run reports what it measured, and exits
 // non-zero only when something did not work (a process failed, a child
@@ -34,6 +35,7 @@ import (
 
 	"github.com/paramexec/paramexec/bench/internal/fleet"
 	"github.com/paramexec/paramexec/bench/internal/kit"
+	"github.com/paramexec/paramexec/bench/internal/rollback"
 	"github.com/paramexec/paramexec/bench/internal/soak"
 )
 
@@ -67,9 +69,14 @@ type options struct {
 	fleetWindow   time.Duration
 
 	soak time.Duration
+
+	rollback         []int
+	rollbackInterval time.Duration
+	rollbackBoot     time.Duration
+	rollbackTimeout  time.Duration
 }
 
-var allPhases = []string{"startup", "size", "steady", "polls", "fleet", "soak"}
+var allPhases = []string{"startup", "size", "steady", "polls", "fleet", "soak", "rollback"}
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var o options
@@ -95,6 +102,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.fleetParams, "fleet-params", 10, "parameters under the fleet's path")
 	fs.DurationVar(&o.fleetWindow, "fleet-window", 0, "each fleet measurement window (default 10 intervals: one discovery poll per instance)")
 	fs.DurationVar(&o.soak, "soak", 5*time.Minute, "soak duration when the soak phase is selected")
+	rollbackNs := fs.String("rollback", "25", "rollback fleet sizes: supervisors per side, with and without --ready")
+	fs.DurationVar(&o.rollbackInterval, "rollback-interval", 5*time.Second, "the rollback fleet's --interval")
+	fs.DurationVar(&o.rollbackBoot, "rollback-boot", time.Second, "the rollback fleet's child boot time")
+	fs.DurationVar(&o.rollbackTimeout, "rollback-ready-timeout", 10*time.Second, "the rollback fleet's --ready-timeout")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -124,6 +135,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		def("fleet-params", func() { o.fleetParams = 3 })
 		def("fleet-window", func() { o.fleetWindow = 2 * time.Second })
 		def("soak", func() { o.soak = 5 * time.Second })
+		def("rollback", func() { *rollbackNs = "2" })
+		def("rollback-interval", func() { o.rollbackInterval = time.Second })
+		def("rollback-boot", func() { o.rollbackBoot = 200 * time.Millisecond })
+		def("rollback-ready-timeout", func() { o.rollbackTimeout = 5 * time.Second })
 	}
 	var err error
 	if o.sizes, err = intList(*sizes); err != nil {
@@ -137,6 +152,9 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.fleet, err = intList(*fleetNs); err != nil {
 		return o, fmt.Errorf("-fleet: %w", err)
+	}
+	if o.rollback, err = intList(*rollbackNs); err != nil {
+		return o, fmt.Errorf("-rollback: %w", err)
 	}
 	o.phases = map[string]bool{}
 	for _, p := range strings.Split(*phases, ",") {
@@ -154,8 +172,10 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-runs: at least 1")
 	case o.interval < time.Second:
 		return o, errors.New("-interval: at least 1s, as paramexec requires")
-	case o.fleetInterval < time.Second:
-		return o, errors.New("-fleet-interval: at least 1s, as paramexec requires")
+	case o.fleetInterval < time.Second || o.rollbackInterval < time.Second:
+		return o, errors.New("-fleet-interval, -rollback-interval: at least 1s, as paramexec requires")
+	case o.rollbackTimeout <= 0:
+		return o, errors.New("-rollback-ready-timeout: more than 0")
 	case o.idlePolls < 1 || o.changes < 1:
 		return o, errors.New("-polls and -changes: at least 1")
 	}
@@ -210,12 +230,13 @@ type Results struct {
 	Paramexec string
 	Command   string
 	Started   time.Time
-	Startup   []StartupRow   `json:",omitempty"`
-	Size      *SizeResult    `json:",omitempty"`
-	Steady    []SteadyResult `json:",omitempty"`
-	Polls     []PollRow      `json:",omitempty"`
-	Fleet     []fleet.Result `json:",omitempty"`
-	Soak      *soak.Result   `json:",omitempty"`
+	Startup   []StartupRow      `json:",omitempty"`
+	Size      *SizeResult       `json:",omitempty"`
+	Steady    []SteadyResult    `json:",omitempty"`
+	Polls     []PollRow         `json:",omitempty"`
+	Fleet     []fleet.Result    `json:",omitempty"`
+	Soak      *soak.Result      `json:",omitempty"`
+	Rollback  []rollback.Result `json:",omitempty"`
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -306,6 +327,12 @@ func measure(ctx context.Context, opt options, stdout, stderr io.Writer) (res *R
 			fleet.WriteTable(stdout, r)
 			return err
 		}},
+		{"rollback", func(ctx context.Context) error {
+			r, err := b.rollback(ctx)
+			res.Rollback = r
+			rollback.WriteTable(stdout, r)
+			return err
+		}},
 		{"soak", func(ctx context.Context) error {
 			r, err := b.soakRun(ctx)
 			if r != nil {
@@ -351,6 +378,28 @@ func (b *bench) fleet(ctx context.Context) ([]fleet.Result, error) {
 		out = append(out, r)
 		if err != nil {
 			return out, fmt.Errorf("fleet of %d: %w", n, err)
+		}
+	}
+	return out, nil
+}
+
+func (b *bench) rollback(ctx context.Context) ([]rollback.Result, error) {
+	var out []rollback.Result
+	for _, n := range b.opt.rollback {
+		r, err := rollback.Run(ctx, rollback.Options{
+			N:            n,
+			Interval:     b.opt.rollbackInterval,
+			Boot:         b.opt.rollbackBoot,
+			ReadyTimeout: b.opt.rollbackTimeout,
+			Grace:        2 * time.Second,
+			Bin:          b.bin,
+			Emu:          b.emu,
+			Dir:          filepath.Join(b.work, fmt.Sprintf("rollback-%d", n)),
+			Log:          b.log,
+		})
+		out = append(out, r)
+		if err != nil {
+			return out, fmt.Errorf("rollback fleet of %d: %w", n, err)
 		}
 	}
 	return out, nil

@@ -2,6 +2,7 @@ package exec
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -18,8 +20,14 @@ import (
 // Zero is not it: a zero Supervisor gets the default grace.
 const NoGrace time.Duration = -1
 
+// ExitNotReady is Run's code when a child whose failure ends the run (the
+// first one, or the last good one after a rollback) is not ready within
+// ReadyTimeout. It is one of paramexec's documented exit codes.
+const ExitNotReady = 4
+
 const (
-	defaultGrace = 10 * time.Second
+	defaultGrace        = 10 * time.Second
+	defaultReadyTimeout = 60 * time.Second
 	// safetyTick is how often Run reaps without being told to: the signal
 	// package drops signals that do not fit the channel, SIGCHLD included.
 	safetyTick = time.Second
@@ -41,7 +49,9 @@ const (
 	Started EventKind = iota + 1
 	// RestartBegun: a change asked for a restart; the stop signal was sent.
 	RestartBegun
-	// Restarted: the new child of a restart has started.
+	// Restarted: the new child of a restart has started and passed its
+	// verification: Supervisor.Ready said it is ready, and it has lived
+	// RollbackWindow. Without either, that is when it started.
 	Restarted
 	// Stopping: the child was asked to stop for good (terminating signal,
 	// OnChange Exit, ctx done), or a restart under way became a stop.
@@ -55,6 +65,14 @@ const (
 	// for execve, or the command not found with its PATH); the child keeps
 	// running. Reason says why, with names and sizes only.
 	Rejected
+	// Ready: a child whose failure ends Run (the first one, or the one
+	// started with the last good environment after a rollback) is ready.
+	// Without Supervisor.Ready it follows Started at once.
+	Ready
+	// RolledBack: the child started for a change failed; Changed names
+	// what that change had changed, Reason says how it failed. A child with
+	// the last good environment starts next (Ready when it is ready).
+	RolledBack
 )
 
 func (k EventKind) String() string {
@@ -73,6 +91,10 @@ func (k EventKind) String() string {
 		return "exited"
 	case Rejected:
 		return "rejected"
+	case Ready:
+		return "ready"
+	case RolledBack:
+		return "rolled back"
 	}
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }
@@ -82,14 +104,19 @@ type Event struct {
 	Kind EventKind
 	Pid  int // the child concerned; for Restarted, the new one
 	// Took, for Restarted: from the change that asked for it to the new
-	// child's start.
+	// child being ready; for Ready after a rollback, from the decision to
+	// roll back to the restored child being ready.
 	Took time.Duration
 	// Gap, for Restarted: from the old child's exit to the new child's
 	// start, the time nothing ran.
-	Gap    time.Duration
-	Reason string         // RestartBegun, Restarted, Stopping: why
-	Signal syscall.Signal // RestartBegun, Stopping: the signal sent, 0 if none was
-	Code   int            // Exited: StatusCode of the child
+	Gap time.Duration
+	// ReadyAfter, for Ready and Restarted: from the child's start to its
+	// being ready; 0 without Supervisor.Ready.
+	ReadyAfter time.Duration
+	Reason     string         // RestartBegun, Restarted, Stopping, RolledBack: why
+	Signal     syscall.Signal // RestartBegun, Stopping: the signal sent, 0 if none was
+	Code       int            // Exited: StatusCode of the child; RolledBack: the failed child's, -1 if it did not exit by itself
+	Changed    []string       // RolledBack: the variables the rejected change had changed, names only
 }
 
 // Supervisor runs a command as a child process and stays its parent: it
@@ -110,6 +137,25 @@ type Supervisor struct {
 	Terminates func(os.Signal) bool
 	// OnEvent, if set, is called from Run's goroutine and must return soon.
 	OnEvent func(Event)
+	// Ready, if set, says when a child is ready to serve. Run calls it on a
+	// goroutine of its own for each child it starts, with the child's pid
+	// and a ctx that ends ReadyTimeout after the start, when the child
+	// exits, or when Run returns; it must return soon after ctx ends: nil
+	// once the child is ready, else why not (names and addresses only, it
+	// is logged). Run waits for it before returning. nil: a child is ready
+	// when it has started.
+	Ready func(ctx context.Context, pid int) error
+	// ReadyTimeout bounds the wait for Ready; 60s when 0.
+	ReadyTimeout time.Duration
+	// RollbackWindow: a child started for a change that exits within this
+	// long of its start counts as failed; 0 means only Ready decides.
+	RollbackWindow time.Duration
+	// Rollback: a child started for a change that fails (exits before it
+	// is verified, see Restarted, or is not ready within ReadyTimeout) is
+	// replaced by a child with the last environment whose child was ready,
+	// and that failed environment is never tried again. Without it, such a
+	// failure ends Run as a first child's would.
+	Rollback bool
 	// Stdin, Stdout, Stderr: nil means this process's own. An *os.File is
 	// inherited as it is; anything else goes through a pipe.
 	Stdin          io.Reader
@@ -133,8 +179,15 @@ type Supervisor struct {
 // A change whose environment cannot start the command is rejected before
 // the child is touched (see reject).
 //
+// With Ready, a child is judged (see phase): the first one that is not
+// ready within ReadyTimeout is stopped and Run returns ExitNotReady. A
+// change is held while the child is not yet ready; the child started for a
+// change is verified (Ready, RollbackWindow), and when it fails, Rollback
+// starts the last good environment again and never retries the failed one
+// (see change). A change to the environment running now is no change.
+//
 // Run returns an error only when a child could not be started, at first or
-// on a restart, with ExitCode(err) as the code (126, 127, 4), or when the
+// on a restart, with ExitCode(err) as the code (126, 127), or when the
 // Supervisor is misconfigured (2). When ctx is done before the first start,
 // it starts nothing and returns 1 and ctx's error. When Run returns, no
 // child of it is running and nothing is left in the last child's process
@@ -156,8 +209,12 @@ func (s *Supervisor) Run(ctx context.Context, env []string, changes <-chan Chang
 		grace:      s.Grace,
 		stopSig:    s.StopSignal,
 		terminates: s.Terminates,
-		env:        slices.Clone(env),
+		next:       slices.Clone(env),
 		tty:        -1,
+		exitCode:   -1,
+		rejected:   make(map[envHash]bool),
+
+		readyTimeout: s.ReadyTimeout,
 	}
 	if r.log == nil {
 		r.log = slog.New(slog.DiscardHandler)
@@ -167,6 +224,9 @@ func (s *Supervisor) Run(ctx context.Context, env []string, changes <-chan Chang
 	}
 	if r.stopSig == 0 {
 		r.stopSig = syscall.SIGTERM
+	}
+	if r.readyTimeout <= 0 {
+		r.readyTimeout = defaultReadyTimeout
 	}
 	if r.terminates == nil {
 		r.terminates = func(sig os.Signal) bool { return sig == syscall.SIGTERM || sig == syscall.SIGINT }
@@ -187,37 +247,112 @@ func (s *Supervisor) Run(ctx context.Context, env []string, changes <-chan Chang
 	return r.loop(ctx, changes, sigs)
 }
 
+// phase names the state of a run. Every transition happens on Run's
+// goroutine; readiness answers and timers come to it by channel.
 type phase int
 
 const (
-	running    phase = iota
-	restarting       // stop asked; a new child starts when the old one has exited
-	stopping         // stop asked; Run returns when the child has exited
+	// starting: the child is not yet ready, and its failure ends Run: the
+	// first child, or the one with the last good environment after a
+	// rollback (that environment no longer working is not the change's
+	// fault; the orchestrator is better placed to act).
+	starting phase = iota
+	running        // the child is ready; changes restart it
+	// restarting: the old child was asked to stop for a change; the new one
+	// starts when it has exited (stop-first).
+	restarting
+	// verifying: the child started for a change is not yet ready, or not
+	// yet past RollbackWindow; its failure is a rollback (see Rollback).
+	verifying
+	// rollingBack: the failed child of a change was asked to stop; the last
+	// good environment starts when it has exited.
+	rollingBack
+	stopping // stop asked; Run returns when the child has exited
 )
+
+func (p phase) String() string {
+	switch p {
+	case starting:
+		return "starting"
+	case running:
+		return "running"
+	case restarting:
+		return "restarting"
+	case verifying:
+		return "verifying"
+	case rollingBack:
+		return "rolling back"
+	case stopping:
+		return "stopping"
+	}
+	return fmt.Sprintf("phase(%d)", int(p))
+}
+
+// childStopping reports whether the current child was already asked to stop.
+func (p phase) childStopping() bool {
+	return p == restarting || p == rollingBack || p == stopping
+}
+
+// child is the record of one child process. There is one at a time
+// (stop-first), but each answer about a child names its generation, so
+// that an answer about an earlier one is recognised and dropped.
+type child struct {
+	gen     int
+	pid     int // also its process group
+	env     []string
+	hash    envHash
+	started time.Time
+	ready   bool // Ready said so (or there is no Ready)
+	readyAt time.Time
+	lived   bool // past RollbackWindow
+	exited  bool // it has been reaped
+	status  syscall.WaitStatus
+	exitAt  time.Time
+	cancel  context.CancelFunc // ends its readiness check; nil if none
+}
+
+// readyAnswer is what Supervisor.Ready said about the child of gen.
+type readyAnswer struct {
+	gen int
+	err error
+}
 
 // run is the state of one Run, owned by its goroutine.
 type run struct {
-	s          *Supervisor
-	log        *slog.Logger
-	grace      time.Duration
-	stopSig    syscall.Signal
-	terminates func(os.Signal) bool
-	io         *stdio
-	fork       *forker
-	tty        int // the terminal each child gets as foreground, or -1
+	s            *Supervisor
+	log          *slog.Logger
+	grace        time.Duration
+	stopSig      syscall.Signal
+	readyTimeout time.Duration
+	terminates   func(os.Signal) bool
+	io           *stdio
+	fork         *forker
+	tty          int // the terminal each child gets as foreground, or -1
+
+	ctx      context.Context // ends when Run returns: readiness checks use it
+	answers  chan readyAnswer
+	quit     chan struct{} // closed when the loop ends: checks stop sending
+	checking sync.WaitGroup
 
 	phase      phase
-	terminated bool               // a terminating signal was received
-	pid        int                // the current child; also its process group
-	env        []string           // the next child's environment
-	reason     string             // why the restart or stop under way
-	begun      time.Time          // when the restart under way was asked for
-	queued     []syscall.Signal   // held for the next child, each once, in order
-	timer      *time.Timer        // the grace period under way
-	graceC     <-chan time.Time   // timer.C while the grace period runs, else nil
-	exited     bool               // the current child has been reaped
-	status     syscall.WaitStatus // and how it ended
-	exitAt     time.Time
+	terminated bool             // a terminating signal was received
+	cur        child            // the current child
+	gen        int              // the last generation started
+	next       []string         // the next child's environment
+	good       []string         // the last environment whose child was ready
+	rejected   map[envHash]bool // environments whose child failed
+	pending    *Change          // a change held until the child is ready
+	pendingAt  time.Time        // when the first change of pending came
+	reason     string           // why the restart or stop under way
+	begun      time.Time        // when the restart under way was asked for
+	lastExit   time.Time        // when the previous child exited
+	rolledAt   time.Time        // when the rollback under way was decided
+	exitCode   int              // when ≥ 0, Run's code instead of the child's
+	queued     []syscall.Signal // held for the next child, each once, in order
+	timer      *time.Timer      // the grace period under way
+	graceC     <-chan time.Time // timer.C while the grace period runs, else nil
+	windowT    *time.Timer      // RollbackWindow of a verifying child
+	windowC    <-chan time.Time // windowT.C, or nil
 
 	stopBy time.Time        // when the grace period of the last stop ends
 	left   []leftovers      // earlier generations' leftovers, by deadline
@@ -226,10 +361,18 @@ type run struct {
 }
 
 func (r *run) loop(ctx context.Context, changes <-chan Change, sigs <-chan os.Signal) (int, error) {
-	if err := r.start(); err != nil {
+	var cancel context.CancelFunc
+	r.ctx, cancel = context.WithCancel(ctx)
+	r.answers, r.quit = make(chan readyAnswer), make(chan struct{})
+	defer r.checking.Wait()
+	defer cancel()
+	defer close(r.quit)
+
+	if err := r.launch(r.next, starting); err != nil {
 		return ExitCode(err), fmt.Errorf("supervise: %w", err)
 	}
-	r.emit(Event{Kind: Started, Pid: r.pid})
+	r.emit(Event{Kind: Started, Pid: r.cur.pid})
+	r.settle()
 	tick := time.NewTicker(safetyTick)
 	defer tick.Stop()
 	done := ctx.Done()
@@ -250,6 +393,14 @@ func (r *run) loop(ctx context.Context, changes <-chan Change, sigs <-chan os.Si
 				continue
 			}
 			r.signal(sig)
+		case a := <-r.answers:
+			r.answered(a)
+		case <-r.windowC:
+			r.windowC = nil
+			if r.phase == verifying {
+				r.cur.lived = true
+				r.settle()
+			}
 		case <-r.graceC:
 			r.kill()
 		case <-tick.C:
@@ -257,24 +408,166 @@ func (r *run) loop(ctx context.Context, changes <-chan Change, sigs <-chan os.Si
 		case <-r.leftC:
 			r.killLeftovers()
 		}
-		if !r.exited {
+		if !r.cur.exited {
 			continue
 		}
-		code := StatusCode(r.status)
+		code := StatusCode(r.cur.status)
 		r.cleanUp(code)
 		r.sweep()
-		if r.phase != restarting {
-			r.finish(sigs, tick.C)
-			return code, nil
+		var err error
+		switch r.phase {
+		case restarting:
+			err = r.restart()
+		case verifying:
+			if !r.s.Rollback {
+				break
+			}
+			r.rollBack(code, fmt.Sprintf("exit code %d", code))
+			err = r.launch(r.good, starting)
+		case rollingBack:
+			err = r.launch(r.good, starting)
 		}
-		if err := r.restart(); err != nil {
+		if err != nil {
 			return ExitCode(err), fmt.Errorf("restart: %w", err)
 		}
+		if !r.cur.exited {
+			r.settle()
+			continue
+		}
+		if r.exitCode >= 0 {
+			code = r.exitCode
+		}
+		r.finish(sigs, tick.C)
+		return code, nil
 	}
 }
 
+// launch starts a child with env in phase to (starting or verifying),
+// with its readiness check and, when verifying, its rollback window.
+func (r *run) launch(env []string, to phase) error {
+	r.next = env
+	if err := r.start(); err != nil {
+		return err
+	}
+	r.phase = to
+	for _, sig := range r.queued {
+		r.send(sig)
+	}
+	r.queued = nil
+	c := &r.cur
+	if r.s.Ready == nil {
+		c.ready, c.readyAt = true, c.started
+	} else {
+		ctx, cancel := context.WithTimeout(r.ctx, r.readyTimeout)
+		c.cancel = cancel
+		gen, pid := c.gen, c.pid
+		r.checking.Go(func() {
+			err := r.s.Ready(ctx, pid)
+			select {
+			case r.answers <- readyAnswer{gen, err}:
+			case <-r.quit:
+			}
+		})
+	}
+	if to == verifying && r.s.RollbackWindow > 0 {
+		r.windowT = time.NewTimer(r.s.RollbackWindow)
+		r.windowC = r.windowT.C
+	} else {
+		c.lived = true
+	}
+	return nil
+}
+
+// answered takes Ready's answer about a child.
+func (r *run) answered(a readyAnswer) {
+	c := &r.cur
+	if a.gen != c.gen || c.exited || c.ready || r.ctx.Err() != nil {
+		return // about an earlier child, or Run is ending and cut it short
+	}
+	if r.phase != starting && r.phase != verifying {
+		return // the child is stopping: its readiness no longer matters
+	}
+	if a.err == nil {
+		c.ready, c.readyAt = true, time.Now()
+		r.settle()
+		return
+	}
+	after := time.Since(c.started).Round(time.Millisecond)
+	if r.phase == verifying && r.s.Rollback {
+		r.rollBack(-1, "not ready: "+a.err.Error())
+		r.stop(rollingBack, r.stopSig, "not ready")
+		return
+	}
+	r.log.Error("child not ready in time; stopping it", "pid", c.pid, "after", after, "error", a.err)
+	r.exitCode = ExitNotReady
+	r.stop(stopping, r.stopSig, "not ready within "+r.readyTimeout.String())
+}
+
+// settle moves a child that has passed its checks on to running: it
+// becomes the last known good, and a change held meanwhile is applied.
+func (r *run) settle() {
+	c := &r.cur
+	if !c.ready || !c.lived {
+		return
+	}
+	readyAfter := c.readyAt.Sub(c.started)
+	switch r.phase {
+	case starting:
+		e := Event{Kind: Ready, Pid: c.pid, ReadyAfter: readyAfter}
+		switch {
+		case !r.rolledAt.IsZero():
+			e.Reason, e.Took = "rolled back", c.readyAt.Sub(r.rolledAt)
+			r.log.Info("rollback finished", "pid", c.pid, "took", e.Took, "ready_after", readyAfter)
+			r.rolledAt = time.Time{}
+		case r.s.Ready != nil:
+			r.log.Info("child ready", "pid", c.pid, "ready_after", readyAfter)
+		}
+		r.emit(e)
+	case verifying:
+		took, gap := c.readyAt.Sub(r.begun), c.started.Sub(r.lastExit)
+		attrs := []any{"pid", c.pid, "reason", r.reason, "took", took, "gap", gap}
+		if r.s.Ready != nil {
+			attrs = append(attrs, "ready_after", readyAfter)
+		}
+		if r.s.RollbackWindow > 0 {
+			attrs = append(attrs, "lived", r.s.RollbackWindow)
+		}
+		r.log.Info("restart finished", attrs...)
+		r.emit(Event{Kind: Restarted, Pid: c.pid, Took: took, Gap: gap, ReadyAfter: readyAfter, Reason: r.reason})
+	default:
+		return
+	}
+	r.phase = running
+	r.good = c.env
+	if p := r.pending; p != nil {
+		r.pending = nil
+		r.change(*p)
+		// Used as the restart's begun if it restarted; a change dropped
+		// (rejected, or no change) must not date the next one.
+		r.pendingAt = time.Time{}
+	}
+}
+
+// rollBack records that the child of a change failed (code: its exit code,
+// or -1 when it did not exit by itself): its environment is rejected for
+// good, and the last good one is to start next.
+func (r *run) rollBack(code int, failure string) {
+	c := &r.cur
+	names := changedNames(r.good, c.env)
+	r.rejected[c.hash] = true
+	attrs := []any{"pid", c.pid, "changed", names, "after", time.Since(c.started).Round(time.Millisecond)}
+	if code >= 0 {
+		attrs = append(attrs, "exit_code", code)
+	} else {
+		attrs = append(attrs, "not_ready", strings.TrimPrefix(failure, "not ready: "))
+	}
+	r.log.Error("change rejected; rolling back", attrs...)
+	r.rolledAt = time.Now()
+	r.emit(Event{Kind: RolledBack, Pid: c.pid, Code: code, Changed: names, Reason: failure})
+}
+
 func (r *run) start() error {
-	path, err := LookPath(r.s.Argv[0], r.env)
+	path, err := LookPath(r.s.Argv[0], r.next)
 	if err != nil {
 		return err
 	}
@@ -289,12 +582,13 @@ func (r *run) start() error {
 		sys.Foreground, sys.Ctty = true, r.tty
 	}
 	// ForkExec, not os/exec: the reaper owns wait4, so nothing here may wait.
-	pid, err := r.fork.forkExec(path, r.s.Argv, &syscall.ProcAttr{Env: r.env, Files: files, Sys: sys})
+	pid, err := r.fork.forkExec(path, r.s.Argv, &syscall.ProcAttr{Env: r.next, Files: files, Sys: sys})
 	runtime.KeepAlive(r.io)
 	if err != nil {
-		return startError(path, r.s.Argv, r.env, err)
+		return startError(path, r.s.Argv, r.next, err)
 	}
-	r.pid, r.exited = pid, false
+	r.gen++
+	r.cur = child{gen: r.gen, pid: pid, env: r.next, hash: hashEnv(r.next), started: time.Now()}
 	r.log.Info("child started", "pid", pid, "command", path)
 	return nil
 }
@@ -314,7 +608,7 @@ func (r *run) signal(sig os.Signal) {
 		r.terminate(ss)
 		return
 	}
-	if r.phase == restarting {
+	if r.phase == restarting || r.phase == rollingBack {
 		// Meant for the program, not for the process on its way out: a
 		// SIGHUP to reload would be lost on it.
 		if !slices.Contains(r.queued, ss) {
@@ -323,7 +617,7 @@ func (r *run) signal(sig os.Signal) {
 		r.log.Debug("holding signal for the new child", "signal", name)
 		return
 	}
-	r.log.Debug("forwarding signal", "pid", r.pid, "signal", name)
+	r.log.Debug("forwarding signal", "pid", r.cur.pid, "signal", name)
 	r.send(ss)
 }
 
@@ -338,32 +632,53 @@ func (r *run) signal(sig os.Signal) {
 func (r *run) terminate(sig syscall.Signal) {
 	name := SignalName(sig)
 	if r.terminated {
-		r.log.Info("forwarding terminating signal", "pid", r.pid, "signal", name)
+		r.log.Info("forwarding terminating signal", "pid", r.cur.pid, "signal", name)
 		r.send(sig)
 		return
 	}
 	r.terminated = true
-	if r.phase == running {
-		r.log.Info("terminating signal received; asking the child to stop", "pid", r.pid, "signal", name, "stop_signal", SignalName(r.stopSig))
+	if !r.phase.childStopping() {
+		r.log.Info("terminating signal received; asking the child to stop", "pid", r.cur.pid, "signal", name, "stop_signal", SignalName(r.stopSig))
 		r.stop(stopping, r.stopSig, "received "+name)
 		return
 	}
-	r.log.Info("terminating signal received; the child is already stopping", "pid", r.pid, "signal", name)
+	r.log.Info("terminating signal received; the child is already stopping", "pid", r.cur.pid, "signal", name)
 	r.stop(stopping, 0, "received "+name)
 }
 
 func (r *run) change(c Change) {
-	switch r.phase {
-	case stopping:
+	restart := r.s.OnChange.Kind == Restart
+	switch {
+	case r.phase == stopping:
 		r.log.Debug("change ignored: the child is stopping", "reason", c.Reason)
 		return
-	case restarting:
+	case restart && r.rejected[hashEnv(c.Env)]:
+		// Only a different set of values is worth a try: the same one
+		// failed already, and would fail the same way on every poll.
+		r.log.Info("change ignored: environment was rejected", "reason", c.Reason)
+		return
+	case r.phase == restarting:
 		if r.reject(c) {
 			return
 		}
-		r.env = slices.Clone(c.Env)
+		r.next = slices.Clone(c.Env)
 		r.addReason(c.Reason)
 		r.log.Info("change joins the restart under way", "reason", c.Reason)
+		return
+	case restart && r.phase != running:
+		// The child is not ready yet (or a rollback is under way): what it
+		// is to be judged on must not move. The newest change waits.
+		if r.pending != nil {
+			c.Reason = joinReasons(r.pending.Reason, c.Reason)
+		} else {
+			r.pendingAt = time.Now()
+		}
+		r.pending = &Change{Env: slices.Clone(c.Env), Reason: c.Reason}
+		r.log.Info("change held until the child is ready", "pid", r.cur.pid, "state", r.phase.String(), "reason", c.Reason)
+		return
+	case restart && hashEnv(c.Env) == r.cur.hash:
+		// A change back to the values running now, after a rollback.
+		r.log.Info("no change: the child runs with this environment already", "reason", c.Reason)
 		return
 	}
 	if r.s.OnChange.Kind != Signal && r.reject(c) {
@@ -371,14 +686,17 @@ func (r *run) change(c Change) {
 	}
 	switch r.s.OnChange.Kind {
 	case Restart:
-		r.env = slices.Clone(c.Env)
+		r.next = slices.Clone(c.Env)
 		r.reason, r.begun = "", time.Now()
+		if !r.pendingAt.IsZero() {
+			r.begun, r.pendingAt = r.pendingAt, time.Time{}
+		}
 		r.addReason(c.Reason)
 		r.stop(restarting, r.stopSig, r.reason)
 	case Exit:
 		r.stop(stopping, r.stopSig, c.Reason)
 	case Signal:
-		r.log.Info("signalling child to reload", "pid", r.pid, "signal", SignalName(r.s.OnChange.Signal), "reason", c.Reason)
+		r.log.Info("signalling child to reload", "pid", r.cur.pid, "signal", SignalName(r.s.OnChange.Signal), "reason", c.Reason)
 		r.send(r.s.OnChange.Signal)
 	}
 }
@@ -394,36 +712,39 @@ func (r *run) reject(c Change) bool {
 	if err == nil {
 		return false
 	}
-	r.log.Error("new environment rejected; the child keeps running with its current one", "pid", r.pid, "reason", c.Reason, "error", err)
-	r.emit(Event{Kind: Rejected, Pid: r.pid, Reason: c.Reason + ": " + err.Error()})
+	r.log.Error("new environment rejected; the child keeps running with its current one", "pid", r.cur.pid, "reason", c.Reason, "error", err)
+	r.emit(Event{Kind: Rejected, Pid: r.cur.pid, Reason: c.Reason + ": " + err.Error()})
 	return true
 }
 
-func (r *run) addReason(reason string) {
+func (r *run) addReason(reason string) { r.reason = joinReasons(r.reason, reason) }
+
+func joinReasons(a, b string) string {
 	switch {
-	case reason == "" || strings.Contains(r.reason, reason):
-	case r.reason == "":
-		r.reason = reason
-	default:
-		r.reason += "; " + reason
+	case b == "" || strings.Contains(a, b):
+		return a
+	case a == "":
+		return b
 	}
+	return a + "; " + b
 }
 
-// stop moves to phase to (restarting or stopping), sends sig unless 0, and
-// starts the grace period. A stop under way is not restarted: its grace
-// period keeps running; a restart under way becomes a stop.
+// stop moves to phase to (restarting, rollingBack or stopping), sends sig
+// unless 0, and starts the grace period. A stop under way is not
+// restarted: its grace period keeps running; a restart or rollback under
+// way becomes a stop.
 func (r *run) stop(to phase, sig syscall.Signal, reason string) {
 	switch r.phase {
 	case stopping:
 		return
-	case restarting:
+	case restarting, rollingBack:
 		r.phase, r.reason = stopping, reason
 		if len(r.queued) > 0 {
 			r.log.Debug("dropping signals held for the new child", "count", len(r.queued))
 			r.queued = nil
 		}
-		r.log.Info("restart abandoned; stopping", "pid", r.pid, "reason", reason)
-		r.emit(Event{Kind: Stopping, Pid: r.pid, Reason: reason})
+		r.log.Info(r.phase.String()+" abandoned; stopping", "pid", r.cur.pid, "reason", reason)
+		r.emit(Event{Kind: Stopping, Pid: r.cur.pid, Reason: reason})
 		return
 	}
 	r.phase, r.reason = to, reason
@@ -434,34 +755,40 @@ func (r *run) stop(to phase, sig syscall.Signal, reason string) {
 	r.timer = time.NewTimer(max(r.grace, 0))
 	r.graceC = r.timer.C
 	kind, msg := Stopping, "stopping child"
-	if to == restarting {
+	switch to {
+	case restarting:
 		kind, msg = RestartBegun, "restart begun"
+	case rollingBack:
+		// RolledBack was reported already.
+		kind, msg = 0, "stopping the rejected child"
 	}
-	attrs := []any{"pid", r.pid, "reason", reason}
+	attrs := []any{"pid", r.cur.pid, "reason", reason}
 	if sig != 0 {
 		attrs = append(attrs, "signal", SignalName(sig))
 	}
 	r.log.Info(msg, attrs...)
-	r.emit(Event{Kind: kind, Pid: r.pid, Reason: reason, Signal: sig})
+	if kind != 0 {
+		r.emit(Event{Kind: kind, Pid: r.cur.pid, Reason: reason, Signal: sig})
+	}
 }
 
 // kill ends a grace period that ran out.
 func (r *run) kill() {
 	r.graceC = nil
-	r.log.Warn("child still running after the grace period; killing its process group", "pid", r.pid, "grace", max(r.grace, 0))
+	r.log.Warn("child still running after the grace period; killing its process group", "pid", r.cur.pid, "grace", max(r.grace, 0))
 	r.killGroup()
 	// The child may have left its group (setsid); it is killed all the same.
 	r.send(syscall.SIGKILL)
-	r.emit(Event{Kind: Killed, Pid: r.pid})
+	r.emit(Event{Kind: Killed, Pid: r.cur.pid})
 }
 
 func (r *run) reap() {
 	onExit := func(pid int, ws syscall.WaitStatus) {
-		if pid != r.pid || r.exited {
+		if pid != r.cur.pid || r.cur.exited {
 			r.log.Debug("reaped orphan", "pid", pid, "code", StatusCode(ws))
 			return
 		}
-		r.exited, r.status, r.exitAt = true, ws, time.Now()
+		r.cur.exited, r.cur.status, r.cur.exitAt = true, ws, time.Now()
 	}
 	if r.s.Reap != nil {
 		r.s.Reap(onExit)
@@ -469,11 +796,11 @@ func (r *run) reap() {
 	}
 	for {
 		var ws syscall.WaitStatus
-		pid, err := syscall.Wait4(r.pid, &ws, syscall.WNOHANG, nil)
+		pid, err := syscall.Wait4(r.cur.pid, &ws, syscall.WNOHANG, nil)
 		if err == syscall.EINTR {
 			continue
 		}
-		if err == nil && pid == r.pid {
+		if err == nil && pid == r.cur.pid {
 			onExit(pid, ws)
 		}
 		return
@@ -486,13 +813,21 @@ func (r *run) cleanUp(code int) {
 		r.timer.Stop()
 		r.timer, r.graceC = nil, nil
 	}
+	if r.windowT != nil {
+		r.windowT.Stop()
+		r.windowT, r.windowC = nil, nil
+	}
+	if r.cur.cancel != nil {
+		r.cur.cancel()
+	}
+	r.lastExit = r.cur.exitAt
 	// What the child left in its process group dies with it: restarts must
 	// not pile up generations of grandchildren, and nothing should outlive
 	// Run. The group id cannot have been reused yet: a pid stays allocated
 	// while its group has members.
 	r.killGroup()
-	r.log.Info("child exited", "pid", r.pid, "code", code)
-	r.emit(Event{Kind: Exited, Pid: r.pid, Code: code})
+	r.log.Info("child exited", "pid", r.cur.pid, "code", code)
+	r.emit(Event{Kind: Exited, Pid: r.cur.pid, Code: code})
 }
 
 // sweep follows cleanUp: what the child left outside its process group
@@ -503,7 +838,7 @@ func (r *run) cleanUp(code int) {
 // after the grace period, while the new child runs: a restart replaces the
 // whole generation, long-lived daemons included.
 func (r *run) sweep() {
-	procs := descendantsOutside(r.pid, os.Getpid())
+	procs := descendantsOutside(r.cur.pid, os.Getpid())
 	if len(procs) == 0 {
 		return
 	}
@@ -603,37 +938,26 @@ func (r *run) finish(sigs <-chan os.Signal, tick <-chan time.Time) {
 	}
 }
 
+// restart starts the child of a change once the old one has exited.
 func (r *run) restart() error {
-	if err := r.start(); err != nil {
-		return err
-	}
-	now := time.Now()
-	for _, sig := range r.queued {
-		r.send(sig)
-	}
-	r.queued = nil
-	r.phase = running
-	took, gap := now.Sub(r.begun), now.Sub(r.exitAt)
-	r.log.Info("restart finished", "pid", r.pid, "reason", r.reason, "took", took, "gap", gap)
-	r.emit(Event{Kind: Restarted, Pid: r.pid, Took: took, Gap: gap, Reason: r.reason})
-	return nil
+	return r.launch(r.next, verifying)
 }
 
 func (r *run) send(sig syscall.Signal) {
-	if r.pid <= 1 { // kill(0) and kill(-1) mean far more than one child
+	if r.cur.pid <= 1 { // kill(0) and kill(-1) mean far more than one child
 		return
 	}
-	if err := syscall.Kill(r.pid, sig); err != nil && err != syscall.ESRCH {
-		r.log.Warn("cannot signal child", "pid", r.pid, "signal", SignalName(sig), "error", err)
+	if err := syscall.Kill(r.cur.pid, sig); err != nil && err != syscall.ESRCH {
+		r.log.Warn("cannot signal child", "pid", r.cur.pid, "signal", SignalName(sig), "error", err)
 	}
 }
 
 func (r *run) killGroup() {
-	if r.pid <= 1 {
+	if r.cur.pid <= 1 {
 		return
 	}
-	if err := syscall.Kill(-r.pid, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
-		r.log.Warn("cannot kill the child's process group", "pgid", r.pid, "error", err)
+	if err := syscall.Kill(-r.cur.pid, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
+		r.log.Warn("cannot kill the child's process group", "pgid", r.cur.pid, "error", err)
 	}
 }
 
@@ -647,4 +971,45 @@ func (r *run) emit(e Event) {
 	if r.s.OnEvent != nil {
 		r.s.OnEvent(e)
 	}
+}
+
+// envHash identifies an environment without keeping its values: rejected
+// environments are remembered for the life of Run.
+type envHash [sha256.Size]byte
+
+// hashEnv hashes env in sorted order: the same variables in another order
+// are the same environment.
+func hashEnv(env []string) envHash {
+	sorted := slices.Clone(env)
+	slices.Sort(sorted)
+	h := sha256.New()
+	for _, kv := range sorted {
+		h.Write([]byte(kv))
+		h.Write([]byte{0}) // no variable holds a NUL: an unambiguous separator
+	}
+	return envHash(h.Sum(nil))
+}
+
+// changedNames lists, sorted, the variables that are in one environment and
+// not the other, or that differ between them. Names only: the values are
+// compared here and go no further.
+func changedNames(from, to []string) []string {
+	was := make(map[string]string, len(from))
+	for _, kv := range from {
+		k, v, _ := strings.Cut(kv, "=")
+		was[k] = v
+	}
+	var names []string
+	for _, kv := range to {
+		k, v, _ := strings.Cut(kv, "=")
+		if old, ok := was[k]; !ok || old != v {
+			names = append(names, k)
+		}
+		delete(was, k)
+	}
+	for k := range was {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	return slices.Compact(names)
 }

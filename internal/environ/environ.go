@@ -40,6 +40,11 @@ func Filter(list []string, keep func(name string) bool) []string {
 	return out
 }
 
+// Without returns list without the variable name.
+func Without(list []string, name string) []string {
+	return Filter(list, func(n string) bool { return n != name })
+}
+
 // ValidName reports whether s can be exported as an environment variable
 // name by a POSIX shell: [A-Za-z_][A-Za-z0-9_]*.
 func ValidName(s string) bool {

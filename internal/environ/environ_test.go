@@ -51,3 +51,10 @@ func TestValidName(t *testing.T) {
 		}
 	}
 }
+
+func TestWithoutDropsEveryEntryOfTheName(t *testing.T) {
+	got := Without([]string{"A=1", "NOTIFY_SOCKET=/run/a", "B=2", "NOTIFY_SOCKET=/run/b", "NOTIFY_SOCKETX=3"}, "NOTIFY_SOCKET")
+	if want := []string{"A=1", "B=2", "NOTIFY_SOCKETX=3"}; !slices.Equal(got, want) {
+		t.Errorf("Without = %q, want %q", got, want)
+	}
+}

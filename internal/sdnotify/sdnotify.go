@@ -10,9 +10,11 @@
 //   - creates the Notifier from NOTIFY_SOCKET and removes NOTIFY_SOCKET from
 //     the child's environment, so the child cannot report a readiness that
 //     paramexec owns (its messages would be dropped with a warning anyway);
+//     with --ready notify the child gets a Receiver's socket instead;
 //   - sets Supervisor.OnEvent to map events onto the protocol:
-//     Started → Ready, RestartBegun → Reloading, Restarted → Ready,
-//     Stopping → Stopping, Killed and Exited → Status;
+//     Started → Status, Ready (the child is ready; at its start without
+//     --ready) → Ready, RestartBegun → Reloading, Restarted → Ready,
+//     Stopping → Stopping, RolledBack, Killed and Exited → Status;
 //   - may report Status during start-up retries and after poll failures.
 //
 // Status texts name things (variables, parameters, the command, AWS error

@@ -18,6 +18,9 @@ type Binaries struct {
 	Floor     string // bench/floor: only the SDK calls paramexec makes at start-up
 	Testchild string // internal/testchild: records its start, environment and exit
 	Runner    string // bench/internal/runner: times whole-process runs
+	// Testserver is internal/testserver: an HTTP child that boots slowly
+	// and crashes on a given value, for the rollback fleet.
+	Testserver string
 }
 
 // Module is the import path of paramexec's module.
@@ -25,10 +28,11 @@ const Module = "github.com/paramexec/paramexec"
 
 // packages maps each binary to the package it is built from.
 var packages = map[string]string{
-	"paramexec": Module,
-	"floor":     Module + "/bench/floor",
-	"testchild": Module + "/internal/testchild",
-	"runner":    Module + "/bench/internal/runner",
+	"paramexec":  Module,
+	"floor":      Module + "/bench/floor",
+	"testchild":  Module + "/internal/testchild",
+	"runner":     Module + "/bench/internal/runner",
+	"testserver": Module + "/internal/testserver",
 }
 
 // Build builds the binaries into dir the way a release is built: static
@@ -54,8 +58,10 @@ func Build(ctx context.Context, dir string, reuse bool) (Binaries, error) {
 		Floor:     filepath.Join(dir, "floor"),
 		Testchild: filepath.Join(dir, "testchild"),
 		Runner:    filepath.Join(dir, "runner"),
+
+		Testserver: filepath.Join(dir, "testserver"),
 	}
-	for name, out := range map[string]string{"paramexec": b.Paramexec, "floor": b.Floor, "testchild": b.Testchild, "runner": b.Runner} {
+	for name, out := range map[string]string{"paramexec": b.Paramexec, "floor": b.Floor, "testchild": b.Testchild, "runner": b.Runner, "testserver": b.Testserver} {
 		if _, err := os.Stat(out); err == nil && reuse {
 			continue
 		}
