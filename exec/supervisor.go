@@ -71,8 +71,16 @@ const (
 	Ready
 	// RolledBack: the child started for a change failed; Changed names
 	// what that change had changed, Reason says how it failed. A child with
-	// the last good environment starts next (Ready when it is ready).
+	// the last good environment starts next (Ready when it is ready); in
+	// Overlap, the old child serves on (Ready, Reason "rolled back").
 	RolledBack
+	// OverlapBegun (Overlap): the new child of a change has started while
+	// the old one serves; Pid is the new one.
+	OverlapBegun
+	// Draining (Overlap): the old child was sent the stop signal, after
+	// the new one became current (Restarted) or was rejected (RolledBack);
+	// Pid is the old one, which has Grace to finish.
+	Draining
 )
 
 func (k EventKind) String() string {
@@ -95,8 +103,33 @@ func (k EventKind) String() string {
 		return "ready"
 	case RolledBack:
 		return "rolled back"
+	case OverlapBegun:
+		return "overlap begun"
+	case Draining:
+		return "draining"
 	}
 	return fmt.Sprintf("EventKind(%d)", int(k))
+}
+
+// RestartMode says how a change replaces the child.
+type RestartMode int
+
+const (
+	// StopFirst stops the old child, then starts the new one.
+	StopFirst RestartMode = iota
+	// Overlap starts the new child while the old one serves, and stops the
+	// old one once the new one is ready (Supervisor.Ready, required).
+	Overlap
+)
+
+func (m RestartMode) String() string {
+	switch m {
+	case StopFirst:
+		return "stop-first"
+	case Overlap:
+		return "overlap"
+	}
+	return fmt.Sprintf("RestartMode(%d)", int(m))
 }
 
 // Event reports a step of the child's lifecycle to Supervisor.OnEvent.
@@ -108,7 +141,7 @@ type Event struct {
 	// roll back to the restored child being ready.
 	Took time.Duration
 	// Gap, for Restarted: from the old child's exit to the new child's
-	// start, the time nothing ran.
+	// start, the time nothing ran; 0 in Overlap.
 	Gap time.Duration
 	// ReadyAfter, for Ready and Restarted: from the child's start to its
 	// being ready; 0 without Supervisor.Ready.
@@ -156,6 +189,9 @@ type Supervisor struct {
 	// and that failed environment is never tried again. Without it, such a
 	// failure ends Run as a first child's would.
 	Rollback bool
+	// Restart says how a change replaces the child (OnChange Restart):
+	// StopFirst, or Overlap, which needs Ready. See overlap.go.
+	Restart RestartMode
 	// Stdin, Stdout, Stderr: nil means this process's own. An *os.File is
 	// inherited as it is; anything else goes through a pipe.
 	Stdin          io.Reader
@@ -186,6 +222,11 @@ type Supervisor struct {
 // starts the last good environment again and never retries the failed one
 // (see change). A change to the environment running now is no change.
 //
+// With Restart Overlap, the new child starts while the old one serves,
+// and the old one is stopped once the new one is verified; a new child
+// that fails is stopped and the old one serves on (see overlap.go for the
+// states, and for who gets which signal meanwhile).
+//
 // Run returns an error only when a child could not be started, at first or
 // on a restart, with ExitCode(err) as the code (126, 127), or when the
 // Supervisor is misconfigured (2). When ctx is done before the first start,
@@ -199,6 +240,9 @@ func (s *Supervisor) Run(ctx context.Context, env []string, changes <-chan Chang
 	}
 	if s.OnChange.Kind == Signal && s.OnChange.Signal == 0 {
 		return 2, errors.New("supervise: on-change signal without a signal")
+	}
+	if s.Restart == Overlap && s.Ready == nil {
+		return 2, errors.New("supervise: overlap restarts need a readiness check")
 	}
 	if err := ctx.Err(); err != nil {
 		return 1, fmt.Errorf("supervise %s: not started: %w", s.Argv[0], err)
@@ -267,7 +311,16 @@ const (
 	// rollingBack: the failed child of a change was asked to stop; the last
 	// good environment starts when it has exited.
 	rollingBack
-	stopping // stop asked; Run returns when the child has exited
+	// overlapping (Overlap): the old child (run.old) serves, the new one
+	// (run.cur) is not yet verified; its failure is a rollback without a
+	// gap: it is stopped and the old one carries on.
+	overlapping
+	// draining (Overlap): the old child (run.old) got the stop signal and
+	// has Grace, run.cur serves: the new child after the switch, or the
+	// old one again after the new one was rejected (the rejected one is
+	// then run.old). Changes are held until run.old has exited.
+	draining
+	stopping // stop asked; Run returns when every child has exited
 )
 
 func (p phase) String() string {
@@ -282,6 +335,10 @@ func (p phase) String() string {
 		return "verifying"
 	case rollingBack:
 		return "rolling back"
+	case overlapping:
+		return "overlapping"
+	case draining:
+		return "draining"
 	case stopping:
 		return "stopping"
 	}
@@ -294,11 +351,13 @@ func (p phase) childStopping() bool {
 }
 
 // child is the record of one child process. There is one at a time
-// (stop-first), but each answer about a child names its generation, so
-// that an answer about an earlier one is recognised and dropped.
+// (stop-first), or two during an overlap (run.cur and run.old); each answer
+// about a child names its generation, so that an answer about another one
+// is recognised and dropped.
 type child struct {
 	gen     int
-	pid     int // also its process group
+	pid     int    // also its process group
+	tick    uint64 // its start time in clock ticks since boot (/proc), 0 if unknown
 	env     []string
 	hash    envHash
 	started time.Time
@@ -309,6 +368,10 @@ type child struct {
 	status  syscall.WaitStatus
 	exitAt  time.Time
 	cancel  context.CancelFunc // ends its readiness check; nil if none
+	stopAt  time.Time          // when it was asked to stop, if it was
+	dropped bool               // the new child of an overlap, rejected
+	timer   *time.Timer        // its grace period under way
+	graceC  <-chan time.Time   // timer.C while the grace period runs, else nil
 }
 
 // readyAnswer is what Supervisor.Ready said about the child of gen.
@@ -337,6 +400,8 @@ type run struct {
 	phase      phase
 	terminated bool             // a terminating signal was received
 	cur        child            // the current child
+	old        *child           // the other child during an overlap (see overlapping, draining), else nil
+	overlapAt  time.Time        // when the overlap under way began
 	gen        int              // the last generation started
 	next       []string         // the next child's environment
 	good       []string         // the last environment whose child was ready
@@ -349,8 +414,6 @@ type run struct {
 	rolledAt   time.Time        // when the rollback under way was decided
 	exitCode   int              // when ≥ 0, Run's code instead of the child's
 	queued     []syscall.Signal // held for the next child, each once, in order
-	timer      *time.Timer      // the grace period under way
-	graceC     <-chan time.Time // timer.C while the grace period runs, else nil
 	windowT    *time.Timer      // RollbackWindow of a verifying child
 	windowC    <-chan time.Time // windowT.C, or nil
 
@@ -397,23 +460,32 @@ func (r *run) loop(ctx context.Context, changes <-chan Change, sigs <-chan os.Si
 			r.answered(a)
 		case <-r.windowC:
 			r.windowC = nil
-			if r.phase == verifying {
+			if r.phase == verifying || r.phase == overlapping {
 				r.cur.lived = true
 				r.settle()
 			}
-		case <-r.graceC:
-			r.kill()
+		case <-r.cur.graceC:
+			r.kill(&r.cur)
+		case <-r.oldGrace():
+			r.kill(r.old)
 		case <-tick.C:
 			r.reap()
 		case <-r.leftC:
 			r.killLeftovers()
 		}
+		if r.old != nil && r.old.exited {
+			r.oldExited()
+		}
 		if !r.cur.exited {
 			continue
 		}
 		code := StatusCode(r.cur.status)
-		r.cleanUp(code)
-		r.sweep()
+		if r.old != nil {
+			r.curExitedFirst(code)
+			continue
+		}
+		r.cleanUp(&r.cur, code)
+		r.sweep(&r.cur, nil)
 		var err error
 		switch r.phase {
 		case restarting:
@@ -469,7 +541,7 @@ func (r *run) launch(env []string, to phase) error {
 			}
 		})
 	}
-	if to == verifying && r.s.RollbackWindow > 0 {
+	if (to == verifying || to == overlapping) && r.s.RollbackWindow > 0 {
 		r.windowT = time.NewTimer(r.s.RollbackWindow)
 		r.windowC = r.windowT.C
 	} else {
@@ -484,7 +556,7 @@ func (r *run) answered(a readyAnswer) {
 	if a.gen != c.gen || c.exited || c.ready || r.ctx.Err() != nil {
 		return // about an earlier child, or Run is ending and cut it short
 	}
-	if r.phase != starting && r.phase != verifying {
+	if r.phase != starting && r.phase != verifying && r.phase != overlapping {
 		return // the child is stopping: its readiness no longer matters
 	}
 	if a.err == nil {
@@ -493,6 +565,11 @@ func (r *run) answered(a readyAnswer) {
 		return
 	}
 	after := time.Since(c.started).Round(time.Millisecond)
+	if r.phase == overlapping && r.s.Rollback {
+		r.rollBack(-1, "not ready: "+a.err.Error())
+		r.dropNew()
+		return
+	}
 	if r.phase == verifying && r.s.Rollback {
 		r.rollBack(-1, "not ready: "+a.err.Error())
 		r.stop(rollingBack, r.stopSig, "not ready")
@@ -534,11 +611,20 @@ func (r *run) settle() {
 		}
 		r.log.Info("restart finished", attrs...)
 		r.emit(Event{Kind: Restarted, Pid: c.pid, Took: took, Gap: gap, ReadyAfter: readyAfter, Reason: r.reason})
+	case overlapping:
+		r.switchOver()
+		return
 	default:
 		return
 	}
 	r.phase = running
 	r.good = c.env
+	r.applyPending()
+}
+
+// applyPending applies the change held while the child was not ready, or
+// while two children lived.
+func (r *run) applyPending() {
 	if p := r.pending; p != nil {
 		r.pending = nil
 		r.change(*p)
@@ -589,6 +675,10 @@ func (r *run) start() error {
 	}
 	r.gen++
 	r.cur = child{gen: r.gen, pid: pid, env: r.next, hash: hashEnv(r.next), started: time.Now()}
+	// Unreaped, it is in /proc even if it has exited already.
+	if _, tick, _, ok := procStat(pid); ok {
+		r.cur.tick = tick
+	}
 	r.log.Info("child started", "pid", pid, "command", path)
 	return nil
 }
@@ -617,6 +707,21 @@ func (r *run) signal(sig os.Signal) {
 		r.log.Debug("holding signal for the new child", "signal", name)
 		return
 	}
+	switch {
+	case r.phase == overlapping:
+		// The serving child gets it now; the new one when it takes over,
+		// ready by then to take a SIGHUP as the program does (a booting
+		// process may die of it).
+		r.log.Debug("forwarding signal to the serving child; holding it for the new one", "pid", r.old.pid, "signal", name)
+		signalPid(r.log, r.old.pid, ss)
+		if !slices.Contains(r.queued, ss) {
+			r.queued = append(r.queued, ss)
+		}
+		return
+	case r.phase == stopping && r.old != nil:
+		signalPid(r.log, r.old.pid, ss)
+	}
+	// draining: the old child is on its way out, as in restarting.
 	r.log.Debug("forwarding signal", "pid", r.cur.pid, "signal", name)
 	r.send(ss)
 }
@@ -634,6 +739,9 @@ func (r *run) terminate(sig syscall.Signal) {
 	if r.terminated {
 		r.log.Info("forwarding terminating signal", "pid", r.cur.pid, "signal", name)
 		r.send(sig)
+		if r.old != nil {
+			signalPid(r.log, r.old.pid, sig)
+		}
 		return
 	}
 	r.terminated = true
@@ -692,6 +800,10 @@ func (r *run) change(c Change) {
 			r.begun, r.pendingAt = r.pendingAt, time.Time{}
 		}
 		r.addReason(c.Reason)
+		if r.s.Restart == Overlap {
+			r.overlap()
+			return
+		}
 		r.stop(restarting, r.stopSig, r.reason)
 	case Exit:
 		r.stop(stopping, r.stopSig, c.Reason)
@@ -746,14 +858,20 @@ func (r *run) stop(to phase, sig syscall.Signal, reason string) {
 		r.log.Info(r.phase.String()+" abandoned; stopping", "pid", r.cur.pid, "reason", reason)
 		r.emit(Event{Kind: Stopping, Pid: r.cur.pid, Reason: reason})
 		return
+	case overlapping:
+		// Both stop: the serving child as it would have alone, the new
+		// one that is to serve nothing now.
+		r.queued = nil
+		r.stopOld(sig, reason)
 	}
 	r.phase, r.reason = to, reason
 	if sig != 0 {
 		r.send(sig)
 	}
 	r.stopBy = time.Now().Add(max(r.grace, 0))
-	r.timer = time.NewTimer(max(r.grace, 0))
-	r.graceC = r.timer.C
+	r.cur.stopAt = time.Now()
+	r.cur.timer = time.NewTimer(max(r.grace, 0))
+	r.cur.graceC = r.cur.timer.C
 	kind, msg := Stopping, "stopping child"
 	switch to {
 	case restarting:
@@ -772,73 +890,104 @@ func (r *run) stop(to phase, sig syscall.Signal, reason string) {
 	}
 }
 
-// kill ends a grace period that ran out.
-func (r *run) kill() {
-	r.graceC = nil
-	r.log.Warn("child still running after the grace period; killing its process group", "pid", r.cur.pid, "grace", max(r.grace, 0))
-	r.killGroup()
+// kill ends c's grace period that ran out.
+func (r *run) kill(c *child) {
+	c.graceC = nil
+	r.log.Warn("child still running after the grace period; killing its process group", "pid", c.pid, "grace", max(r.grace, 0))
+	killGroup(r.log, c.pid)
 	// The child may have left its group (setsid); it is killed all the same.
-	r.send(syscall.SIGKILL)
-	r.emit(Event{Kind: Killed, Pid: r.cur.pid})
+	signalPid(r.log, c.pid, syscall.SIGKILL)
+	r.emit(Event{Kind: Killed, Pid: c.pid})
 }
 
 func (r *run) reap() {
 	onExit := func(pid int, ws syscall.WaitStatus) {
-		if pid != r.cur.pid || r.cur.exited {
+		c := &r.cur
+		if r.old != nil && pid == r.old.pid {
+			c = r.old
+		}
+		if pid != c.pid || c.exited {
 			r.log.Debug("reaped orphan", "pid", pid, "code", StatusCode(ws))
 			return
 		}
-		r.cur.exited, r.cur.status, r.cur.exitAt = true, ws, time.Now()
+		c.exited, c.status, c.exitAt = true, ws, time.Now()
 	}
 	if r.s.Reap != nil {
 		r.s.Reap(onExit)
 		return
 	}
-	for {
-		var ws syscall.WaitStatus
-		pid, err := syscall.Wait4(r.cur.pid, &ws, syscall.WNOHANG, nil)
-		if err == syscall.EINTR {
-			continue
+	for _, c := range []*child{&r.cur, r.old} {
+		for c != nil && !c.exited {
+			var ws syscall.WaitStatus
+			pid, err := syscall.Wait4(c.pid, &ws, syscall.WNOHANG, nil)
+			if err == syscall.EINTR {
+				continue
+			}
+			if err == nil && pid == c.pid {
+				onExit(pid, ws)
+			}
+			break
 		}
-		if err == nil && pid == r.cur.pid {
-			onExit(pid, ws)
-		}
-		return
 	}
 }
 
-// cleanUp follows the reaping of the current child.
-func (r *run) cleanUp(code int) {
-	if r.timer != nil {
-		r.timer.Stop()
-		r.timer, r.graceC = nil, nil
+// cleanUp follows the reaping of child c, the current one (and then the
+// only one) unless stated otherwise.
+func (r *run) cleanUp(c *child, code int) {
+	if c.timer != nil {
+		c.timer.Stop()
+		c.timer, c.graceC = nil, nil
 	}
-	if r.windowT != nil {
+	if c == &r.cur && r.windowT != nil {
 		r.windowT.Stop()
 		r.windowT, r.windowC = nil, nil
 	}
-	if r.cur.cancel != nil {
-		r.cur.cancel()
+	if c.cancel != nil {
+		c.cancel()
 	}
-	r.lastExit = r.cur.exitAt
+	r.lastExit = c.exitAt
 	// What the child left in its process group dies with it: restarts must
 	// not pile up generations of grandchildren, and nothing should outlive
 	// Run. The group id cannot have been reused yet: a pid stays allocated
 	// while its group has members.
-	r.killGroup()
-	r.log.Info("child exited", "pid", r.cur.pid, "code", code)
-	r.emit(Event{Kind: Exited, Pid: r.cur.pid, Code: code})
+	killGroup(r.log, c.pid)
+	if c != &r.cur {
+		attrs := []any{"pid", c.pid, "code", code, "overlap", c.exitAt.Sub(r.overlapAt).Round(time.Millisecond)}
+		if !c.stopAt.IsZero() {
+			attrs = append(attrs, "drained", c.exitAt.Sub(c.stopAt).Round(time.Millisecond))
+		}
+		msg := "old child exited"
+		if c.dropped {
+			msg = "rejected child exited"
+		}
+		r.log.Info(msg, attrs...)
+	} else {
+		r.log.Info("child exited", "pid", c.pid, "code", code)
+	}
+	r.emit(Event{Kind: Exited, Pid: c.pid, Code: code})
 }
 
-// sweep follows cleanUp: what the child left outside its process group
-// (setsid daemons, double-forked helpers) is found among this process's
-// descendants, where a subreaper or PID 1 has them. At this moment, the
-// old child gone and no new one started, every descendant belongs to the
-// generation that just ended. They get the stop signal now and SIGKILL
-// after the grace period, while the new child runs: a restart replaces the
-// whole generation, long-lived daemons included.
-func (r *run) sweep() {
-	procs := descendantsOutside(r.cur.pid, os.Getpid())
+// sweep follows cleanUp of child ended: what it left outside its process
+// group (setsid daemons, double-forked helpers) is found among this
+// process's descendants, where a subreaper or PID 1 has them. With no other
+// child living (stop-first: the old child gone, no new one started yet),
+// every descendant belongs to the generation that just ended. They get the
+// stop signal now and SIGKILL after the grace period, while the new child
+// runs: a restart replaces the whole generation, long-lived daemons
+// included.
+//
+// With another child living (an overlap), a process that started after
+// the living child did may be the living one's (its own descendants, or a
+// daemon it left its group for) as well as the ended one's: nothing tells
+// them apart, so it is left alone, and swept with the living generation
+// when that one ends, or at exit. What started before the living child is
+// the ended generation's (or an earlier one's) for sure.
+func (r *run) sweep(ended, living *child) {
+	procs := descendantsOutside(ended.pid, os.Getpid())
+	if living != nil {
+		procs = slices.DeleteFunc(procs, func(p proc) bool { return living.tick == 0 || p.start >= living.tick })
+		r.log.Debug("sweep with a child living: what started after it is left to its generation", "pid", ended.pid, "living", living.pid)
+	}
 	if len(procs) == 0 {
 		return
 	}
@@ -943,21 +1092,24 @@ func (r *run) restart() error {
 	return r.launch(r.next, verifying)
 }
 
-func (r *run) send(sig syscall.Signal) {
-	if r.cur.pid <= 1 { // kill(0) and kill(-1) mean far more than one child
+// send signals the current child.
+func (r *run) send(sig syscall.Signal) { signalPid(r.log, r.cur.pid, sig) }
+
+func signalPid(log *slog.Logger, pid int, sig syscall.Signal) {
+	if pid <= 1 { // kill(0) and kill(-1) mean far more than one child
 		return
 	}
-	if err := syscall.Kill(r.cur.pid, sig); err != nil && err != syscall.ESRCH {
-		r.log.Warn("cannot signal child", "pid", r.cur.pid, "signal", SignalName(sig), "error", err)
+	if err := syscall.Kill(pid, sig); err != nil && err != syscall.ESRCH {
+		log.Warn("cannot signal child", "pid", pid, "signal", SignalName(sig), "error", err)
 	}
 }
 
-func (r *run) killGroup() {
-	if r.cur.pid <= 1 {
+func killGroup(log *slog.Logger, pgid int) {
+	if pgid <= 1 {
 		return
 	}
-	if err := syscall.Kill(-r.cur.pid, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
-		r.log.Warn("cannot kill the child's process group", "pgid", r.cur.pid, "error", err)
+	if err := syscall.Kill(-pgid, syscall.SIGKILL); err != nil && err != syscall.ESRCH {
+		log.Warn("cannot kill the child's process group", "pgid", pgid, "error", err)
 	}
 }
 
