@@ -49,6 +49,7 @@ type config struct {
 	ready          []ready.Check
 	readyTimeout   time.Duration
 	rollbackWindow time.Duration
+	restart        exec.RestartMode // --restart
 
 	logFormat, logLevel string
 	version             bool
@@ -124,6 +125,17 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*config, er
 	})
 	fs.DurationVar(&cfg.readyTimeout, "ready-timeout", 60*time.Second, "")
 	fs.DurationVar(&cfg.rollbackWindow, "rollback-window", 0, "")
+	fs.Func("restart", "", func(v string) error {
+		switch v {
+		case "stop-first":
+			cfg.restart = exec.StopFirst
+		case "overlap":
+			cfg.restart = exec.Overlap
+		default:
+			return errors.New("want stop-first or overlap")
+		}
+		return nil
+	})
 
 	if err := fs.Parse(args); err != nil {
 		return nil, flagError(fs, err)
@@ -216,7 +228,28 @@ func (c *config) check() error {
 	case !c.print && len(c.argv) == 0:
 		return fmt.Errorf("no command given: paramexec [flags] [--] COMMAND [ARGS...]")
 	}
-	return c.checkHold()
+	if err := c.checkHold(); err != nil {
+		return err
+	}
+	return c.checkRestart()
+}
+
+// checkRestart checks --restart overlap: the old child is stopped only
+// once the new one is ready, so something must say when it is; and only a
+// restart on change overlaps anything.
+func (c *config) checkRestart() error {
+	if c.restart != exec.Overlap || c.print {
+		return nil
+	}
+	switch {
+	case len(c.ready) == 0:
+		return errors.New("--restart overlap: needs --ready, which says when the new child may take over")
+	case c.interval == 0:
+		return errors.New("--restart overlap: only applies when watching; give --interval too")
+	case c.onChange.Kind != exec.Restart:
+		return errors.New("--restart overlap: only goes with --on-change restart")
+	}
+	return nil
 }
 
 // checkHold checks --settle, --settle-max and --splay. Without --interval

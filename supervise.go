@@ -104,6 +104,7 @@ func supervise(ctx context.Context, cfg *config, env []string, w *fetch.Watcher,
 		ReadyTimeout:   cfg.readyTimeout,
 		RollbackWindow: cfg.rollbackWindow,
 		Rollback:       cfg.rollback(),
+		Restart:        cfg.restart,
 	}
 	if len(cfg.ready) > 0 {
 		sup.Ready = readiness(cfg.ready, relay, procs, w.Inherited)

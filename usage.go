@@ -126,6 +126,26 @@ SAFE RESTARTS
     come while a child is not ready yet wait for it. --on-change exit and
     signal:NAME do not restart, so they are not rolled back.
 
+    --restart MODE        how a change replaces the child (default stop-first):
+                            stop-first  stop the old child (stop signal,
+                                        --grace, SIGKILL), then start the new
+                            overlap     start the new child while the old one
+                                        serves; once the new one is ready
+                                        (needs --ready and --interval), the old
+                                        one gets the stop signal and --grace.
+                                        A new child that exits or is not ready
+                                        in time is stopped and the old one
+                                        serves on: a rollback with no gap.
+    At most two children live at a time, one of them not ready. Changes during
+    an overlap or a drain wait, the newest winning. A terminating signal
+    during an overlap stops both children (stop signal, --grace, SIGKILL) and
+    starts nothing; other signals go to the serving child, and are held for
+    the new one until it takes over. The log says "overlap begun", "new child
+    ready", "switched", "old child draining" and "old child exited", with
+    durations. With a shared --listen socket a tcp: or http: check may be
+    answered by the old child: use --ready notify, or an http: check on a
+    port of the new child's own.
+
 STARTING
     --startup-timeout D   a deadline on the whole start-up: retry throttling,
                           5xx and network errors until it, then exit 3
