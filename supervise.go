@@ -252,6 +252,10 @@ func notifyEvents(n *sdnotify.Notifier, command string, log *slog.Logger) func(e
 			err = n.Ready(status)
 		case exec.RestartBegun:
 			err = n.Reloading(fmt.Sprintf("restarting %s: %s", name, e.Reason))
+		case exec.OverlapBegun:
+			err = n.Reloading(fmt.Sprintf("overlapping %s: new child (pid %d) starting while the old one serves: %s", name, e.Pid, e.Reason))
+		case exec.Draining:
+			err = n.Status(fmt.Sprintf("%s: old child (pid %d) draining (%s)", name, e.Pid, e.Reason))
 		case exec.Restarted:
 			rolledBack = ""
 			err = n.Ready(fmt.Sprintf("%s running (pid %d), restarted in %s at %s: %s",
