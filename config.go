@@ -25,6 +25,8 @@ import (
 
 	"github.com/paramexec/paramexec/exec"
 	"github.com/paramexec/paramexec/fetch"
+	"github.com/paramexec/paramexec/internal/listen"
+	"github.com/paramexec/paramexec/internal/proxy"
 )
 
 // envPrefix starts the environment variable that stands in for each flag.
@@ -52,6 +54,11 @@ type config struct {
 	// fetch.Watcher.
 	settle, settleMax, splay time.Duration
 
+	// listen and proxy are --listen and --proxy, parsed: see handoff.go.
+	listen        []listen.Spec
+	proxy         []proxy.Spec
+	proxyProtocol bool
+
 	print, reveal bool
 	format        string
 
@@ -63,7 +70,7 @@ type config struct {
 
 // supervise reports whether paramexec stays as the child's parent rather
 // than exec-ing in its place.
-func (c *config) supervise() bool { return c.interval > 0 || c.init }
+func (c *config) supervise() bool { return c.interval > 0 || c.init || len(c.proxy) > 0 }
 
 // sourceKinds lists the repeatable source flags in the order their
 // PARAMEXEC_* variables are applied (lowest precedence first).
@@ -107,6 +114,10 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*config, er
 	fs.DurationVar(&cfg.settle, "settle", 0, "")
 	fs.DurationVar(&cfg.settleMax, "settle-max", 0, "")
 	fs.DurationVar(&cfg.splay, "splay", 0, "")
+	var listens, proxies listFlag
+	fs.Var(&listens, "listen", "")
+	fs.Var(&proxies, "proxy", "")
+	fs.BoolVar(&cfg.proxyProtocol, "proxy-protocol", false, "")
 	fs.BoolVar(&cfg.print, "print", false, "")
 	fs.BoolVar(&cfg.reveal, "reveal", false, "")
 	fs.StringVar(&cfg.format, "format", "dotenv", "")
@@ -158,6 +169,9 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*config, er
 	if cfg.stopSignal, err = exec.ParseSignal(*stopSignal); err != nil {
 		return nil, fmt.Errorf("--stop-signal: %w", err)
 	}
+	if cfg.listen, cfg.proxy, err = parseHandoff(listens, proxies); err != nil {
+		return nil, err
+	}
 	return cfg, cfg.check()
 }
 
@@ -185,7 +199,10 @@ func (c *config) check() error {
 	case !c.print && len(c.argv) == 0:
 		return fmt.Errorf("no command given: paramexec [flags] [--] COMMAND [ARGS...]")
 	}
-	return c.checkHold()
+	if err := c.checkHold(); err != nil {
+		return err
+	}
+	return c.checkHandoff()
 }
 
 // checkHold checks --settle, --settle-max and --splay. Without --interval

@@ -22,6 +22,7 @@ import (
 
 	"github.com/paramexec/paramexec/exec"
 	"github.com/paramexec/paramexec/fetch"
+	"github.com/paramexec/paramexec/internal/listen"
 	"github.com/paramexec/paramexec/internal/logsink"
 )
 
@@ -29,6 +30,11 @@ import (
 var version = ""
 
 func main() {
+	// paramexec re-executed as --listen's trampoline: set LISTEN_PID to
+	// its own pid and exec the command (see listen.Set.Command).
+	if ok, code := listen.Trampoline(os.Args); ok {
+		os.Exit(code)
+	}
 	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
 }
 
@@ -77,6 +83,26 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if cfg.supervise() {
 		inherited = withoutVar(inherited, "NOTIFY_SOCKET")
 	}
+	// A child of a supervising paramexec gets fds 0-2 and its --listen
+	// sockets, nothing else paramexec inherited, nor LISTEN_* meant for
+	// paramexec. In place, both pass through: the command is then what
+	// systemd's socket activation started.
+	if cfg.supervise() {
+		inherited = withoutVar(withoutVar(withoutVar(inherited, "LISTEN_PID"), "LISTEN_FDS"), "LISTEN_FDNAMES")
+		if err := listen.CloseOnExecFrom(3); err != nil {
+			log.Warn("cannot keep inherited descriptors from the child", "error", err)
+		}
+	}
+	// --listen and --proxy bind before anything is read: a port in use
+	// fails at once, and connections that arrive during start-up wait.
+	handoff := &handoff{log: log}
+	if !cfg.print {
+		if handoff, err = openHandoff(ctx, cfg, log); err != nil {
+			log.Error("cannot listen", "error", err)
+			return exitSource
+		}
+	}
+	defer handoff.close()
 	// --startup-timeout is a deadline on the whole start-up: the AWS
 	// configuration (the Region from instance metadata), credentials and
 	// every read. The clients keep no part of this context.
@@ -113,7 +139,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 	if !cfg.supervise() {
 		stopStartup()
 		logs.Flush(logFlushTimeout)
-		err := exec.Replace(cfg.argv, env)
+		err := handoff.replace(cfg.argv, env)
 		log.Error("cannot run command", "command", cfg.argv[0], "error", err)
 		return exec.ExitCode(err)
 	}
@@ -130,7 +156,7 @@ func run(args, environ []string, stdout, stderr io.Writer) int {
 		Splay:         cfg.splay,
 		Log:           log,
 	}
-	return supervise(ctx, cfg, env, w, layers, notifySocket, stopStartup, log)
+	return supervise(ctx, cfg, env, w, layers, notifySocket, stopStartup, handoff, log)
 }
 
 // withoutVar returns environ without the variable name.
