@@ -26,6 +26,9 @@ var (
 	moto     *motoserver.Server
 	binPath  string // the paramexec binary under test
 	childBin string // internal/testchild
+	// serverBin is internal/testserver, the HTTP child of the
+	// zero-downtime tests.
+	serverBin string
 )
 
 func TestMain(m *testing.M) {
@@ -41,6 +44,7 @@ func testMain(m *testing.M) int {
 	defer os.RemoveAll(dir)
 	binPath = filepath.Join(dir, "paramexec")
 	childBin = filepath.Join(dir, "testchild")
+	serverBin = filepath.Join(dir, "testserver")
 	args := []string{"build", "-o", binPath}
 	if raceEnabled {
 		args = append(args, "-race")
@@ -48,6 +52,7 @@ func testMain(m *testing.M) int {
 	for _, b := range []struct{ args []string }{
 		{append(args, ".")},
 		{[]string{"build", "-o", childBin, "./internal/testchild"}},
+		{[]string{"build", "-o", serverBin, "./internal/testserver"}},
 	} {
 		cmd := osexec.Command("go", b.args...)
 		if out, err := cmd.CombinedOutput(); err != nil {

@@ -1,6 +1,7 @@
 // Command bench measures paramexec against the targets of issue 5: start-up
 // against an SDK-only floor, size and memory, API calls per idle poll,
-// change latency and restart gap, and a fleet behind a throttling proxy.
+// change latency and restart gap, a fleet behind a throttling proxy, and
+// requests lost per restart with and without --listen and --proxy (issue 12).
 //
 // It starts its own moto_server (or uses -moto URL), builds the binaries
 // as a release is built (or uses those in -bin DIR), prints Markdown tables
@@ -67,9 +68,12 @@ type options struct {
 	fleetWindow   time.Duration
 
 	soak time.Duration
+
+	zdChanges int             // zerodowntime: changes per mode
+	zdBoots   []time.Duration // zerodowntime: boot delays of the stop-first rows
 }
 
-var allPhases = []string{"startup", "size", "steady", "polls", "fleet", "soak"}
+var allPhases = []string{"startup", "size", "steady", "polls", "fleet", "soak", "zerodowntime"}
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var o options
@@ -81,7 +85,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.motoURL, "moto", "", "use the moto_server at this URL instead of starting one (it is then never reset)")
 	fs.StringVar(&o.binDir, "bin", "", "directory with prebuilt paramexec, floor and testchild (missing ones are built into it)")
 	fs.StringVar(&o.workDir, "work", "", "directory for logs and child records (default: a new temporary directory, removed unless a phase failed)")
-	phases := fs.String("phases", "startup,size,steady,polls,fleet", "phases to run: "+strings.Join(allPhases, ","))
+	phases := fs.String("phases", "startup,size,steady,polls,fleet,zerodowntime", "phases to run: "+strings.Join(allPhases, ","))
 	fs.StringVar(&o.jsonOut, "json", "", "also write every figure as JSON to this file")
 	fs.DurationVar(&o.interval, "interval", 2*time.Second, "paramexec --interval for the polling and latency phases")
 	fs.DurationVar(&o.steady, "steady", time.Minute, "how long to sample the supervisor's RSS while it watches a path")
@@ -95,6 +99,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.fleetParams, "fleet-params", 10, "parameters under the fleet's path")
 	fs.DurationVar(&o.fleetWindow, "fleet-window", 0, "each fleet measurement window (default 10 intervals: one discovery poll per instance)")
 	fs.DurationVar(&o.soak, "soak", 5*time.Minute, "soak duration when the soak phase is selected")
+	fs.IntVar(&o.zdChanges, "zd-changes", 5, "zerodowntime: changes per restart mode")
+	zdBoots := fs.String("zd-boots", "100ms,1s,5s", "zerodowntime: the child's boot delays for the stop-first rows")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -124,6 +130,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		def("fleet-params", func() { o.fleetParams = 3 })
 		def("fleet-window", func() { o.fleetWindow = 2 * time.Second })
 		def("soak", func() { o.soak = 5 * time.Second })
+		def("zd-changes", func() { o.zdChanges = 1 })
+		def("zd-boots", func() { *zdBoots = "100ms" })
 	}
 	var err error
 	if o.sizes, err = intList(*sizes); err != nil {
@@ -137,6 +145,13 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.fleet, err = intList(*fleetNs); err != nil {
 		return o, fmt.Errorf("-fleet: %w", err)
+	}
+	for _, f := range strings.Split(*zdBoots, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(f))
+		if err != nil || d < 0 {
+			return o, fmt.Errorf("-zd-boots: %q is not a duration", f)
+		}
+		o.zdBoots = append(o.zdBoots, d)
 	}
 	o.phases = map[string]bool{}
 	for _, p := range strings.Split(*phases, ",") {
@@ -156,6 +171,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-interval: at least 1s, as paramexec requires")
 	case o.fleetInterval < time.Second:
 		return o, errors.New("-fleet-interval: at least 1s, as paramexec requires")
+	case o.zdChanges < 1:
+		return o, errors.New("-zd-changes: at least 1")
 	case o.idlePolls < 1 || o.changes < 1:
 		return o, errors.New("-polls and -changes: at least 1")
 	}
@@ -216,6 +233,7 @@ type Results struct {
 	Polls     []PollRow      `json:",omitempty"`
 	Fleet     []fleet.Result `json:",omitempty"`
 	Soak      *soak.Result   `json:",omitempty"`
+	Zero      *ZeroResult    `json:",omitempty"`
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -304,6 +322,14 @@ func measure(ctx context.Context, opt options, stdout, stderr io.Writer) (res *R
 			r, err := b.fleet(ctx)
 			res.Fleet = r
 			fleet.WriteTable(stdout, r)
+			return err
+		}},
+		{"zerodowntime", func(ctx context.Context) error {
+			r, err := b.zeroDowntime(ctx)
+			if r != nil {
+				res.Zero = r
+				r.write(stdout)
+			}
 			return err
 		}},
 		{"soak", func(ctx context.Context) error {

@@ -27,7 +27,8 @@
 // HTTP: / answers {"pid":N,"value":"…"}; /info adds how it listens, the fds
 // it inherited (open without close-on-exec at start) and the LISTEN_*
 // variables seen; /sleep?d=DURATION sends
-// its headers, waits (at most a minute), then the body. On SIGTERM it stops
+// its headers, waits (at most a minute), then the body; /bytes?n=N sends N
+// zero bytes (at most 1 GiB), for throughput. On SIGTERM it stops
 // accepting, finishes open requests and exits 0. Misuse (a bad variable,
 // a port in use) is reported on stderr with exit code 2.
 package main
@@ -49,7 +50,10 @@ import (
 	"github.com/paramexec/paramexec/internal/sdnotify"
 )
 
-const maxSleep = time.Minute
+const (
+	maxSleep = time.Minute
+	maxBytes = 1 << 30
+)
 
 // Info is what /info answers; the tests decode it.
 type Info struct {
@@ -220,6 +224,22 @@ func handler(info Info) http.Handler {
 		w.(http.Flusher).Flush()
 		time.Sleep(d)
 		fmt.Fprintf(w, "slept %v pid %d\n", d, info.Pid)
+	})
+	mux.HandleFunc("/bytes", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+		if err != nil || n < 0 || n > maxBytes {
+			http.Error(w, "want n=COUNT up to 1 GiB", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		buf := make([]byte, 256<<10)
+		for n > 0 {
+			k := min(n, int64(len(buf)))
+			if _, err := w.Write(buf[:k]); err != nil {
+				return
+			}
+			n -= k
+		}
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
