@@ -44,6 +44,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -175,7 +176,8 @@ func run(startFds []int) (int, error) {
 		lns = append(lns, ln)
 	}
 
-	srv := &http.Server{Handler: handler(info), ReadHeaderTimeout: 10 * time.Second}
+	var busy connCount
+	srv := &http.Server{Handler: handler(info), ReadHeaderTimeout: 10 * time.Second, ConnState: busy.track}
 	served := make(chan error, len(lns))
 	for _, ln := range lns {
 		go func() { served <- srv.Serve(ln) }()
@@ -197,6 +199,16 @@ func run(startFds []int) (int, error) {
 		case <-term:
 			ctx, cancel := context.WithTimeout(context.Background(), drain)
 			defer cancel()
+			// Shutdown alone drops a connection it accepted whose request
+			// it reads after Shutdown began (net/http returns from the
+			// connection without an answer): a client sees EOF. A graceful
+			// server stops accepting first, then answers every connection
+			// it has accepted, then shuts down.
+			srv.SetKeepAlivesEnabled(false)
+			for _, ln := range lns {
+				ln.Close()
+			}
+			busy.wait(ctx)
 			if err := srv.Shutdown(ctx); err != nil {
 				return 1, fmt.Errorf("drain: %w", err)
 			}
@@ -351,4 +363,43 @@ func envOr(name, def string) string {
 		return s
 	}
 	return def
+}
+
+// connCount counts the connections accepted and not yet answered (new or
+// active), through http.Server.ConnState.
+type connCount struct {
+	mu    sync.Mutex
+	state map[net.Conn]http.ConnState
+}
+
+func (c *connCount) track(conn net.Conn, st http.ConnState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == nil {
+		c.state = make(map[net.Conn]http.ConnState)
+	}
+	switch st {
+	case http.StateNew, http.StateActive:
+		c.state[conn] = st
+	default:
+		delete(c.state, conn)
+	}
+}
+
+// wait returns when no connection is new or active, or when ctx ends. A
+// new connection that sends nothing is bounded by ReadHeaderTimeout.
+func (c *connCount) wait(ctx context.Context) {
+	for {
+		c.mu.Lock()
+		n := len(c.state)
+		c.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }
