@@ -212,7 +212,8 @@ func (h *handoff) follow(ctx context.Context, pid int) {
 	h.mu.Unlock()
 	started := h.started
 	for i, px := range h.proxies {
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(h.ports[i]))
+		port := h.ports[i] // the next start rewrites h.ports
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 		check, err := ready.Parse("tcp:" + addr)
 		if err != nil { // cannot be: the address is made above
 			h.log.Error("proxy: no readiness check for the child", "error", err)
@@ -226,11 +227,11 @@ func (h *handoff) follow(ctx context.Context, pid int) {
 				return // the child stopped first
 			}
 			if err != nil {
-				h.log.Error("child does not accept on its port; connections are held", "pid", pid, "port", h.ports[i], "waited", time.Since(started).Round(time.Millisecond))
+				h.log.Error("child does not accept on its port; connections are held", "pid", pid, "port", port, "waited", time.Since(started).Round(time.Millisecond))
 				return
 			}
 			px.p.SetTarget(addr)
-			h.log.Info("switched", "proxy", px.spec.Listen, "pid", pid, "port", h.ports[i], "after", time.Since(started).Round(time.Millisecond))
+			h.log.Info("switched", "proxy", px.spec.Listen, "pid", pid, "port", port, "after", time.Since(started).Round(time.Millisecond))
 		})
 	}
 }
