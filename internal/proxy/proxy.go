@@ -125,6 +125,10 @@ type Proxy struct {
 	closing bool // set by Serve's end: no connection may join a group
 
 	wg sync.WaitGroup // one per connection goroutine
+
+	// bufs hold the bytes of a connection's first exchange, before the
+	// copies splice: pooled, since every connection has one each way.
+	bufs sync.Pool
 }
 
 // group is the connections to one target.
@@ -144,7 +148,9 @@ func New(ln net.Listener, opts Options) *Proxy {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Proxy{ln: ln, opts: opts, changed: make(chan struct{}), groups: make(map[string]*group)}
+	p := &Proxy{ln: ln, opts: opts, changed: make(chan struct{}), groups: make(map[string]*group)}
+	p.bufs.New = func() any { b := make([]byte, 16<<10); return &b }
+	return p
 }
 
 // SetTarget sends connections that arrive from now on to addr (HOST:PORT),
@@ -459,9 +465,11 @@ func (p *Proxy) exchange(c *pair, backend net.Conn, replay []byte) (again bool, 
 	var answered, stopping atomic.Bool
 	up := make(chan upResult, 1)
 	go func() {
-		up <- c.up(backend, replay, &answered, &stopping)
+		up <- c.up(backend, replay, &answered, &stopping, &p.bufs)
 	}()
-	buf := make([]byte, 32<<10)
+	bp := p.bufs.Get().(*[]byte)
+	defer p.bufs.Put(bp)
+	buf := *bp
 	n, err := backend.Read(buf)
 	if n > 0 || errors.Is(err, io.EOF) {
 		answered.Store(true)
@@ -500,14 +508,16 @@ func (p *Proxy) exchange(c *pair, backend net.Conn, replay []byte) (again bool, 
 // up copies the client to backend: replay first, then what the client
 // sends, kept for a replay until the backend has answered; from then on
 // a plain copy.
-func (c *pair) up(backend net.Conn, replay []byte, answered, stopping *atomic.Bool) upResult {
+func (c *pair) up(backend net.Conn, replay []byte, answered, stopping *atomic.Bool, bufs *sync.Pool) upResult {
 	r := upResult{kept: append([]byte(nil), replay...)}
 	if len(replay) > 0 {
 		if _, err := backend.Write(replay); err != nil {
 			return r // the backend's side reports it
 		}
 	}
-	buf := make([]byte, 32<<10)
+	bp := bufs.Get().(*[]byte)
+	defer bufs.Put(bp)
+	buf := *bp
 	for !answered.Load() {
 		n, err := c.client.Read(buf)
 		if n > 0 {
