@@ -474,7 +474,7 @@ func medianF(xs []float64) float64 {
 
 func (r *ZeroResult) write(w io.Writer) {
 	fmt.Fprintf(w, "### Zero-downtime restarts: %d requests a second, each on a new connection, across %d changes per mode\n\n", r.Rate, r.changes())
-	fmt.Fprintln(w, "| mode | child boot | requests | refused | failed | failed per change | slowest request |")
+	fmt.Fprintln(w, "| mode | child boot | requests | refused | failed | failed per change | slowest request, ms |")
 	fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|---:|")
 	for _, row := range r.Rows {
 		per := 0.0
