@@ -14,6 +14,8 @@ import (
 	"github.com/paramexec/paramexec/exec"
 	"github.com/paramexec/paramexec/fetch"
 	"github.com/paramexec/paramexec/internal/environ"
+	"github.com/paramexec/paramexec/internal/listen"
+	"github.com/paramexec/paramexec/internal/proxy"
 	"github.com/paramexec/paramexec/internal/ready"
 )
 
@@ -42,6 +44,11 @@ type config struct {
 	// fetch.Watcher.
 	settle, settleMax, splay time.Duration
 
+	// listen and proxy are --listen and --proxy, parsed: see handoff.go.
+	listen        []listen.Spec
+	proxy         []proxy.Spec
+	proxyProtocol bool
+
 	print, reveal bool
 	format        string
 
@@ -59,8 +66,11 @@ type config struct {
 
 // supervise reports whether paramexec stays as the child's parent rather
 // than exec-ing in its place. --ready needs a parent: someone must wait
-// for the child to be ready, report it, and stop it if it never is.
-func (c *config) supervise() bool { return c.interval > 0 || c.init || len(c.ready) > 0 }
+// for the child to be ready, report it, and stop it if it never is; so
+// does --proxy, which forwards to the child.
+func (c *config) supervise() bool {
+	return c.interval > 0 || c.init || len(c.ready) > 0 || len(c.proxy) > 0
+}
 
 // rollback reports whether a failed change is rolled back: always with
 // --ready, and with --rollback-window alone.
@@ -108,6 +118,10 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*config, er
 	fs.DurationVar(&cfg.settle, "settle", 0, "")
 	fs.DurationVar(&cfg.settleMax, "settle-max", 0, "")
 	fs.DurationVar(&cfg.splay, "splay", 0, "")
+	var listens, proxies listFlag
+	fs.Var(&listens, "listen", "")
+	fs.Var(&proxies, "proxy", "")
+	fs.BoolVar(&cfg.proxyProtocol, "proxy-protocol", false, "")
 	fs.BoolVar(&cfg.print, "print", false, "")
 	fs.BoolVar(&cfg.reveal, "reveal", false, "")
 	fs.StringVar(&cfg.format, "format", "dotenv", "")
@@ -191,9 +205,12 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*config, er
 			return nil, err
 		}
 		if c.UsesPort() {
-			return nil, fmt.Errorf("--ready %q: {port} stands for the child's port in --proxy mode, which this version does not have", spec)
+			return nil, fmt.Errorf("--ready %q: {port} stands for the child's port in --proxy mode, which --ready does not support yet", spec)
 		}
 		cfg.ready = append(cfg.ready, c)
+	}
+	if cfg.listen, cfg.proxy, err = parseHandoff(listens, proxies); err != nil {
+		return nil, err
 	}
 	return cfg, cfg.check()
 }
@@ -231,7 +248,10 @@ func (c *config) check() error {
 	if err := c.checkHold(); err != nil {
 		return err
 	}
-	return c.checkRestart()
+	if err := c.checkRestart(); err != nil {
+		return err
+	}
+	return c.checkHandoff()
 }
 
 // checkRestart checks --restart overlap: the old child is stopped only

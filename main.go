@@ -23,6 +23,7 @@ import (
 	"github.com/paramexec/paramexec/exec"
 	"github.com/paramexec/paramexec/fetch"
 	"github.com/paramexec/paramexec/internal/environ"
+	"github.com/paramexec/paramexec/internal/listen"
 	"github.com/paramexec/paramexec/internal/logsink"
 )
 
@@ -30,6 +31,11 @@ import (
 var version = ""
 
 func main() {
+	// paramexec re-executed as --listen's trampoline: set LISTEN_PID to
+	// its own pid and exec the command (see listen.Set.Command).
+	if ok, code := listen.Trampoline(os.Args); ok {
+		os.Exit(code)
+	}
 	os.Exit(run(os.Args[1:], os.Environ(), os.Stdout, os.Stderr))
 }
 
@@ -79,6 +85,28 @@ func run(args, osEnv []string, stdout, stderr io.Writer) int {
 	if cfg.supervise() {
 		inherited = environ.Without(inherited, "NOTIFY_SOCKET")
 	}
+	// A child of a supervising paramexec gets fds 0-2 and its --listen
+	// sockets, nothing else paramexec inherited, nor LISTEN_* meant for
+	// paramexec. In place, both pass through: the command is then what
+	// systemd's socket activation started.
+	if cfg.supervise() {
+		inherited = environ.Filter(inherited, func(name string) bool {
+			return name != "LISTEN_PID" && name != "LISTEN_FDS" && name != "LISTEN_FDNAMES"
+		})
+		if err := listen.CloseOnExecFrom(3); err != nil {
+			log.Warn("cannot keep inherited descriptors from the child", "error", err)
+		}
+	}
+	// --listen and --proxy bind before anything is read: a port in use
+	// fails at once, and connections that arrive during start-up wait.
+	handoff := &handoff{log: log}
+	if !cfg.print {
+		if handoff, err = openHandoff(ctx, cfg, log); err != nil {
+			log.Error("cannot listen", "error", err)
+			return exitSource
+		}
+	}
+	defer handoff.close()
 	// --startup-timeout is a deadline on the whole start-up: the AWS
 	// configuration (the Region from instance metadata), credentials and
 	// every read. The clients keep no part of this context.
@@ -115,7 +143,7 @@ func run(args, osEnv []string, stdout, stderr io.Writer) int {
 	if !cfg.supervise() {
 		stopStartup()
 		logs.Flush(logFlushTimeout)
-		err := exec.Replace(cfg.argv, env)
+		err := handoff.replace(cfg.argv, env)
 		log.Error("cannot run command", "command", cfg.argv[0], "error", err)
 		return exec.ExitCode(err)
 	}
@@ -132,7 +160,7 @@ func run(args, osEnv []string, stdout, stderr io.Writer) int {
 		Splay:         cfg.splay,
 		Log:           log,
 	}
-	return supervise(ctx, cfg, env, w, layers, notifySocket, stopStartup, log)
+	return supervise(ctx, cfg, env, w, layers, notifySocket, stopStartup, handoff, log)
 }
 
 // usageError prints a usage error in the one shape they all have, before

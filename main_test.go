@@ -25,7 +25,7 @@ var (
 	moto      *motoserver.Server
 	binPath   string // the paramexec binary under test
 	childBin  string // internal/testchild
-	serverBin string // internal/testserver, the HTTP child of the readiness tests
+	serverBin string // internal/testserver, the HTTP child of the readiness and zero-downtime tests
 )
 
 func TestMain(m *testing.M) {

@@ -76,17 +76,6 @@ func (sd *fakeSystemd) with(prefix string) bool {
 	return false
 }
 
-// freePort finds a loopback port nobody listens on now.
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
-}
-
 // served is what the test server's / answers.
 type served struct {
 	Pid   int    `json:"pid"`
@@ -139,7 +128,7 @@ func TestReadyGatesSystemdReady(t *testing.T) {
 	const boot = 1500 * time.Millisecond
 	for _, kind := range []string{"tcp", "http", "notify", "exec"} {
 		t.Run(kind, func(t *testing.T) {
-			port := freePort(t)
+			port := strconv.Itoa(freePort(t))
 			sd := listenSystemd(t)
 			env := append(baseEnv(""), "NOTIFY_SOCKET="+sd.path, "PORT="+port, "VALUE="+val("v"),
 				"TESTSERVER_BOOT_DELAY="+boot.String())
@@ -201,7 +190,7 @@ func TestReadyGatesSystemdReady(t *testing.T) {
 func TestNeverReadyExitsNotReady(t *testing.T) {
 	for _, kind := range []string{"tcp", "http", "notify", "exec"} {
 		t.Run(kind, func(t *testing.T) {
-			port := freePort(t)
+			port := strconv.Itoa(freePort(t))
 			sd := listenSystemd(t)
 			env := append(baseEnv(""), "NOTIFY_SOCKET="+sd.path, "PORT="+port, "VALUE="+val("hang"),
 				"TESTSERVER_HANG_IF=VALUE="+val("hang"))

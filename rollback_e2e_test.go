@@ -2,6 +2,7 @@ package main
 
 import (
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -24,7 +25,7 @@ type rollbackRun struct {
 // {port} in a flag stands for the child's port.
 func startRollback(t *testing.T, flags ...string) *rollbackRun {
 	t.Helper()
-	rr := &rollbackRun{t: t, path: uniquePath(t), port: freePort(t), sd: listenSystemd(t)}
+	rr := &rollbackRun{t: t, path: uniquePath(t), port: strconv.Itoa(freePort(t)), sd: listenSystemd(t)}
 	for i, f := range flags {
 		flags[i] = strings.ReplaceAll(f, "{port}", rr.port)
 	}

@@ -27,7 +27,7 @@ const fileDebounce = 300 * time.Millisecond
 // supervise runs the command as paramexec's child and stays its parent:
 // forwarding signals, reaping orphans and, when watching, restarting the
 // child on change. It returns the exit code for paramexec.
-func supervise(ctx context.Context, cfg *config, env []string, w *fetch.Watcher, layers []fetch.Layer, notifySocket string, stopStartup func() syscall.Signal, log *slog.Logger) int {
+func supervise(ctx context.Context, cfg *config, env []string, w *fetch.Watcher, layers []fetch.Layer, notifySocket string, stopStartup func() syscall.Signal, handoff *handoff, log *slog.Logger) int {
 	notify, err := sdnotify.New(notifySocket)
 	if err != nil {
 		log.Warn("cannot reach systemd's notify socket; readiness will not be reported", "error", err)
@@ -109,6 +109,8 @@ func supervise(ctx context.Context, cfg *config, env []string, w *fetch.Watcher,
 	if len(cfg.ready) > 0 {
 		sup.Ready = readiness(cfg.ready, relay, procs, w.Inherited)
 	}
+	handoff.attach(ctx, sup)
+	handoff.serve(ctx)
 	// Start-up is over: keep the supervisor small for the long run.
 	released, err := releaseStartupPages()
 	log.Debug("memory settled", "limit", limitMemory(), "released_binary_bytes", released, "release_error", err)

@@ -37,10 +37,20 @@ func startBinary(t *testing.T, env []string, args ...string) *running {
 // execs it (prlimit, say), so that the pid is paramexec's all the same.
 func startCommand(t *testing.T, env []string, name string, args ...string) *running {
 	t.Helper()
+	return startCommandWith(t, env, nil, name, args...)
+}
+
+// startCommandWith is startCommand with setup adjusting the command (its
+// ExtraFiles, say) before it starts.
+func startCommandWith(t *testing.T, env []string, setup func(*osexec.Cmd), name string, args ...string) *running {
+	t.Helper()
 	cmd := osexec.Command(name, args...)
 	cmd.Env = env
 	r := &running{t: t, cmd: cmd, stderr: &syncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = r.stderr
+	if setup != nil {
+		setup(cmd)
+	}
 	// Descendants that outlive a killed paramexec keep the pipe open; do
 	// not let them hang the test.
 	cmd.WaitDelay = 5 * time.Second

@@ -145,6 +145,31 @@ SAFE RESTARTS
     durations. With a shared --listen socket a tcp: or http: check may be
     answered by the old child: use --ready notify, or an http: check on a
     port of the new child's own.
+ZERO-DOWNTIME RESTARTS
+    --listen [NAME=]ADDR  repeatable; bind ADDR (tcp://HOST:PORT, tcp://:PORT,
+                          unix:///PATH) once, before the first child, and pass
+                          it to every child by systemd's socket activation:
+                          fds 3, 4, ..., LISTEN_FDS, LISTEN_FDNAMES (NAME, or
+                          listenN for the Nth), LISTEN_PID the child's pid.
+                          A unix socket file is created 0660 and removed at
+                          exit. Between two children connections wait in the
+                          socket's backlog instead of being refused
+    --proxy LISTEN=VAR    listen on LISTEN (HOST:PORT or :PORT) and forward
+                          TCP to the current child, which gets a free
+                          loopback port in the variable VAR and must bind
+                          127.0.0.1 on it; connections are held from a
+                          child's stop signal until the next one accepts,
+                          and those open to the old child get --grace.
+                          Implies staying the parent
+    --proxy-protocol      with --proxy: send the PROXY protocol v1 line with
+                          the client's address before its bytes
+
+    Restarts stay stop-first (the old child exits, then the new one starts):
+    --listen and --proxy turn the new child's boot time from refused
+    connections into waiting ones. A bad address is a usage error (2); an
+    address in use or not allowed fails start-up with 3. A supervised child
+    inherits no descriptor of paramexec's other than 0-2 and its sockets,
+    and no LISTEN_* of paramexec's.
 
 STARTING
     --startup-timeout D   a deadline on the whole start-up: retry throttling,

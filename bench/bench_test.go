@@ -38,11 +38,11 @@ func TestCommandsRunQuick(t *testing.T) {
 		out := filepath.Join(t.TempDir(), "results.json")
 		var stdout, stderr bytes.Buffer
 		code := run(ctx, []string{"-quick", "-moto", srv.URL, "-bin", bin, "-json", out,
-			"-phases", "size,startup,steady,polls,rollback"}, &stdout, &stderr)
+			"-phases", "size,startup,steady,polls,rollback,zerodowntime"}, &stdout, &stderr)
 		if code != 0 {
 			t.Fatalf("bench -quick exited %d\nstdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
 		}
-		for _, heading := range []string{"### Binary", "### Start-up", "### Supervisor memory", "### API calls per poll", "### Change latency", "### A bad value published to a fleet"} {
+		for _, heading := range []string{"### Binary", "### Start-up", "### Supervisor memory", "### API calls per poll", "### Change latency", "### A bad value published to a fleet", "### Zero-downtime restarts", "### --proxy against a direct connection"} {
 			if !strings.Contains(stdout.String(), heading) {
 				t.Errorf("no %q table in the output:\n%s", heading, stdout.String())
 			}
@@ -71,6 +71,17 @@ func TestCommandsRunQuick(t *testing.T) {
 		}
 		if len(res.Polls) != 3 {
 			t.Fatalf("polls: %d configurations, want 3 (two sizes, one secret count)", len(res.Polls))
+		}
+		if res.Zero == nil || len(res.Zero.Rows) != 3 {
+			t.Fatalf("zerodowntime: %+v; want 3 rows (one stop-first boot, --listen, --proxy)", res.Zero)
+		}
+		for _, r := range res.Zero.Rows {
+			if r.Requests == 0 || r.Changes != 1 {
+				t.Errorf("zerodowntime %s: %d requests across %d changes; want some across 1", r.Mode, r.Requests, r.Changes)
+			}
+		}
+		if c := res.Zero.Cost; len(c.DirectMBps) != 3 || len(c.ProxyMBps) != 3 || c.CPURequests != 1000 || c.FdsAfter == 0 {
+			t.Errorf("zerodowntime cost: %+v; want 3 transfers each side and 1000 requests counted", c)
 		}
 		for _, r := range res.Polls {
 			if len(r.Idle) == 0 || len(r.Discovery) == 0 {

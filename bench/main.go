@@ -1,6 +1,7 @@
 // Command bench measures paramexec against the targets of issue 5: start-up
 // against an SDK-only floor, size and memory, API calls per idle poll,
-// change latency and restart gap, and a fleet behind a throttling proxy.
+// change latency and restart gap, a fleet behind a throttling proxy, and
+// requests lost per restart with and without --listen and --proxy (issue 12).
 //
 // It starts its own moto_server (or uses -moto URL), builds the binaries
 // as a release is built (or uses those in -bin DIR), prints Markdown tables
@@ -74,9 +75,12 @@ type options struct {
 	rollbackInterval time.Duration
 	rollbackBoot     time.Duration
 	rollbackTimeout  time.Duration
+
+	zdChanges int             // zerodowntime: changes per mode
+	zdBoots   []time.Duration // zerodowntime: boot delays of the stop-first rows
 }
 
-var allPhases = []string{"startup", "size", "steady", "polls", "fleet", "soak", "rollback"}
+var allPhases = []string{"startup", "size", "steady", "polls", "fleet", "soak", "rollback", "zerodowntime"}
 
 func parseOptions(args []string, stderr io.Writer) (options, error) {
 	var o options
@@ -88,7 +92,7 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.motoURL, "moto", "", "use the moto_server at this URL instead of starting one (it is then never reset)")
 	fs.StringVar(&o.binDir, "bin", "", "directory with prebuilt paramexec, floor and testchild (missing ones are built into it)")
 	fs.StringVar(&o.workDir, "work", "", "directory for logs and child records (default: a new temporary directory, removed unless a phase failed)")
-	phases := fs.String("phases", "startup,size,steady,polls,fleet", "phases to run: "+strings.Join(allPhases, ","))
+	phases := fs.String("phases", "startup,size,steady,polls,fleet,zerodowntime", "phases to run: "+strings.Join(allPhases, ","))
 	fs.StringVar(&o.jsonOut, "json", "", "also write every figure as JSON to this file")
 	fs.DurationVar(&o.interval, "interval", 2*time.Second, "paramexec --interval for the polling and latency phases")
 	fs.DurationVar(&o.steady, "steady", time.Minute, "how long to sample the supervisor's RSS while it watches a path")
@@ -106,6 +110,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.rollbackInterval, "rollback-interval", 5*time.Second, "the rollback fleet's --interval")
 	fs.DurationVar(&o.rollbackBoot, "rollback-boot", time.Second, "the rollback fleet's child boot time")
 	fs.DurationVar(&o.rollbackTimeout, "rollback-ready-timeout", 10*time.Second, "the rollback fleet's --ready-timeout")
+	fs.IntVar(&o.zdChanges, "zd-changes", 5, "zerodowntime: changes per restart mode")
+	zdBoots := fs.String("zd-boots", "100ms,1s,5s", "zerodowntime: the child's boot delays for the stop-first rows")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -139,6 +145,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		def("rollback-interval", func() { o.rollbackInterval = time.Second })
 		def("rollback-boot", func() { o.rollbackBoot = 200 * time.Millisecond })
 		def("rollback-ready-timeout", func() { o.rollbackTimeout = 5 * time.Second })
+		def("zd-changes", func() { o.zdChanges = 1 })
+		def("zd-boots", func() { *zdBoots = "100ms" })
 	}
 	var err error
 	if o.sizes, err = intList(*sizes); err != nil {
@@ -155,6 +163,13 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 	}
 	if o.rollback, err = intList(*rollbackNs); err != nil {
 		return o, fmt.Errorf("-rollback: %w", err)
+	}
+	for _, f := range strings.Split(*zdBoots, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(f))
+		if err != nil || d < 0 {
+			return o, fmt.Errorf("-zd-boots: %q is not a duration", f)
+		}
+		o.zdBoots = append(o.zdBoots, d)
 	}
 	o.phases = map[string]bool{}
 	for _, p := range strings.Split(*phases, ",") {
@@ -176,6 +191,8 @@ func parseOptions(args []string, stderr io.Writer) (options, error) {
 		return o, errors.New("-fleet-interval, -rollback-interval: at least 1s, as paramexec requires")
 	case o.rollbackTimeout <= 0:
 		return o, errors.New("-rollback-ready-timeout: more than 0")
+	case o.zdChanges < 1:
+		return o, errors.New("-zd-changes: at least 1")
 	case o.idlePolls < 1 || o.changes < 1:
 		return o, errors.New("-polls and -changes: at least 1")
 	}
@@ -237,6 +254,7 @@ type Results struct {
 	Fleet     []fleet.Result    `json:",omitempty"`
 	Soak      *soak.Result      `json:",omitempty"`
 	Rollback  []rollback.Result `json:",omitempty"`
+	Zero      *ZeroResult       `json:",omitempty"`
 }
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -331,6 +349,14 @@ func measure(ctx context.Context, opt options, stdout, stderr io.Writer) (res *R
 			r, err := b.rollback(ctx)
 			res.Rollback = r
 			rollback.WriteTable(stdout, r)
+			return err
+		}},
+		{"zerodowntime", func(ctx context.Context) error {
+			r, err := b.zeroDowntime(ctx)
+			if r != nil {
+				res.Zero = r
+				r.write(stdout)
+			}
 			return err
 		}},
 		{"soak", func(ctx context.Context) error {

@@ -196,6 +196,20 @@ type Supervisor struct {
 	// inherited as it is; anything else goes through a pipe.
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
+
+	// Hooks for what --listen and --proxy give each child. Each is called
+	// from Run's goroutine, once per start, and must return soon.
+	//
+	// PrepareEnv, if set, returns the environment the child gets instead
+	// of env (--proxy adds the child's port); an error fails the start.
+	PrepareEnv func(env []string) ([]string, error)
+	// ExtraFiles, if set, returns descriptors for the child's fds 3, 4, …
+	// (--listen's sockets); Run closes them once the child has started.
+	ExtraFiles func() ([]*os.File, error)
+	// Wrap, if set, turns the command found in PATH into the program that
+	// is forked (--listen's trampoline, which then execs the command); the
+	// log names the command, not the wrapper.
+	Wrap func(path string, argv []string) (string, []string)
 }
 
 // Run starts the child with env and supervises it until it exits. It returns
@@ -653,11 +667,35 @@ func (r *run) rollBack(code int, failure string) {
 }
 
 func (r *run) start() error {
-	path, err := LookPath(r.s.Argv[0], r.next)
+	// PrepareEnv's additions (a proxy port) are this start's alone: the
+	// child record keeps r.next, so that environments compare by what the
+	// sources gave.
+	env := r.next
+	if r.s.PrepareEnv != nil {
+		var err error
+		if env, err = r.s.PrepareEnv(env); err != nil {
+			return fmt.Errorf("start %s: %w", r.s.Argv[0], err)
+		}
+	}
+	path, err := LookPath(r.s.Argv[0], env)
 	if err != nil {
 		return err
 	}
 	files := []uintptr{r.io.files[0].Fd(), r.io.files[1].Fd(), r.io.files[2].Fd()}
+	var extra []*os.File
+	if r.s.ExtraFiles != nil {
+		if extra, err = r.s.ExtraFiles(); err != nil {
+			return fmt.Errorf("start %s: %w", r.s.Argv[0], err)
+		}
+		defer closeFiles(extra)
+		for _, f := range extra {
+			files = append(files, f.Fd())
+		}
+	}
+	forkPath, forkArgv := path, r.s.Argv
+	if r.s.Wrap != nil {
+		forkPath, forkArgv = r.s.Wrap(path, r.s.Argv)
+	}
 	// Its own process group, so that SIGKILL reaches its descendants too and
 	// a terminal's ^C reaches it rather than this process. SIGKILL when this
 	// process dies, even by SIGKILL (see forker); not inherited by the
@@ -668,10 +706,11 @@ func (r *run) start() error {
 		sys.Foreground, sys.Ctty = true, r.tty
 	}
 	// ForkExec, not os/exec: the reaper owns wait4, so nothing here may wait.
-	pid, err := r.fork.forkExec(path, r.s.Argv, &syscall.ProcAttr{Env: r.next, Files: files, Sys: sys})
+	pid, err := r.fork.forkExec(forkPath, forkArgv, &syscall.ProcAttr{Env: env, Files: files, Sys: sys})
 	runtime.KeepAlive(r.io)
+	runtime.KeepAlive(extra)
 	if err != nil {
-		return startError(path, r.s.Argv, r.next, err)
+		return startError(path, r.s.Argv, env, err)
 	}
 	r.gen++
 	r.cur = child{gen: r.gen, pid: pid, env: r.next, hash: hashEnv(r.next), started: time.Now()}
@@ -1164,4 +1203,10 @@ func changedNames(from, to []string) []string {
 	}
 	slices.Sort(names)
 	return slices.Compact(names)
+}
+
+func closeFiles(files []*os.File) {
+	for _, f := range files {
+		f.Close()
+	}
 }

@@ -731,3 +731,45 @@ func TestRunRejectsVariableTooLargeForExec(t *testing.T) {
 	h.signal(syscall.SIGTERM)
 	h.wait()
 }
+
+// The start hooks of --listen and --proxy: PrepareEnv's environment is the
+// child's, ExtraFiles land on fd 3 and are closed by Run once the child
+// has started, and Wrap's program is what runs.
+func TestStartHooks(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	prepared := 0
+	sup := &exec.Supervisor{
+		Argv: sh("exit 3"), // replaced by Wrap: never run
+		PrepareEnv: func(env []string) ([]string, error) {
+			prepared++
+			return append(env, "EXTRA=from-hook"), nil
+		},
+		ExtraFiles: func() ([]*os.File, error) { return []*os.File{r}, nil },
+		Wrap: func(path string, argv []string) (string, []string) {
+			if filepath.Base(path) != "sh" || argv[2] != "exit 3" {
+				t.Errorf("Wrap got %q %q; want the command found in PATH", path, argv)
+			}
+			return path, sh(`{ echo "$EXTRA"; test -p /proc/self/fd/3 && echo fd3; } > "$D/out"`)
+		},
+	}
+	h := newHarness(t, sup)
+	h.start(sup)
+	h.event(exec.Started)
+	if code, err := h.wait(); code != 0 || err != nil {
+		t.Fatalf("Run = %d, %v; want the wrapped command's 0", code, err)
+	}
+	out, err := os.ReadFile(h.path("out"))
+	if err != nil || string(out) != "from-hook\nfd3\n" {
+		t.Errorf("the child wrote %q, %v; want the hook's variable and fd 3", out, err)
+	}
+	if prepared != 1 {
+		t.Errorf("PrepareEnv called %d times for one start", prepared)
+	}
+	if err := r.Close(); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("the extra file is still open after the start: Close = %v", err)
+	}
+}

@@ -79,7 +79,7 @@ func Trampoline(args []string) (handled bool, code int) {
 	}
 	// The child gets 0-2 and the sockets, nothing else: not even what
 	// paramexec's own parent let it inherit without close-on-exec.
-	if err := closeOnExecFrom(3 + n); err != nil {
+	if err := CloseOnExecFrom(3 + n); err != nil {
 		fmt.Fprintf(os.Stderr, "paramexec %s: %v\n", trampolineArg, err)
 		return true, 2
 	}
@@ -90,8 +90,10 @@ func Trampoline(args []string) (handled bool, code int) {
 	return true, exec.ExitCode(err)
 }
 
-// closeOnExecFrom sets FD_CLOEXEC on every descriptor from lowest up.
-func closeOnExecFrom(lowest int) error {
+// CloseOnExecFrom sets FD_CLOEXEC on every descriptor from lowest up, so
+// that no child inherits them: a supervising paramexec calls it at start-up
+// for what its own parent let it inherit.
+func CloseOnExecFrom(lowest int) error {
 	err := unix.CloseRange(uint(lowest), math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC)
 	if err == nil || !(errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EINVAL)) {
 		return err
@@ -153,7 +155,7 @@ func (s *Set) Replace(argv, env []string) error {
 		}
 		names[i] = s.socks[i].spec.Name
 	}
-	if err := closeOnExecFrom(3 + n); err != nil {
+	if err := CloseOnExecFrom(3 + n); err != nil {
 		return fmt.Errorf("%w: %w", exec.ErrNotExecutable, err)
 	}
 	return exec.Replace(argv, activationEnv(env, n, strings.Join(names, ":")))

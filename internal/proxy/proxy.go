@@ -16,6 +16,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/paramexec/paramexec/internal/listen"
@@ -123,6 +125,10 @@ type Proxy struct {
 	closing bool // set by Serve's end: no connection may join a group
 
 	wg sync.WaitGroup // one per connection goroutine
+
+	// bufs hold the bytes of a connection's first exchange, before the
+	// copies splice: pooled, since every connection has one each way.
+	bufs sync.Pool
 }
 
 // group is the connections to one target.
@@ -142,7 +148,9 @@ func New(ln net.Listener, opts Options) *Proxy {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Proxy{ln: ln, opts: opts, changed: make(chan struct{}), groups: make(map[string]*group)}
+	p := &Proxy{ln: ln, opts: opts, changed: make(chan struct{}), groups: make(map[string]*group)}
+	p.bufs.New = func() any { b := make([]byte, 16<<10); return &b }
+	return p
 }
 
 // SetTarget sends connections that arrive from now on to addr (HOST:PORT),
@@ -351,21 +359,42 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 	defer p.wg.Done()
 	c := &pair{client: client}
 	defer c.close()
-	var target string
-	var backend net.Conn
-	for attempt := 1; backend == nil; attempt++ {
-		var ok bool
-		if target, ok = p.register(ctx, c); !ok {
+	var replay []byte
+	for try := 1; ; try++ {
+		target, backend := p.connect(ctx, c)
+		if backend == nil {
+			return
+		}
+		again, kept := p.exchange(c, backend, replay)
+		if !again || try == dialAttempts || !p.waitChange(ctx, target) {
+			p.unregister(target, c)
+			return
+		}
+		p.unregister(target, c)
+		p.opts.Log.Debug("proxy: the old target reset a connection it never answered; replaying it to the new one", "target", target, "bytes", len(kept))
+		replay = kept
+	}
+}
+
+// connect registers c with the current target and dials it, and returns
+// both, or a nil backend when it cannot (c is then unregistered).
+func (p *Proxy) connect(ctx context.Context, c *pair) (string, net.Conn) {
+	for attempt := 1; ; attempt++ {
+		target, ok := p.register(ctx, c)
+		if !ok {
 			if ctx.Err() == nil {
 				p.opts.Log.Warn("proxy: no target in time, closing connection", "hold", p.opts.HoldTimeout)
 			}
-			return
+			return "", nil
 		}
 		d := net.Dialer{Timeout: p.opts.DialTimeout}
 		b, err := d.DialContext(ctx, "tcp", target)
 		if err == nil {
-			backend = b
-			break
+			if !c.setBackend(b) {
+				p.unregister(target, c)
+				return "", nil
+			}
+			return target, b
 		}
 		p.unregister(target, c)
 		p.mu.Lock()
@@ -373,25 +402,155 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 		p.mu.Unlock()
 		if same || attempt == dialAttempts {
 			p.opts.Log.Warn("proxy: cannot reach target, closing connection", "target", target, "error", err)
-			return
+			return "", nil
 		}
 	}
-	defer p.unregister(target, c)
-	if !c.setBackend(backend) {
-		return
+}
+
+// replayLimit bounds the client's bytes kept until the target's first
+// byte, for a replay (see exchange).
+const replayLimit = 64 << 10
+
+// changeWait bounds how long a connection reset by a target waits for the
+// target to change before it is given up: the stop of a child and the
+// SetTarget that follows it are a few milliseconds apart.
+const changeWait = 2 * time.Second
+
+// waitChange reports whether the target moves away from old within
+// changeWait.
+func (p *Proxy) waitChange(ctx context.Context, old string) bool {
+	t := time.NewTimer(changeWait)
+	defer t.Stop()
+	for {
+		p.mu.Lock()
+		target, changed := p.target, p.changed
+		p.mu.Unlock()
+		if target != old {
+			return true
+		}
+		select {
+		case <-changed:
+		case <-t.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
 	}
+}
+
+// upResult is how the client-to-target copy ended before an answer.
+type upResult struct {
+	kept []byte // what it sent, unless overflow
+	// overflow: more than replayLimit was sent; failed: the client's side
+	// failed, or the copy was stopped by a close: no replay either way.
+	overflow, failed bool
+}
+
+// exchange forwards c between its client and backend, first sending
+// replay, until both directions end. It returns again (and what the client
+// had sent) when the backend reset the connection before sending a single
+// byte: a server that closes its listening socket resets the connections
+// still in its accept queue, which is what a child stopped for a restart
+// does to the ones the proxy dialled just before its stop signal. A reset
+// means the server did not read everything it was sent, so it cannot have
+// answered the request; the caller replays it to the next target. Only the
+// first answer byte ends this chance: from then on the two directions are
+// plain copies (spliced).
+func (p *Proxy) exchange(c *pair, backend net.Conn, replay []byte) (again bool, kept []byte) {
 	if p.opts.ProxyHeader {
-		if _, err := io.WriteString(backend, proxyHeader(client)); err != nil {
-			return
+		if _, err := io.WriteString(backend, proxyHeader(c.client)); err != nil {
+			return false, nil
 		}
 	}
-	done := make(chan struct{})
+	var answered, stopping atomic.Bool
+	up := make(chan upResult, 1)
 	go func() {
-		defer close(done)
-		c.forward(client, backend)
+		up <- c.up(backend, replay, &answered, &stopping, &p.bufs)
 	}()
-	c.forward(backend, client)
-	<-done
+	bp := p.bufs.Get().(*[]byte)
+	defer p.bufs.Put(bp)
+	buf := *bp
+	n, err := backend.Read(buf)
+	if n > 0 || errors.Is(err, io.EOF) {
+		answered.Store(true)
+		if n > 0 {
+			if _, werr := c.client.Write(buf[:n]); werr != nil {
+				c.close()
+				<-up
+				return false, nil
+			}
+		}
+		switch {
+		case err == nil:
+			c.forward(c.client, backend)
+		case errors.Is(err, io.EOF):
+			if cw, ok := c.client.(interface{ CloseWrite() error }); !ok || cw.CloseWrite() != nil {
+				c.close()
+			}
+		default:
+			c.close()
+		}
+		<-up
+		return false, nil
+	}
+	// Nothing came back. Stop the other direction to see what it sent.
+	stopping.Store(true)
+	c.client.SetReadDeadline(time.Now())
+	r := <-up
+	c.client.SetReadDeadline(time.Time{})
+	if errors.Is(err, syscall.ECONNRESET) && !r.overflow && !r.failed && c.dropBackend(backend) {
+		return true, r.kept
+	}
+	c.close()
+	return false, nil
+}
+
+// up copies the client to backend: replay first, then what the client
+// sends, kept for a replay until the backend has answered; from then on
+// a plain copy.
+func (c *pair) up(backend net.Conn, replay []byte, answered, stopping *atomic.Bool, bufs *sync.Pool) upResult {
+	r := upResult{kept: append([]byte(nil), replay...)}
+	if len(replay) > 0 {
+		if _, err := backend.Write(replay); err != nil {
+			return r // the backend's side reports it
+		}
+	}
+	bp := bufs.Get().(*[]byte)
+	defer bufs.Put(bp)
+	buf := *bp
+	for !answered.Load() {
+		n, err := c.client.Read(buf)
+		if n > 0 {
+			if !r.overflow {
+				if len(r.kept)+n > replayLimit {
+					r.overflow, r.kept = true, nil
+				} else {
+					r.kept = append(r.kept, buf[:n]...)
+				}
+			}
+			if _, werr := backend.Write(buf[:n]); werr != nil {
+				return r
+			}
+		}
+		switch {
+		case err == nil:
+		case stopping.Load():
+			return r
+		case errors.Is(err, io.EOF):
+			// A half-close, passed on; a replay passes it on again, since
+			// the client's Read goes on returning EOF.
+			if cw, ok := backend.(interface{ CloseWrite() error }); ok {
+				cw.CloseWrite()
+			}
+			return r
+		default:
+			r.failed = true
+			c.close()
+			return r
+		}
+	}
+	c.forward(backend, c.client)
+	return r
 }
 
 // pair is one client connection and, once dialled, its backend.
@@ -412,6 +571,19 @@ func (c *pair) setBackend(b net.Conn) bool {
 		return false
 	}
 	c.backend = b
+	return true
+}
+
+// dropBackend closes b, the backend that failed, unless the pair was
+// closed meanwhile; a later setBackend attaches the next one.
+func (c *pair) dropBackend(b net.Conn) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	b.Close()
+	if c.closed {
+		return false
+	}
+	c.backend = nil
 	return true
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"runtime"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/paramexec/paramexec/internal/listen"
 	"github.com/paramexec/paramexec/internal/proxy"
+	"golang.org/x/sys/unix"
 )
 
 // deadline bounds every wait for an event; it is no speed assertion.
@@ -417,5 +419,75 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		if time.Now().After(end) {
 			t.Fatalf("no %s within %v", what, deadline)
 		}
+	}
+}
+
+// syncLog is a log destination the test reads while the proxy writes.
+type syncLog struct {
+	mu  sync.Mutex
+	buf strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
+}
+
+// A child stopped for a restart closes its listening socket, and the
+// kernel resets the connections still in its accept queue, among them one
+// the proxy had dialled and sent the client's bytes. The proxy replays
+// them to the next target: the client gets one answer, from it.
+func TestReplayAfterResetInAcceptQueue(t *testing.T) {
+	queued, err := net.Listen("tcp", "127.0.0.1:0") // never accepts
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer queued.Close()
+	b := startBackend(t, "B")
+	var logs syncLog
+	p, addr := startProxy(t, proxy.Options{Log: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	p.SetTarget(queued.Addr().String())
+	c := dial(t, addr)
+	fmt.Fprintf(c.c, "hello\n")
+	// The proxy's connection waits in the accept queue: for a listening
+	// socket, TCP_INFO's unacked is the queue's length.
+	rc, err := queued.(*net.TCPListener).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inQueue := func() bool {
+		var n uint32
+		rc.Control(func(fd uintptr) {
+			if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
+				n = info.Unacked
+			}
+		})
+		return n == 1
+	}
+	for end := time.Now().Add(deadline); !inQueue(); time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the proxy's connection never reached the accept queue")
+		}
+	}
+	// And its bytes have gone out: they are what must be replayed.
+	for end := time.Now().Add(deadline); p.Active(queued.Addr().String()) != 1; time.Sleep(time.Millisecond) {
+		if time.Now().After(end) {
+			t.Fatal("the connection is not counted against the queued target")
+		}
+	}
+	time.Sleep(50 * time.Millisecond) // the proxy's write of "hello", which nothing signals
+	p.SetTarget(b.addr())
+	queued.Close()
+	c.expect("B:hello")
+	c.ask("again", "B:again")
+	if !strings.Contains(logs.String(), "replaying") {
+		t.Errorf("the log does not say the connection was replayed:\n%s", logs.String())
 	}
 }

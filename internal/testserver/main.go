@@ -27,7 +27,8 @@
 // HTTP: / answers {"pid":N,"value":"…"}; /info adds how it listens, the fds
 // it inherited (open without close-on-exec at start) and the LISTEN_*
 // variables seen; /sleep?d=DURATION sends
-// its headers, waits (at most a minute), then the body. On SIGTERM it stops
+// its headers, waits (at most a minute), then the body; /bytes?n=N sends N
+// zero bytes (at most 1 GiB), for throughput. On SIGTERM it stops
 // accepting, finishes open requests and exits 0. Misuse (a bad variable,
 // a port in use) is reported on stderr with exit code 2.
 package main
@@ -43,13 +44,17 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
 	"github.com/paramexec/paramexec/internal/sdnotify"
 )
 
-const maxSleep = time.Minute
+const (
+	maxSleep = time.Minute
+	maxBytes = 1 << 30
+)
 
 // Info is what /info answers; the tests decode it.
 type Info struct {
@@ -171,7 +176,8 @@ func run(startFds []int) (int, error) {
 		lns = append(lns, ln)
 	}
 
-	srv := &http.Server{Handler: handler(info), ReadHeaderTimeout: 10 * time.Second}
+	var busy connCount
+	srv := &http.Server{Handler: handler(info), ReadHeaderTimeout: 10 * time.Second, ConnState: busy.track}
 	served := make(chan error, len(lns))
 	for _, ln := range lns {
 		go func() { served <- srv.Serve(ln) }()
@@ -193,6 +199,16 @@ func run(startFds []int) (int, error) {
 		case <-term:
 			ctx, cancel := context.WithTimeout(context.Background(), drain)
 			defer cancel()
+			// Shutdown alone drops a connection it accepted whose request
+			// it reads after Shutdown began (net/http returns from the
+			// connection without an answer): a client sees EOF. A graceful
+			// server stops accepting first, then answers every connection
+			// it has accepted, then shuts down.
+			srv.SetKeepAlivesEnabled(false)
+			for _, ln := range lns {
+				ln.Close()
+			}
+			busy.wait(ctx)
 			if err := srv.Shutdown(ctx); err != nil {
 				return 1, fmt.Errorf("drain: %w", err)
 			}
@@ -220,6 +236,22 @@ func handler(info Info) http.Handler {
 		w.(http.Flusher).Flush()
 		time.Sleep(d)
 		fmt.Fprintf(w, "slept %v pid %d\n", d, info.Pid)
+	})
+	mux.HandleFunc("/bytes", func(w http.ResponseWriter, r *http.Request) {
+		n, err := strconv.ParseInt(r.URL.Query().Get("n"), 10, 64)
+		if err != nil || n < 0 || n > maxBytes {
+			http.Error(w, "want n=COUNT up to 1 GiB", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Length", strconv.FormatInt(n, 10))
+		buf := make([]byte, 256<<10)
+		for n > 0 {
+			k := min(n, int64(len(buf)))
+			if _, err := w.Write(buf[:k]); err != nil {
+				return
+			}
+			n -= k
+		}
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
@@ -331,4 +363,43 @@ func envOr(name, def string) string {
 		return s
 	}
 	return def
+}
+
+// connCount counts the connections accepted and not yet answered (new or
+// active), through http.Server.ConnState.
+type connCount struct {
+	mu    sync.Mutex
+	state map[net.Conn]http.ConnState
+}
+
+func (c *connCount) track(conn net.Conn, st http.ConnState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == nil {
+		c.state = make(map[net.Conn]http.ConnState)
+	}
+	switch st {
+	case http.StateNew, http.StateActive:
+		c.state[conn] = st
+	default:
+		delete(c.state, conn)
+	}
+}
+
+// wait returns when no connection is new or active, or when ctx ends. A
+// new connection that sends nothing is bounded by ReadHeaderTimeout.
+func (c *connCount) wait(ctx context.Context) {
+	for {
+		c.mu.Lock()
+		n := len(c.state)
+		c.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
 }

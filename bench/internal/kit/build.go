@@ -17,10 +17,10 @@ type Binaries struct {
 	Paramexec string // the stripped static paramexec
 	Floor     string // bench/floor: only the SDK calls paramexec makes at start-up
 	Testchild string // internal/testchild: records its start, environment and exit
-	Runner    string // bench/internal/runner: times whole-process runs
-	// Testserver is internal/testserver: an HTTP child that boots slowly
-	// and crashes on a given value, for the rollback fleet.
+	// Testserver is internal/testserver: an HTTP child, for the
+	// zero-downtime phase.
 	Testserver string
+	Runner     string // bench/internal/runner: times whole-process runs
 }
 
 // Module is the import path of paramexec's module.
@@ -31,8 +31,8 @@ var packages = map[string]string{
 	"paramexec":  Module,
 	"floor":      Module + "/bench/floor",
 	"testchild":  Module + "/internal/testchild",
-	"runner":     Module + "/bench/internal/runner",
 	"testserver": Module + "/internal/testserver",
+	"runner":     Module + "/bench/internal/runner",
 }
 
 // Build builds the binaries into dir the way a release is built: static
@@ -54,14 +54,13 @@ func Build(ctx context.Context, dir string, reuse bool) (Binaries, error) {
 		return Binaries{}, err
 	}
 	b := Binaries{
-		Paramexec: filepath.Join(dir, "paramexec"),
-		Floor:     filepath.Join(dir, "floor"),
-		Testchild: filepath.Join(dir, "testchild"),
-		Runner:    filepath.Join(dir, "runner"),
-
+		Paramexec:  filepath.Join(dir, "paramexec"),
+		Floor:      filepath.Join(dir, "floor"),
+		Testchild:  filepath.Join(dir, "testchild"),
 		Testserver: filepath.Join(dir, "testserver"),
+		Runner:     filepath.Join(dir, "runner"),
 	}
-	for name, out := range map[string]string{"paramexec": b.Paramexec, "floor": b.Floor, "testchild": b.Testchild, "runner": b.Runner, "testserver": b.Testserver} {
+	for name, out := range map[string]string{"paramexec": b.Paramexec, "floor": b.Floor, "testchild": b.Testchild, "testserver": b.Testserver, "runner": b.Runner} {
 		if _, err := os.Stat(out); err == nil && reuse {
 			continue
 		}

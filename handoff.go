@@ -1,0 +1,289 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/paramexec/paramexec/exec"
+	"github.com/paramexec/paramexec/internal/environ"
+	"github.com/paramexec/paramexec/internal/listen"
+	"github.com/paramexec/paramexec/internal/proxy"
+	"github.com/paramexec/paramexec/internal/ready"
+)
+
+// listFlag is a repeatable flag whose PARAMEXEC_* variable, like every
+// repeatable flag's, is a comma-separated list: so a value holds no comma.
+type listFlag []string
+
+func (l *listFlag) String() string { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error {
+	for _, item := range strings.Split(v, ",") {
+		if item = strings.TrimSpace(item); item != "" {
+			*l = append(*l, item)
+		}
+	}
+	if strings.TrimSpace(v) == "" {
+		return errors.New("empty value")
+	}
+	return nil
+}
+
+// parseHandoff parses the --listen and --proxy values.
+func parseHandoff(listens, proxies []string) ([]listen.Spec, []proxy.Spec, error) {
+	ls, err := listen.ParseAll(listens)
+	if err != nil {
+		return nil, nil, err
+	}
+	var ps []proxy.Spec
+	for _, v := range proxies {
+		p, err := proxy.ParseSpec(v)
+		if err != nil {
+			return nil, nil, err
+		}
+		ps = append(ps, p)
+	}
+	return ls, ps, nil
+}
+
+// checkHandoff refuses --listen and --proxy settings that cannot work.
+func (c *config) checkHandoff() error {
+	seen := map[string]bool{}
+	for _, p := range c.proxy {
+		if seen[p.TargetEnv] {
+			return fmt.Errorf("--proxy: two proxies give the child its port in %s", p.TargetEnv)
+		}
+		seen[p.TargetEnv] = true
+	}
+	if c.proxyProtocol && len(c.proxy) == 0 {
+		return errors.New("--proxy-protocol only goes with --proxy")
+	}
+	return nil
+}
+
+// acceptTimeout bounds how long a child started in --proxy mode has to
+// accept on its port before paramexec stops waiting for it (and says so):
+// the default --ready-timeout. Until then connections are held.
+const acceptTimeout = 60 * time.Second
+
+// handoff is what --listen and --proxy add to supervision: the sockets
+// paramexec binds once and keeps, and the proxies that follow the current
+// child. It works with the stop-first supervisor: on a restart the old
+// child gets the stop signal, and meanwhile connections wait (in the
+// kernel's backlog of a --listen socket, or held by the proxy) for the new
+// child instead of being refused.
+type handoff struct {
+	log     *slog.Logger
+	sockets *listen.Set // nil without --listen
+	proxies []*proxyRun
+	grace   time.Duration
+
+	wg sync.WaitGroup // the proxies, the accept waits and the drains
+
+	// Set and read from the supervisor's goroutine only (its hooks).
+	ports   []int     // per proxy: the port given to the child being started
+	started time.Time // when it was
+
+	mu      sync.Mutex
+	gen     int                // bumped when the current child stops: a wait for an older one is stale
+	stopGen context.CancelFunc // ends the accept wait of the current generation
+}
+
+// proxyRun is one --proxy.
+type proxyRun struct {
+	spec proxy.Spec
+	ln   net.Listener
+	p    *proxy.Proxy
+}
+
+// openHandoff binds every --listen and --proxy address, all or nothing.
+// Errors wrap listen.ErrBind (exit 3).
+func openHandoff(ctx context.Context, cfg *config, log *slog.Logger) (*handoff, error) {
+	h := &handoff{log: log, grace: cfg.grace}
+	if len(cfg.listen) > 0 {
+		set, err := listen.Bind(ctx, cfg.listen)
+		if err != nil {
+			return nil, err
+		}
+		h.sockets = set
+		for _, s := range set.Specs() {
+			log.Info("listening for the child", "name", s.Name, "address", s.String())
+		}
+	}
+	for _, spec := range cfg.proxy {
+		ln, err := proxy.Listen(ctx, spec)
+		if err != nil {
+			h.close()
+			return nil, err
+		}
+		p := proxy.New(ln, proxy.Options{ProxyHeader: cfg.proxyProtocol, Log: log})
+		h.proxies = append(h.proxies, &proxyRun{spec: spec, ln: ln, p: p})
+		log.Info("proxy listening", "address", ln.Addr().String(), "port_variable", spec.TargetEnv)
+	}
+	h.ports = make([]int, len(h.proxies))
+	return h, nil
+}
+
+// replace execs the command in place of paramexec with the sockets (no
+// supervision: --listen without --interval or --init).
+func (h *handoff) replace(argv, env []string) error {
+	if h.sockets == nil {
+		return exec.Replace(argv, env)
+	}
+	return h.sockets.Replace(argv, env)
+}
+
+// serve runs the proxies until ctx ends; wait for them with close.
+func (h *handoff) serve(ctx context.Context) {
+	for _, px := range h.proxies {
+		h.wg.Go(func() {
+			if err := px.p.Serve(ctx); err != nil {
+				h.log.Error("proxy stopped", "address", px.spec.Listen, "error", err)
+			}
+		})
+	}
+}
+
+// attach sets the supervisor's hooks: the sockets on fds 3, 4, … through
+// the trampoline, the proxies' ports in the environment, and the events
+// that move the proxies' targets. ctx bounds the waits and drains.
+func (h *handoff) attach(ctx context.Context, sup *exec.Supervisor) {
+	if h.sockets != nil {
+		sup.ExtraFiles = h.sockets.Files
+		sup.Wrap = func(_ string, argv []string) (string, []string) { return h.sockets.Command(argv) }
+	}
+	if len(h.proxies) == 0 {
+		return
+	}
+	sup.PrepareEnv = h.prepareEnv
+	next := sup.OnEvent
+	sup.OnEvent = func(e exec.Event) {
+		switch e.Kind {
+		case exec.Ready, exec.Restarted:
+			// Ready comes for the first child and for one restored by a
+			// rollback; Restarted for the child of a change. Without
+			// --ready each comes when the child has started.
+			h.follow(ctx, e.Pid)
+		case exec.RestartBegun:
+			h.unfollow(ctx, e.Pid, "old child")
+		case exec.Stopping:
+			h.unfollow(ctx, e.Pid, "child")
+		case exec.Exited:
+			h.endWait()
+		}
+		if next != nil {
+			next(e)
+		}
+	}
+}
+
+// prepareEnv gives the child about to start a free loopback port per proxy.
+func (h *handoff) prepareEnv(env []string) ([]string, error) {
+	out := env
+	for i, px := range h.proxies {
+		port, err := proxy.FreePort()
+		if err != nil {
+			return nil, err
+		}
+		h.ports[i] = port
+		out = withVar(out, px.spec.TargetEnv, strconv.Itoa(port))
+	}
+	h.started = time.Now()
+	return out, nil
+}
+
+// withVar is env with name set to value, replacing any it had.
+func withVar(env []string, name, value string) []string {
+	out := environ.Without(env, name)
+	return append(out, name+"="+value)
+}
+
+// follow waits, for each proxy, until the child that just started accepts
+// on its port, then sends the proxy's new connections to it. A TCP
+// connect is the readiness check: it stands in for --ready until the
+// supervisor has one.
+func (h *handoff) follow(ctx context.Context, pid int) {
+	h.mu.Lock()
+	gen := h.gen
+	wctx, cancel := context.WithTimeout(ctx, acceptTimeout)
+	h.stopGen = cancel
+	h.mu.Unlock()
+	started := h.started
+	for i, px := range h.proxies {
+		port := h.ports[i] // the next start rewrites h.ports
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		check, err := ready.Parse("tcp:" + addr)
+		if err != nil { // cannot be: the address is made above
+			h.log.Error("proxy: no readiness check for the child", "error", err)
+			continue
+		}
+		h.wg.Go(func() {
+			err := ready.Wait(wctx, []ready.Check{check}, ready.Options{})
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if h.gen != gen || ctx.Err() != nil {
+				return // the child stopped first
+			}
+			if err != nil {
+				h.log.Error("child does not accept on its port; connections are held", "pid", pid, "port", port, "waited", time.Since(started).Round(time.Millisecond))
+				return
+			}
+			px.p.SetTarget(addr)
+			h.log.Info("switched", "proxy", px.spec.Listen, "pid", pid, "port", port, "after", time.Since(started).Round(time.Millisecond))
+		})
+	}
+}
+
+// endWait ends the current child's accept waits, if any.
+func (h *handoff) endWait() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.gen++
+	if h.stopGen != nil {
+		h.stopGen()
+		h.stopGen = nil
+	}
+}
+
+// unfollow holds the proxies' new connections, as the current child got
+// the stop signal, and lets the connections open to it finish within
+// --grace; those left then are closed.
+func (h *handoff) unfollow(ctx context.Context, pid int, which string) {
+	h.endWait()
+	for _, px := range h.proxies {
+		old := px.p.SetTarget("")
+		if old == "" {
+			continue
+		}
+		open := px.p.Active(old)
+		h.log.Info(which+" draining", "proxy", px.spec.Listen, "pid", pid, "connections", open, "grace", h.grace)
+		h.wg.Go(func() {
+			begun := time.Now()
+			dctx, cancel := context.WithTimeout(ctx, h.grace)
+			defer cancel()
+			closed := px.p.Drain(dctx, old)
+			h.log.Info(which+" drained", "proxy", px.spec.Listen, "pid", pid, "took", time.Since(begun).Round(time.Millisecond), "closed_at_grace", closed)
+		})
+	}
+}
+
+// close waits for the proxies (their ctx must have ended) and what else it
+// started, then closes the sockets.
+func (h *handoff) close() {
+	h.endWait()
+	h.wg.Wait()
+	for _, px := range h.proxies {
+		px.ln.Close() // Serve closed it, unless it never ran
+	}
+	if h.sockets != nil {
+		if err := h.sockets.Close(); err != nil {
+			h.log.Warn("closing the --listen sockets", "error", err)
+		}
+	}
+}
