@@ -73,8 +73,11 @@ func (c *config) supervise() bool {
 }
 
 // rollback reports whether a failed change is rolled back: always with
-// --ready, and with --rollback-window alone.
-func (c *config) rollback() bool { return len(c.ready) > 0 || c.rollbackWindow > 0 }
+// --ready, with --rollback-window alone, and with --restart overlap (whose
+// rejected new child is simply stopped).
+func (c *config) rollback() bool {
+	return len(c.ready) > 0 || c.rollbackWindow > 0 || c.restart == exec.Overlap
+}
 
 // sourceKinds lists the repeatable source flags in the order their
 // PARAMEXEC_* variables are applied (lowest precedence first).
@@ -204,13 +207,15 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*config, er
 		if err != nil {
 			return nil, err
 		}
-		if c.UsesPort() {
-			return nil, fmt.Errorf("--ready %q: {port} stands for the child's port in --proxy mode, which --ready does not support yet", spec)
-		}
 		cfg.ready = append(cfg.ready, c)
 	}
 	if cfg.listen, cfg.proxy, err = parseHandoff(listens, proxies); err != nil {
 		return nil, err
+	}
+	for _, c := range cfg.ready {
+		if c.UsesPort() && len(cfg.proxy) == 0 {
+			return nil, fmt.Errorf("--ready %q: {port} stands for the child's port, in --proxy mode only", c.String())
+		}
 	}
 	return cfg, cfg.check()
 }
@@ -262,8 +267,8 @@ func (c *config) checkRestart() error {
 		return nil
 	}
 	switch {
-	case len(c.ready) == 0:
-		return errors.New("--restart overlap: needs --ready, which says when the new child may take over")
+	case len(c.ready) == 0 && len(c.proxy) == 0:
+		return errors.New("--restart overlap: needs --ready (or --proxy, whose connect to the child's port is the default check), which says when the new child may take over")
 	case c.interval == 0:
 		return errors.New("--restart overlap: only applies when watching; give --interval too")
 	case c.onChange.Kind != exec.Restart:

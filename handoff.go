@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -89,6 +90,11 @@ type handoff struct {
 	// Set and read from the supervisor's goroutine only (its hooks).
 	ports   []int     // per proxy: the port given to the child being started
 	started time.Time // when it was
+	overlap bool      // --restart overlap: Restarted means the new child is ready
+	current int       // overlap: the pid the proxies follow
+
+	portMu    sync.Mutex
+	lastPorts []int // ports, for the readiness checks' goroutines
 
 	mu      sync.Mutex
 	gen     int                // bumped when the current child stops: a wait for an older one is stale
@@ -163,6 +169,16 @@ func (h *handoff) attach(ctx context.Context, sup *exec.Supervisor) {
 	}
 	sup.PrepareEnv = h.prepareEnv
 	next := sup.OnEvent
+	if sup.Restart == exec.Overlap {
+		h.overlap = true
+		sup.OnEvent = func(e exec.Event) {
+			h.overlapEvent(ctx, e)
+			if next != nil {
+				next(e)
+			}
+		}
+		return
+	}
 	sup.OnEvent = func(e exec.Event) {
 		switch e.Kind {
 		case exec.Ready, exec.Restarted:
@@ -195,7 +211,69 @@ func (h *handoff) prepareEnv(env []string) ([]string, error) {
 		out = withVar(out, px.spec.TargetEnv, strconv.Itoa(port))
 	}
 	h.started = time.Now()
+	h.portMu.Lock()
+	h.lastPorts = slices.Clone(h.ports)
+	h.portMu.Unlock()
 	return out, nil
+}
+
+// portsFunc is childPorts for the readiness checks, nil without --proxy.
+func (h *handoff) portsFunc() func() []int {
+	if len(h.proxies) == 0 {
+		return nil
+	}
+	return h.childPorts
+}
+
+// childPorts are the proxies' ports given to the child started last:
+// the one a readiness check started now is about, as at most one child
+// is not ready at a time.
+func (h *handoff) childPorts() []int {
+	h.portMu.Lock()
+	defer h.portMu.Unlock()
+	return slices.Clone(h.lastPorts)
+}
+
+// overlapEvent moves the proxies with --restart overlap. The new child of
+// a change is ready when Restarted comes (its checks, a connect to its
+// port at least, passed), and the old one gets the stop signal right
+// after: so the targets switch at once, here, not after a wait of their
+// own, and the connections open to the old child get --grace to finish.
+// A rejected new child was never a target: nothing moves.
+func (h *handoff) overlapEvent(ctx context.Context, e exec.Event) {
+	switch e.Kind {
+	case exec.Ready:
+		// The first child, or one a stop-first rollback restored (the old
+		// child exited during the overlap); not the old child that served
+		// on after a rejected overlap, which is followed already.
+		if e.Pid != h.current {
+			h.current = e.Pid
+			h.follow(ctx, e.Pid)
+		}
+	case exec.Restarted:
+		if e.Pid == h.current {
+			return
+		}
+		old := h.current
+		h.current = e.Pid
+		h.endWait()
+		for i, px := range h.proxies {
+			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(h.ports[i]))
+			prev := px.p.SetTarget(addr)
+			h.log.Info("proxy switched", "proxy", px.spec.Listen, "pid", e.Pid, "port", h.ports[i], "after", time.Since(h.started).Round(time.Millisecond))
+			if prev != "" {
+				h.drain(ctx, px, prev, old, "old child")
+			}
+		}
+	case exec.Stopping:
+		if e.Pid == h.current {
+			h.unfollow(ctx, e.Pid, "child")
+		}
+	case exec.Exited:
+		if e.Pid == h.current {
+			h.endWait()
+		}
+	}
 }
 
 // withVar is env with name set to value, replacing any it had.
@@ -235,7 +313,11 @@ func (h *handoff) follow(ctx context.Context, pid int) {
 				return
 			}
 			px.p.SetTarget(addr)
-			h.log.Info("switched", "proxy", px.spec.Listen, "pid", pid, "port", port, "after", time.Since(started).Round(time.Millisecond))
+			msg := "switched"
+			if h.overlap {
+				msg = "proxy switched" // exec logs the child's own "switched"
+			}
+			h.log.Info(msg, "proxy", px.spec.Listen, "pid", pid, "port", port, "after", time.Since(started).Round(time.Millisecond))
 		})
 	}
 }
@@ -261,16 +343,30 @@ func (h *handoff) unfollow(ctx context.Context, pid int, which string) {
 		if old == "" {
 			continue
 		}
-		open := px.p.Active(old)
-		h.log.Info(which+" draining", "proxy", px.spec.Listen, "pid", pid, "connections", open, "grace", h.grace)
-		h.wg.Go(func() {
-			begun := time.Now()
-			dctx, cancel := context.WithTimeout(ctx, h.grace)
-			defer cancel()
-			closed := px.p.Drain(dctx, old)
-			h.log.Info(which+" drained", "proxy", px.spec.Listen, "pid", pid, "took", time.Since(begun).Round(time.Millisecond), "closed_at_grace", closed)
-		})
+		h.drain(ctx, px, old, pid, which)
 	}
+}
+
+// drain lets the connections open to target finish within --grace; those
+// left then are closed.
+func (h *handoff) drain(ctx context.Context, px *proxyRun, target string, pid int, which string) {
+	open := px.p.Active(target)
+	msg := which + " draining"
+	if h.overlap {
+		msg = "proxy: " + msg // exec logs the child's own "old child draining"
+	}
+	h.log.Info(msg, "proxy", px.spec.Listen, "pid", pid, "connections", open, "grace", h.grace)
+	h.wg.Go(func() {
+		begun := time.Now()
+		dctx, cancel := context.WithTimeout(ctx, h.grace)
+		defer cancel()
+		closed := px.p.Drain(dctx, target)
+		msg := which + " drained"
+		if h.overlap {
+			msg = "proxy: " + msg
+		}
+		h.log.Info(msg, "proxy", px.spec.Listen, "pid", pid, "took", time.Since(begun).Round(time.Millisecond), "closed_at_grace", closed)
+	})
 }
 
 // close waits for the proxies (their ctx must have ended) and what else it

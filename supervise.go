@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -106,8 +107,11 @@ func supervise(ctx context.Context, cfg *config, env []string, w *fetch.Watcher,
 		Rollback:       cfg.rollback(),
 		Restart:        cfg.restart,
 	}
-	if len(cfg.ready) > 0 {
-		sup.Ready = readiness(cfg.ready, relay, procs, w.Inherited)
+	// With --proxy, {port} in a check is the child's port; with --restart
+	// overlap and no --ready, a connect to it is the check (the old child
+	// is stopped only once the new one accepts).
+	if len(cfg.ready) > 0 || (cfg.restart == exec.Overlap && len(cfg.proxy) > 0) {
+		sup.Ready = readiness(cfg.ready, relay, procs, w.Inherited, handoff.portsFunc())
 	}
 	handoff.attach(ctx, sup)
 	handoff.serve(ctx)
@@ -140,15 +144,42 @@ func reaper(procs *ready.Procs) func(func(int, syscall.WaitStatus)) {
 // child pid. exec: checks run with the environment paramexec inherited
 // (PARAMEXEC_* and NOTIFY_SOCKET aside), not with the fetched values: a
 // check judges the child from outside and needs no secret to do it.
-func readiness(checks []ready.Check, relay *notifyRelay, procs *ready.Procs, env []string) func(context.Context, int) error {
+//
+// ports, when not nil (--proxy), gives the child's ports: the first fills
+// in {port}, and without checks a TCP connect to each is the check.
+func readiness(checks []ready.Check, relay *notifyRelay, procs *ready.Procs, env []string, ports func() []int) func(context.Context, int) error {
 	env = environ.Without(env, "NOTIFY_SOCKET")
 	return func(ctx context.Context, pid int) error {
 		opts := ready.Options{Procs: procs, Env: env}
 		if relay != nil {
 			opts.Notified = relay.watch(pid)
 		}
-		return ready.Wait(ctx, checks, opts)
+		return ready.Wait(ctx, withPorts(checks, ports), opts)
 	}
+}
+
+// withPorts fills in the child's ports (see readiness).
+func withPorts(checks []ready.Check, ports func() []int) []ready.Check {
+	if ports == nil {
+		return checks
+	}
+	p := ports()
+	if len(p) == 0 {
+		return checks
+	}
+	out := make([]ready.Check, 0, max(len(checks), len(p)))
+	for _, c := range checks {
+		out = append(out, c.WithPort(p[0]))
+	}
+	if len(checks) == 0 {
+		for _, port := range p {
+			// A literal loopback address and port: Parse cannot fail.
+			if c, err := ready.Parse("tcp:127.0.0.1:" + strconv.Itoa(port)); err == nil {
+				out = append(out, c)
+			}
+		}
+	}
+	return out
 }
 
 // notifyRelay reads the child's notify socket. Only the current child's

@@ -209,7 +209,9 @@ func run(startFds []int) (int, error) {
 				ln.Close()
 			}
 			busy.wait(ctx)
-			if err := srv.Shutdown(ctx); err != nil {
+			// Shutdown closes the listeners again unless Serve has
+			// returned already: that second close is no failure.
+			if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, net.ErrClosed) {
 				return 1, fmt.Errorf("drain: %w", err)
 			}
 			return 0, nil

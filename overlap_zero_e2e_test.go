@@ -1,0 +1,124 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+const overlapChanges = 10
+
+// checkOverlapLog asserts that each of n changes went through every step
+// of an overlap, as the log names them.
+func checkOverlapLog(t *testing.T, log string, n int) {
+	t.Helper()
+	for _, step := range []string{`msg="overlap begun"`, `msg="new child ready"`, "msg=switched", `msg="old child draining"`, `msg="old child exited"`} {
+		if got := strings.Count(log, step); got != n {
+			t.Errorf("%d lines %s, want %d", got, step, n)
+		}
+	}
+	if strings.Contains(log, `msg="restart begun"`) || strings.Contains(log, "rolling back") {
+		t.Errorf("a stop-first restart or a rollback in an overlap run:\n%s", log)
+	}
+}
+
+// With --listen and --restart overlap the new child shares the socket; it
+// is judged by its READY=1 (a connect or a GET on the shared socket could
+// be answered by the old child). 10 changes under load: nothing refused,
+// nothing failed, and once a new value has been served no request sent
+// later gets an older one.
+func TestZeroDowntimeListenOverlap(t *testing.T) {
+	port := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	pe, c, samples, values := zeroScenario(t, url, "TESTSERVER_NOTIFY_DELAY=1ms\n", overlapChanges,
+		"--listen", fmt.Sprintf("web=tcp://127.0.0.1:%d", port), "--restart", "overlap", "--ready", "notify", "--grace", "5s")
+	t.Logf("%d requests, %d refused, %d failed, %d children answered", c.total, c.refused, c.failed, len(c.pids))
+	if c.refused != 0 || c.failed != 0 {
+		t.Errorf("%d refused, %d failed of %d requests, want none (first failure: %v); log:\n%s", c.refused, c.failed, c.total, c.firstFailure, pe.stderr.String())
+	}
+	if len(c.pids) != overlapChanges+1 {
+		t.Errorf("%d children answered, want %d", len(c.pids), overlapChanges+1)
+	}
+	checkOrder(t, samples, values)
+	checkOverlapLog(t, pe.stderr.String(), overlapChanges)
+	stopAndCheckChildren(t, pe, c.pids)
+}
+
+// With --proxy and --restart overlap the new child boots on a new port;
+// the proxy switches to it once its check passes ({port} is its port),
+// and the old child's connections drain.
+func TestZeroDowntimeProxyOverlap(t *testing.T) {
+	port := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	pe, c, samples, values := zeroScenario(t, url, "TESTSERVER_PORT_ENV=APP_PORT\n", overlapChanges,
+		"--proxy", fmt.Sprintf("127.0.0.1:%d=APP_PORT", port), "--restart", "overlap", "--ready", "http://127.0.0.1:{port}/up", "--grace", "5s")
+	t.Logf("%d requests, %d refused, %d failed, %d children answered", c.total, c.refused, c.failed, len(c.pids))
+	if c.refused != 0 || c.failed != 0 {
+		t.Errorf("%d refused, %d failed of %d requests, want none (first failure: %v); log:\n%s", c.refused, c.failed, c.total, c.firstFailure, pe.stderr.String())
+	}
+	if len(c.pids) != overlapChanges+1 {
+		t.Errorf("%d children answered, want %d", len(c.pids), overlapChanges+1)
+	}
+	checkOrder(t, samples, values)
+	log := pe.stderr.String()
+	checkOverlapLog(t, log, overlapChanges)
+	if n := strings.Count(log, `msg="proxy switched"`); n != overlapChanges+1 {
+		t.Errorf("%d proxy switched lines, want %d (the first child's too)", n, overlapChanges+1)
+	}
+	stopAndCheckChildren(t, pe, c.pids)
+}
+
+// A new child that crashes while booting during the overlap: the old child
+// serves throughout (0 failed requests, answers from it alone), one
+// rollback is logged, and a later good change switches as usual.
+func TestOverlapCrashUnderLoad(t *testing.T) {
+	for _, mode := range []string{"listen", "proxy"} {
+		t.Run(mode, func(t *testing.T) {
+			port := freePort(t)
+			url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+			file := filepath.Join(t.TempDir(), "app.env")
+			common := "TESTSERVER_BOOT_DELAY=1s\nTESTSERVER_CRASH_IF=VALUE=" + val("crash") + "\nTESTSERVER_CRASH_AFTER=500ms\nTESTSERVER_CRASH_CODE=3\nTESTSERVER_PORT_ENV=APP_PORT\nTESTSERVER_NOTIFY_DELAY=1ms\n"
+			write := func(v string) { mustDo(t, os.WriteFile(file, []byte("VALUE="+v+"\n"+common), 0o600)) }
+			write(val("v0"))
+			args := []string{"--env-file", file, "--interval", "1h", "--restart", "overlap", "--grace", "5s"}
+			if mode == "listen" {
+				args = append(args, "--listen", fmt.Sprintf("tcp://127.0.0.1:%d", port), "--ready", "notify")
+			} else {
+				args = append(args, "--proxy", fmt.Sprintf("127.0.0.1:%d=APP_PORT", port))
+			}
+			pe := startBinary(t, baseEnv(""), append(args, "--", serverBin)...)
+			client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+			first := getInfo(t, client, url+"info")
+			load := startLoad(url)
+			time.Sleep(300 * time.Millisecond)
+			write(val("crash"))
+			waitFor(t, "the rollback", func() bool {
+				return strings.Contains(pe.stderr.String(), "rollback finished; the old child kept serving")
+			})
+			time.Sleep(300 * time.Millisecond)
+			write(val("v1"))
+			waitFor(t, "the good change to be served", func() bool { return load.latest.Load() == val("v1") })
+			time.Sleep(300 * time.Millisecond)
+			samples := load.stop()
+			c := count(samples)
+			t.Logf("%d requests, %d refused, %d failed, %d children answered", c.total, c.refused, c.failed, len(c.pids))
+			if c.refused != 0 || c.failed != 0 {
+				t.Errorf("%d refused, %d failed of %d requests, want none (first failure: %v); log:\n%s", c.refused, c.failed, c.total, c.firstFailure, pe.stderr.String())
+			}
+			if len(c.pids) != 2 || !slices.Contains(c.pids, first.Pid) {
+				t.Errorf("children %v answered; want the first %d and the good change's, never the crashed one", c.pids, first.Pid)
+			}
+			checkOrder(t, samples, []string{val("v0"), val("v1")})
+			log := pe.stderr.String()
+			if n := strings.Count(log, `msg="change rejected; rolling back"`); n != 1 || !strings.Contains(log, "exit_code=3") {
+				t.Errorf("%d rollbacks logged, want 1 with exit_code=3:\n%s", n, log)
+			}
+			stopAndCheckChildren(t, pe, c.pids)
+		})
+	}
+}
