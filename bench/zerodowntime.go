@@ -23,7 +23,7 @@ import (
 // ZeroRow is one restart mode under steady load: what the load saw across
 // its changes.
 type ZeroRow struct {
-	Mode     string        // "stop-first", "--listen, stop-first", "--proxy"
+	Mode     string        // "stop-first", "--listen, stop-first", "--proxy", "--listen, overlap", "--proxy, overlap"
 	Boot     time.Duration // the child's boot delay
 	Changes  int
 	Requests int
@@ -71,7 +71,8 @@ func (b *bench) zeroDowntime(ctx context.Context) (*ZeroResult, error) {
 	for _, d := range b.opt.zdBoots {
 		modes = append(modes, mode{"stop-first", d})
 	}
-	modes = append(modes, mode{"--listen, stop-first", time.Second}, mode{"--proxy", time.Second})
+	modes = append(modes, mode{"--listen, stop-first", time.Second}, mode{"--proxy", time.Second},
+		mode{"--listen, overlap", time.Second}, mode{"--proxy, overlap", time.Second})
 	for _, m := range modes {
 		b.logf("zerodowntime: %s, child boots in %s, %d changes", m.name, m.boot, b.opt.zdChanges)
 		row, err := b.zeroRow(ctx, m.name, m.boot)
@@ -134,6 +135,13 @@ func (b *bench) zeroRow(ctx context.Context, name string, boot time.Duration) (Z
 		flags = append(flags, "--listen", fmt.Sprintf("tcp://127.0.0.1:%d", port))
 	case "--proxy":
 		flags = append(flags, "--proxy", fmt.Sprintf("127.0.0.1:%d=PORT", port))
+	case "--listen, overlap":
+		// READY=1, not a check on the shared socket, which the old child
+		// would answer.
+		extra = "TESTSERVER_NOTIFY_DELAY=1ms\n"
+		flags = append(flags, "--listen", fmt.Sprintf("tcp://127.0.0.1:%d", port), "--restart", "overlap", "--ready", "notify")
+	case "--proxy, overlap":
+		flags = append(flags, "--proxy", fmt.Sprintf("127.0.0.1:%d=PORT", port), "--restart", "overlap", "--ready", "http://127.0.0.1:{port}/up")
 	}
 	write := func(v int) error {
 		return os.WriteFile(file, []byte(fmt.Sprintf("VALUE=v%d\nTESTSERVER_BOOT_DELAY=%s\n%s", v, boot, extra)), 0o600)
