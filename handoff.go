@@ -266,9 +266,10 @@ func (h *handoff) overlapEvent(ctx context.Context, e exec.Event) {
 			}
 		}
 	case exec.Stopping:
-		if e.Pid == h.current {
-			h.unfollow(ctx, e.Pid, "child")
-		}
+		// Whichever child the stop names, the proxies follow the serving
+		// one (the old child, when the stop comes during an overlap):
+		// hold new connections from now on, drain the open ones.
+		h.unfollow(ctx, h.current, "child")
 	case exec.Exited:
 		if e.Pid == h.current {
 			h.endWait()
