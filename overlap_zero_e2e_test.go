@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -120,5 +122,42 @@ func TestOverlapCrashUnderLoad(t *testing.T) {
 			}
 			stopAndCheckChildren(t, pe, c.pids)
 		})
+	}
+}
+
+// A terminating signal during an overlap (the new child never boots) stops
+// both children and starts nothing; paramexec exits with the new child's
+// status, and neither child outlives it.
+func TestOverlapTerminateDuringOverlap(t *testing.T) {
+	port := freePort(t)
+	file := filepath.Join(t.TempDir(), "app.env")
+	common := "TESTSERVER_HANG_IF=VALUE=" + val("hang") + "\nTESTSERVER_NOTIFY_DELAY=1ms\n"
+	write := func(v string) { mustDo(t, os.WriteFile(file, []byte("VALUE="+v+"\n"+common), 0o600)) }
+	write(val("v0"))
+	pe := startBinary(t, baseEnv(""), "--env-file", file, "--interval", "1h", "--restart", "overlap", "--ready", "notify",
+		"--listen", fmt.Sprintf("tcp://127.0.0.1:%d", port), "--grace", "5s", "--", serverBin)
+	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	first := getInfo(t, client, fmt.Sprintf("http://127.0.0.1:%d/info", port))
+	write(val("hang"))
+	waitFor(t, "the overlap", func() bool { return strings.Contains(pe.stderr.String(), `msg="overlap begun"`) })
+	pids := childPids(pe.stderr.String())
+	if len(pids) != 2 {
+		t.Fatalf("children %v; want the first and the hung one", pids)
+	}
+	pe.signal(syscall.SIGTERM)
+	if code := pe.wait(); code != 0 {
+		t.Errorf("exit %d, want the new child's 0 after SIGTERM; log:\n%s", code, pe.stderr.String())
+	}
+	log := pe.stderr.String()
+	if !strings.Contains(log, `msg="old child draining" app=paramexec pid=`+strconv.Itoa(first.Pid)) || !strings.Contains(log, `why="received SIGTERM"`) {
+		t.Errorf("the serving child was not asked to stop by the signal:\n%s", log)
+	}
+	if n := len(childPids(log)); n != 2 || strings.Contains(log, "rolling back") {
+		t.Errorf("%d children started, or a rollback, after a terminating signal:\n%s", n, log)
+	}
+	for _, pid := range pids {
+		if isAlive(pid) {
+			t.Errorf("child %d outlived paramexec", pid)
+		}
 	}
 }
