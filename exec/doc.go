@@ -1,7 +1,6 @@
-// Package exec runs the command paramexec fronts: in place of paramexec
-// (Replace), or as a supervised child restarted, signalled or stopped on
-// change (stop-first, or overlapping old and new), judged ready and rolled
-// back when a change breaks it (Supervisor).
+// Package exec runs the command paramexec fronts: in place (Replace), or as a
+// supervised child restarted (stop-first or overlapping), signalled or stopped
+// on change, judged ready and rolled back when a change breaks it (Supervisor).
 //
 // It knows nothing of where the environment comes from: callers hand it
 // complete "K=V" lists. The Supervisor never waits for its child in a
