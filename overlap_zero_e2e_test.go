@@ -145,8 +145,10 @@ func TestOverlapTerminateDuringOverlap(t *testing.T) {
 		t.Fatalf("children %v; want the first and the hung one", pids)
 	}
 	pe.signal(syscall.SIGTERM)
-	if code := pe.wait(); code != 0 {
-		t.Errorf("exit %d, want the new child's 0 after SIGTERM; log:\n%s", code, pe.stderr.String())
+	// The new child has just started: it may take SIGTERM before its
+	// handler is installed (143) or after (0). Either is its own status.
+	if code := pe.wait(); code != 0 && code != 128+int(syscall.SIGTERM) {
+		t.Errorf("exit %d, want the new child's 0 or 143 after SIGTERM; log:\n%s", code, pe.stderr.String())
 	}
 	log := pe.stderr.String()
 	if !strings.Contains(log, `msg="old child draining" app=paramexec pid=`+strconv.Itoa(first.Pid)) || !strings.Contains(log, `why="received SIGTERM"`) {
