@@ -131,7 +131,8 @@ SAFE RESTARTS
                                         --grace, SIGKILL), then start the new
                             overlap     start the new child while the old one
                                         serves; once the new one is ready
-                                        (needs --ready and --interval), the old
+                                        (needs --interval, and --ready unless
+                                        --proxy gives a default), the old
                                         one gets the stop signal and --grace.
                                         A new child that exits or is not ready
                                         in time is stopped and the old one
@@ -164,9 +165,12 @@ ZERO-DOWNTIME RESTARTS
     --proxy-protocol      with --proxy: send the PROXY protocol v1 line with
                           the client's address before its bytes
 
-    Restarts stay stop-first (the old child exits, then the new one starts):
+    With stop-first restarts (the old child exits, then the new one starts)
     --listen and --proxy turn the new child's boot time from refused
-    connections into waiting ones. A bad address is a usage error (2); an
+    connections into waiting ones; with --restart overlap nothing waits: the
+    old child serves until the new one is ready, then the proxy switches to
+    the new one (in --ready, {port} is the child's port; with --proxy and no
+    --ready a connect to it is overlap's check). A bad address is a usage error (2); an
     address in use or not allowed fails start-up with 3. A supervised child
     inherits no descriptor of paramexec's other than 0-2 and its sockets,
     and no LISTEN_* of paramexec's.
