@@ -379,3 +379,57 @@ func TestIAMMatch(t *testing.T) {
 		}
 	}
 }
+
+// TestREADMEListsTheIAMActions keeps the README's IAM section, which is what
+// a reader copies into a role, to exactly the actions iam-policy.json allows
+// (and TestIAMPolicyCoversEveryAWSCall ties those to the code): its table of
+// actions and its policy example may name no other and leave none out.
+func TestREADMEListsTheIAMActions(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(data), "\n## IAM\n")
+	if !ok {
+		t.Fatal("README.md has no ## IAM section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+
+	want := map[string]bool{}
+	for _, st := range readPolicy(t).Statement {
+		for _, a := range st.Action {
+			want[a] = true
+		}
+	}
+	table := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `([a-z]+:[A-Za-z]+)` \\|").FindAllStringSubmatch(section, -1) {
+		table[m[1]] = true
+	}
+	block := map[string]bool{}
+	_, js, ok := strings.Cut(section, "```json\n")
+	if !ok {
+		t.Fatal("the IAM section has no ```json policy example")
+	}
+	js, _, _ = strings.Cut(js, "```")
+	var example policy
+	if err := json.Unmarshal([]byte(js), &example); err != nil {
+		t.Fatalf("the IAM section's policy example is not a policy: %v", err)
+	}
+	for _, st := range example.Statement {
+		for _, a := range st.Action {
+			block[a] = true
+		}
+	}
+	for name, got := range map[string]map[string]bool{"table of actions": table, "policy example": block} {
+		for a := range want {
+			if !got[a] {
+				t.Errorf("README IAM %s lacks %s, which iam-policy.json allows", name, a)
+			}
+		}
+		for a := range got {
+			if !want[a] {
+				t.Errorf("README IAM %s names %s, which iam-policy.json does not allow", name, a)
+			}
+		}
+	}
+}
