@@ -272,7 +272,11 @@ func (h *handoff) overlapEvent(ctx context.Context, e exec.Event) {
 		h.unfollow(ctx, h.current, "child")
 	case exec.Exited:
 		if e.Pid == h.current {
-			h.endWait()
+			// The serving child is gone: after its stop (the proxies hold
+			// already), or on its own during an overlap, when the new child
+			// is not ready yet. Hold new connections for the next child
+			// rather than send them to a dead port.
+			h.unfollow(ctx, e.Pid, "exited child")
 		}
 	}
 }

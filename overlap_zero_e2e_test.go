@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -162,4 +163,41 @@ func TestOverlapTerminateDuringOverlap(t *testing.T) {
 			t.Errorf("child %d outlived paramexec", pid)
 		}
 	}
+}
+
+// The serving child dies on its own while the new child of an overlap is
+// still booting: the proxy holds new connections for the new child instead
+// of sending them to the dead child's port, so a request made then waits
+// for the boot and is answered with the new value.
+func TestOverlapProxyHoldsWhenServingChildDies(t *testing.T) {
+	port := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	file := filepath.Join(t.TempDir(), "app.env")
+	write := func(v string) {
+		mustDo(t, os.WriteFile(file, []byte("VALUE="+v+"\nTESTSERVER_PORT_ENV=APP_PORT\nTESTSERVER_BOOT_DELAY=1500ms\n"), 0o600))
+	}
+	write(val("v0"))
+	pe := startBinary(t, baseEnv(""), "--env-file", file, "--interval", "1h", "--restart", "overlap", "--grace", "5s",
+		"--proxy", fmt.Sprintf("127.0.0.1:%d=APP_PORT", port), "--", serverBin)
+	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	first := getInfo(t, client, url+"info")
+	write(val("v1"))
+	waitFor(t, "the overlap", func() bool { return strings.Contains(pe.stderr.String(), `msg="overlap begun"`) })
+	mustDo(t, syscall.Kill(first.Pid, syscall.SIGKILL))
+	waitFor(t, "paramexec to reap the serving child", func() bool { return syscall.Kill(first.Pid, 0) == syscall.ESRCH })
+	// One request, not a retrying wait: a refused or reset one is the bug.
+	resp, err := client.Get(url + "info")
+	if err != nil {
+		t.Fatalf("a request while the new child boots failed: %v; log:\n%s", err, pe.stderr.String())
+	}
+	var got info
+	err = json.NewDecoder(resp.Body).Decode(&got)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, decode error %v", resp.StatusCode, err)
+	}
+	if got.Pid == first.Pid || got.Value != val("v1") {
+		t.Errorf("answered by pid %d with %q; want the new child (not %d) with the new value", got.Pid, got.Value, first.Pid)
+	}
+	stopAndCheckChildren(t, pe, []int{first.Pid, got.Pid})
 }
