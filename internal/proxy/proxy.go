@@ -397,10 +397,13 @@ func (p *Proxy) connect(ctx context.Context, c *pair) (string, net.Conn) {
 			return target, b
 		}
 		p.unregister(target, c)
-		p.mu.Lock()
-		same := p.target == target
-		p.mu.Unlock()
-		if same || attempt == dialAttempts {
+		// A refused dial means nothing listens on the target's port: its
+		// child got the stop signal (and closed its listener) a moment
+		// before the supervisor moved the target away, or died. Its
+		// replacement comes as a new target within a few milliseconds of
+		// a stop; wait for that, as for a reset (see waitChange), rather
+		// than fail a connection that a moment later would be served.
+		if attempt == dialAttempts || !p.waitChange(ctx, target) {
 			p.opts.Log.Warn("proxy: cannot reach target, closing connection", "target", target, "error", err)
 			return "", nil
 		}

@@ -491,3 +491,26 @@ func TestReplayAfterResetInAcceptQueue(t *testing.T) {
 		t.Errorf("the log does not say the connection was replayed:\n%s", logs.String())
 	}
 }
+
+// A child that got its stop signal closes its listener a moment before the
+// supervisor moves the target away: a connection dialled in between is
+// refused by the old target. It waits for the new target instead of
+// failing, as the stop-first restart under load showed it must.
+func TestRefusedDialWaitsForTheNextTarget(t *testing.T) {
+	port, err := proxy.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, addr := startProxy(t, proxy.Options{})
+	p.SetTarget("127.0.0.1:" + strconv.Itoa(port)) // nothing listens there
+	c := dial(t, addr)
+	if _, err := fmt.Fprintf(c.c, "hello\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Let the proxy dial the dead target and be refused before the next
+	// one is set; the client must not have been closed meanwhile.
+	time.Sleep(200 * time.Millisecond)
+	p.SetTarget(startBackend(t, "new").addr())
+	c.expect("new:hello")
+	c.c.Close() // before the backend's cleanup waits for its connections
+}
