@@ -42,7 +42,9 @@ func testMain(m *testing.M) int {
 	binPath = filepath.Join(dir, "paramexec")
 	childBin = filepath.Join(dir, "testchild")
 	serverBin = filepath.Join(dir, "testserver")
-	args := []string{"build", "-o", binPath}
+	// The release build's tag, so that the tests run the HTTP client a
+	// release ships (HTTP/1.1 only).
+	args := []string{"build", "-tags", "nethttpomithttp2", "-o", binPath}
 	if raceEnabled {
 		args = append(args, "-race")
 	}

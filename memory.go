@@ -20,8 +20,11 @@ import (
 // twice its live size between collections. The limit is what the runtime
 // needs besides the heap, plus the live heap after start-up, plus as much
 // room again (at least 4 MiB), so that a large configuration does not make
-// the collector run back to back. A GOMEMLIMIT set by the user wins. It
-// returns the limit set, or -1.
+// the collector run back to back. Measured at 1000 parameters it comes to
+// 13.1 MiB, above the 8-9 MiB the runtime then holds: a backstop, with
+// GOGC pacing the collector, since a binding 9 MiB limit cost 2.4 times the
+// CPU for 1 MiB (README, Steady memory). A GOMEMLIMIT set by the user wins.
+// It returns the limit set, or -1.
 func limitMemory() int64 {
 	if _, set := os.LookupEnv("GOMEMLIMIT"); set {
 		return -1

@@ -85,7 +85,7 @@ func buildScratchImage(t *testing.T) scratchImage {
 	for _, b := range [][]string{
 		// Dockerfile.example's own build command: the binary a scratch
 		// image ships, not the -race one the other tests run.
-		{"build", "-trimpath", "-ldflags=-s -w", "-o", img.paramexec, "."},
+		{"build", "-trimpath", "-tags", "nethttpomithttp2", "-ldflags=-s -w", "-o", img.paramexec, "."},
 		{"build", "-o", img.testchild, "./internal/testchild"},
 		{"build", "-o", img.runner, "./internal/container"},
 	} {

@@ -18,7 +18,7 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 say "build"
 echo "(compiling paramexec: the first time, Go downloads the AWS SDK modules and compiles them, which takes a minute or two; later builds take seconds)"
-CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$work/paramexec" .
+CGO_ENABLED=0 go build -trimpath -tags nethttpomithttp2 -ldflags='-s -w' -o "$work/paramexec" .
 ls -lh "$work/paramexec" | awk '{print "static binary:", $5}'
 pe="$work/paramexec"
 

@@ -14,7 +14,7 @@ import (
 
 // staticBuild is the one build line the Dockerfile must use: CGO off for a
 // static binary that runs in scratch, paths trimmed, symbols and DWARF off.
-const staticBuild = `CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o /out/paramexec .`
+const staticBuild = `CGO_ENABLED=0 go build -trimpath -tags nethttpomithttp2 -ldflags='-s -w' -o /out/paramexec .`
 
 // An instruction is one Dockerfile instruction, continuation lines joined.
 type instruction struct {
