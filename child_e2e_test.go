@@ -26,6 +26,7 @@ func signalsAt(t *testing.T, rec string) []string {
 // docker stop, ECS and systemd send SIGTERM; a child whose graceful stop is
 // another signal (nginx: SIGQUIT) must get that one.
 func TestTerminatingSignalBecomesStopSignal(t *testing.T) {
+	parallelE2E(t)
 	t.Run("first is the stop signal", func(t *testing.T) {
 		// The child ignores SIGTERM: only SIGQUIT stops it with code 5.
 		// --grace 30s: were SIGTERM forwarded, it would end in SIGKILL.
@@ -60,6 +61,7 @@ func TestTerminatingSignalBecomesStopSignal(t *testing.T) {
 }
 
 func TestGraceZeroMeansNone(t *testing.T) {
+	parallelE2E(t)
 	t.Run("--grace 0", func(t *testing.T) {
 		// The child would exit 0 five seconds after SIGTERM, well inside the
 		// 10 s that 0 used to mean: only an immediate SIGKILL gives 137.
@@ -108,6 +110,7 @@ func daemonsOf(t *testing.T, rec string) map[int][]int {
 // generation: at a restart (stop signal, then SIGKILL after --grace; these
 // ignore the stop signal) and at its own exit.
 func TestSetsidLeftoversEndWithTheirGeneration(t *testing.T) {
+	parallelE2E(t)
 	file := filepath.Join(t.TempDir(), "app.env")
 	mustDo(t, os.WriteFile(file, []byte("V=1\n"), 0o600))
 	args, rec := childArgs(t, "-daemons", "2")
@@ -159,6 +162,7 @@ func isAlive(pid int) bool {
 // The OOM killer ends paramexec with SIGKILL, which it cannot catch: the
 // child must die with it (its parent-death signal), not run on unsupervised.
 func TestChildDiesWithKilledSupervisor(t *testing.T) {
+	parallelE2E(t)
 	// A restart first: the child of a restart is forked later, and must be
 	// tied to paramexec's life as well as the first.
 	file := filepath.Join(t.TempDir(), "app.env")

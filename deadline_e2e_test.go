@@ -87,6 +87,7 @@ func checkDeadline(t *testing.T, r result, took, budget time.Duration, lowerBoun
 }
 
 func TestStartupTimeoutHungEndpoint(t *testing.T) {
+	e2e(t)
 	h := startHungServer(t)
 	args, rec := childArgs(t, "-exit", "0")
 	r, took := timedRun(t, baseEnv(h.URL), append([]string{"--path", "/app", "--startup-timeout", "1s"}, args...)...)
@@ -99,6 +100,7 @@ func TestStartupTimeoutHungEndpoint(t *testing.T) {
 }
 
 func TestStartupTimeoutKeptOnFastErrors(t *testing.T) {
+	e2e(t)
 	const budget = 2 * time.Second
 	for _, fault := range []faultproxy.Fault{faultproxy.Unavailable, faultproxy.ExpiredToken} {
 		t.Run(fault.String(), func(t *testing.T) {
@@ -141,6 +143,7 @@ func serveCredentials(validFor time.Duration) http.HandlerFunc {
 }
 
 func TestHungCredentialsEndpointAtStartup(t *testing.T) {
+	e2e(t)
 	creds := startHungServer(t)
 	const budget = 2 * time.Second
 	args, rec := childArgs(t, "-exit", "0")
@@ -157,6 +160,7 @@ func TestHungCredentialsEndpointAtStartup(t *testing.T) {
 // A credentials refresh that hangs while polling is a failed poll, logged and
 // retried; polling goes on once the endpoint answers again.
 func TestHungCredentialsRefreshWhilePolling(t *testing.T) {
+	e2e(t)
 	creds := startHungServer(t)
 	creds.answer(serveCredentials(2 * time.Second))
 	path := uniquePath(t)
@@ -191,6 +195,7 @@ func TestHungCredentialsRefreshWhilePolling(t *testing.T) {
 // own IMDS timeouts cover only the connection and the headers) cannot
 // hold start-up past its budget while paramexec asks it for the Region.
 func TestStalledRegionLookupKeepsTheBudget(t *testing.T) {
+	e2e(t)
 	imds := startHungServer(t)
 	imds.answer(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "100")

@@ -20,6 +20,7 @@ import (
 // TestSystemdNotify runs paramexec as a Type=notify unit would, with a real
 // unixgram socket standing in for systemd.
 func TestSystemdNotify(t *testing.T) {
+	parallelE2E(t)
 	sock := filepath.Join(t.TempDir(), "notify.sock")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
 	if err != nil {
@@ -105,6 +106,7 @@ func TestSystemdNotify(t *testing.T) {
 // TestRegionFromIMDS plays EC2's instance metadata service (IMDSv2: a token
 // first, then the identity document) with no AWS_REGION set.
 func TestRegionFromIMDS(t *testing.T) {
+	parallelE2E(t)
 	const region = "eu-west-3"
 	var tokens, documents int
 	var mu sync.Mutex

@@ -54,6 +54,7 @@ func expectRecovers(t *testing.T, pe *running, rec, file string) {
 }
 
 func TestRestartRejectsEnvironmentThatCannotExec(t *testing.T) {
+	parallelE2E(t)
 	t.Run("total over a quarter of the stack limit", func(t *testing.T) {
 		// A 1 MiB stack limit leaves 256 KiB to all strings. The inherited
 		// variables take 240 KiB; the edit adds 60 KiB more.
@@ -93,6 +94,7 @@ func stackLimited() (env []string, prefix []string) {
 // At start-up E2BIG is no "not executable": it says so, with figures and
 // names, under its own exit code, in place and supervised alike.
 func TestStartupEnvironmentTooLarge(t *testing.T) {
+	parallelE2E(t)
 	file := filepath.Join(t.TempDir(), "app.env")
 	mustDo(t, os.WriteFile(file, []byte("MORE="+bigValue(60<<10)+"\n"), 0o600))
 	env, prefix := stackLimited()

@@ -25,6 +25,7 @@ func polled(t *testing.T, stderr *syncBuffer, n int) {
 }
 
 func TestEnvFileFromProcessSubstitution(t *testing.T) {
+	parallelE2E(t)
 	// What bash hands over for --env-file <(printf ...): a /dev/fd path
 	// to a pipe.
 	r, w, err := os.Pipe()
@@ -55,6 +56,7 @@ func TestEnvFileFromProcessSubstitution(t *testing.T) {
 }
 
 func TestEnvFileFIFOAtStartUp(t *testing.T) {
+	parallelE2E(t)
 	fifo := filepath.Join(t.TempDir(), "app.env")
 	mustDo(t, syscall.Mkfifo(fifo, 0o600))
 	go func() {
@@ -83,6 +85,7 @@ func TestEnvFileFIFOAtStartUp(t *testing.T) {
 }
 
 func TestEnvFileFIFOSwappedInForAWatchedFile(t *testing.T) {
+	parallelE2E(t)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "app.env")
 	mustDo(t, os.WriteFile(file, []byte("GREETING=hello\n"), 0o600))
@@ -104,6 +107,7 @@ func TestEnvFileFIFOSwappedInForAWatchedFile(t *testing.T) {
 }
 
 func TestEnvFileEndless(t *testing.T) {
+	parallelE2E(t)
 	args, rec := childArgs(t)
 	r := runBinary(t, baseEnv(""), append([]string{"--env-file", "/dev/zero"}, args...)...)
 	if r.code != exitSource || !strings.Contains(r.stderr, "1048576 bytes") {
@@ -115,6 +119,7 @@ func TestEnvFileEndless(t *testing.T) {
 }
 
 func TestBrokenEnvFileWhileWatchingSaysWhatHappens(t *testing.T) {
+	parallelE2E(t)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "app.env")
 	mustDo(t, os.WriteFile(file, []byte("GREETING=one\n"), 0o600))
@@ -174,6 +179,7 @@ func init() {
 }
 
 func TestPollingGoesOnWithoutInotify(t *testing.T) {
+	parallelE2E(t)
 	self, err := os.Executable()
 	mustDo(t, err)
 	dir := t.TempDir()

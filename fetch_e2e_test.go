@@ -43,6 +43,7 @@ func seed(t *testing.T, path string, n int) map[string]string {
 }
 
 func TestPathSizes(t *testing.T) {
+	parallelE2E(t)
 	for _, n := range []int{0, 1, 25, 1000} {
 		t.Run(fmt.Sprint(n), func(t *testing.T) {
 			path := uniquePath(t)
@@ -75,6 +76,7 @@ func TestPathSizes(t *testing.T) {
 }
 
 func TestPathTypesAndNames(t *testing.T) {
+	parallelE2E(t)
 	path := uniquePath(t)
 	moto.PutParameter(t, path+"/db/password", val("pw"), "SecureString")
 	moto.PutParameter(t, path+"/hosts", val("a,b,c"), "StringList")
@@ -101,6 +103,7 @@ func TestPathTypesAndNames(t *testing.T) {
 }
 
 func TestPathPrecedenceFollowsCommandLine(t *testing.T) {
+	parallelE2E(t)
 	base := uniquePath(t)
 	moto.PutParameter(t, base+"/common/DB_HOST", val("common"), "String")
 	moto.PutParameter(t, base+"/common/ONLY_COMMON", val("c"), "String")
@@ -125,6 +128,7 @@ func TestPathPrecedenceFollowsCommandLine(t *testing.T) {
 }
 
 func TestPathCollisionNamesBoth(t *testing.T) {
+	parallelE2E(t)
 	path := uniquePath(t)
 	moto.PutParameter(t, path+"/db-host", val("one"), "String")
 	moto.PutParameter(t, path+"/db.host", val("two"), "String")
@@ -144,6 +148,7 @@ func TestPathCollisionNamesBoth(t *testing.T) {
 }
 
 func TestMissingPathIsEmpty(t *testing.T) {
+	parallelE2E(t)
 	args, rec := childArgs(t, "-exit", "0")
 	r := runBinary(t, baseEnv(moto.URL), append([]string{"--path", uniquePath(t)}, args...)...)
 	if r.code != 0 {
@@ -153,6 +158,7 @@ func TestMissingPathIsEmpty(t *testing.T) {
 }
 
 func TestInheritedAndNoOverride(t *testing.T) {
+	parallelE2E(t)
 	path := uniquePath(t)
 	moto.PutParameter(t, path+"/MODE", val("fetched"), "String")
 	for _, tc := range []struct {
@@ -175,6 +181,7 @@ func TestInheritedAndNoOverride(t *testing.T) {
 }
 
 func TestMotoDownExits3AfterRetries(t *testing.T) {
+	parallelE2E(t)
 	// A port nothing listens on: every attempt is refused.
 	p, err := faultproxy.Start("http://127.0.0.1:1")
 	if err != nil {
@@ -198,6 +205,7 @@ func TestMotoDownExits3AfterRetries(t *testing.T) {
 }
 
 func TestAccessDeniedNamesTheAction(t *testing.T) {
+	parallelE2E(t)
 	p, err := faultproxy.Start(moto.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -227,6 +235,7 @@ func TestAccessDeniedNamesTheAction(t *testing.T) {
 }
 
 func TestEnvFile(t *testing.T) {
+	parallelE2E(t)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "app.env")
 	content := "# settings\nexport GREETING=\"hello\\nworld\"\nPLAIN=" + val("plain") + " # comment\nQUOTED='" + val("$literal") + "'\n\n"
@@ -254,6 +263,7 @@ func TestEnvFile(t *testing.T) {
 }
 
 func TestExitCodes(t *testing.T) {
+	parallelE2E(t)
 	dir := t.TempDir()
 	notExec := filepath.Join(dir, "not-executable")
 	os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o644)
@@ -299,6 +309,7 @@ func TestExitCodes(t *testing.T) {
 }
 
 func TestExecInPlace(t *testing.T) {
+	parallelE2E(t)
 	args, rec := childArgs(t, "-exit", "0")
 	cmd := append([]string{binPath}, args...)
 	_ = cmd
@@ -317,6 +328,7 @@ func TestExecInPlace(t *testing.T) {
 }
 
 func TestPrint(t *testing.T) {
+	parallelE2E(t)
 	path := uniquePath(t)
 	moto.PutParameter(t, path+"/db/password", val("it's \"secret\""), "SecureString")
 	moto.PutParameter(t, path+"/host", val("h"), "String")
@@ -345,6 +357,7 @@ func TestPrint(t *testing.T) {
 }
 
 func TestEnvironmentConfiguresFlags(t *testing.T) {
+	parallelE2E(t)
 	path := uniquePath(t)
 	moto.PutParameter(t, path+"/FROM_ENV", val("yes"), "String")
 	dir := t.TempDir()
@@ -381,6 +394,7 @@ func TestEnvironmentConfiguresFlags(t *testing.T) {
 }
 
 func TestUsageErrors(t *testing.T) {
+	parallelE2E(t)
 	for _, args := range [][]string{
 		{},                             // no command
 		{"--no-such-flag", "true"},     // unknown flag
@@ -432,6 +446,7 @@ func startsHold(t *testing.T, rec string, want map[string]string, what string) [
 // watched: a later change to it is applied, and a real deletion is one
 // restart without it.
 func TestInconsistentAnswersNeverRestartWithAPartialEnvironment(t *testing.T) {
+	parallelE2E(t)
 	p := proxied(t)
 	path := uniquePath(t)
 	want := make(map[string]string)
@@ -524,6 +539,7 @@ func TestInconsistentAnswersNeverRestartWithAPartialEnvironment(t *testing.T) {
 // A listing whose NextToken repeats ends start-up with an error naming it,
 // and in a discovery poll fails the poll and keeps the child.
 func TestRepeatedNextTokenIsAnError(t *testing.T) {
+	parallelE2E(t)
 	p := proxied(t)
 	path := uniquePath(t)
 	moto.PutParameter(t, path+"/A", val("a"), "String")

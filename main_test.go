@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	osexec "os/exec"
@@ -33,6 +34,12 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
+	flag.Parse()
+	if testing.Short() {
+		// A developer's quick loop: the unit tests only, without the
+		// binaries and moto that only the end-to-end tests (see e2e) use.
+		return m.Run()
+	}
 	dir, err := os.MkdirTemp("", "paramexec-test-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -66,6 +73,29 @@ func testMain(m *testing.M) int {
 	}
 	fmt.Printf("log scan: %d paramexec runs, no seeded value in their logs\n", logScan.runs)
 	return code
+}
+
+// e2e marks a test that runs the real binary. go test -short, a developer's
+// quick loop, skips it; CI never passes -short, so it always runs there.
+func e2e(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("slow: runs the real binary against moto; run without -short")
+	}
+}
+
+// parallelE2E is e2e for a test that runs alongside the other parallel
+// ones: it shares nothing with them but moto, where uniquePath gives each
+// test its own names (nothing resets moto in this package), and the
+// logScan collector, which is safe for concurrent use. Each starts its own
+// paramexec and fault proxy. Tests whose assertions bound a time (settle,
+// splay, deadlines, readiness timeouts, zero-downtime load with no failure
+// allowed, the fault soak) stay serial: the parallel ones run after them,
+// so a loaded machine does not stretch their windows.
+func parallelE2E(t *testing.T) {
+	t.Helper()
+	e2e(t)
+	t.Parallel()
 }
 
 // baseEnv is a minimal environment for the binary, without the developer's

@@ -16,6 +16,7 @@ import (
 // json every line paramexec writes, the SDK's warning included, is JSON,
 // and the error says what to set.
 func TestMissingCredentialsSayWhatToSetInJSON(t *testing.T) {
+	parallelE2E(t)
 	var tokens, roles int
 	var mu sync.Mutex
 	imds := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -75,6 +76,7 @@ func TestMissingCredentialsSayWhatToSetInJSON(t *testing.T) {
 // Usage errors all have one shape, "paramexec: …" and the --help hint,
 // and say what a value should look like.
 func TestUsageErrorsHaveOneShape(t *testing.T) {
+	parallelE2E(t)
 	for _, tc := range []struct {
 		env  []string
 		args []string

@@ -109,6 +109,7 @@ func fillPipe(t *testing.T, w *os.File) int {
 }
 
 func TestBrokenStderrDoesNotKillTheSupervisor(t *testing.T) {
+	parallelE2E(t)
 	r, w, err := os.Pipe()
 	mustDo(t, err)
 	r.Close() // the reader is gone before paramexec writes its first line
@@ -134,6 +135,7 @@ func TestBrokenStderrDoesNotKillTheSupervisor(t *testing.T) {
 }
 
 func TestStalledStderrDoesNotStallTheSupervisor(t *testing.T) {
+	parallelE2E(t)
 	r, w, err := os.Pipe()
 	mustDo(t, err)
 	defer r.Close()
@@ -158,6 +160,7 @@ func TestStalledStderrDoesNotStallTheSupervisor(t *testing.T) {
 }
 
 func TestDroppedLogLinesAreCounted(t *testing.T) {
+	e2e(t)
 	r, w, err := os.Pipe()
 	mustDo(t, err)
 	defer r.Close()

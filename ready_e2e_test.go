@@ -125,6 +125,7 @@ func execCheck(t *testing.T, flag string) string {
 // For each kind of check, systemd's READY=1 comes when the child is ready,
 // not when it was started: the child boots for 1.5s first.
 func TestReadyGatesSystemdReady(t *testing.T) {
+	parallelE2E(t)
 	const boot = 1500 * time.Millisecond
 	for _, kind := range []string{"tcp", "http", "notify", "exec"} {
 		t.Run(kind, func(t *testing.T) {
@@ -188,6 +189,7 @@ func TestReadyGatesSystemdReady(t *testing.T) {
 // For each kind of check, a first child that never gets ready is stopped
 // and paramexec exits 4.
 func TestNeverReadyExitsNotReady(t *testing.T) {
+	parallelE2E(t)
 	for _, kind := range []string{"tcp", "http", "notify", "exec"} {
 		t.Run(kind, func(t *testing.T) {
 			port := strconv.Itoa(freePort(t))
@@ -224,6 +226,7 @@ func TestNeverReadyExitsNotReady(t *testing.T) {
 }
 
 func TestReadyUsageErrors(t *testing.T) {
+	parallelE2E(t)
 	for _, tc := range []struct {
 		env  []string
 		args []string

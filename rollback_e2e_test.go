@@ -112,6 +112,7 @@ var rejectedRe = regexp.MustCompile(`level=ERROR msg="change rejected; rolling b
 // which variable was rejected (never its value), does not try that value
 // again, and takes a further good change.
 func TestRollbackOnCrash(t *testing.T) {
+	e2e(t)
 	rr := startRollback(t, "--ready", "http://127.0.0.1:{port}/up", "--ready-timeout", "10s")
 	first := rr.serving(val("good"), time.Second)
 	rr.put(val("crash"))
@@ -147,6 +148,7 @@ func TestRollbackOnCrash(t *testing.T) {
 
 // The same with a child that never gets ready instead of crashing.
 func TestRollbackOnReadyTimeout(t *testing.T) {
+	e2e(t)
 	rr := startRollback(t, "--ready", "tcp:{port}", "--ready-timeout", "3s")
 	rr.put(val("hang"))
 	rr.waitLog(`msg="change rejected; rolling back"`)
@@ -162,6 +164,7 @@ func TestRollbackOnReadyTimeout(t *testing.T) {
 // Without --ready, --rollback-window judges: a child that exits within it
 // is rolled back.
 func TestRollbackWindowWithoutReady(t *testing.T) {
+	e2e(t)
 	rr := startRollback(t, "--rollback-window", "5s")
 	rr.put(val("crash"))
 	rr.waitLog(`msg="change rejected; rolling back"`)
@@ -176,6 +179,7 @@ func TestRollbackWindowWithoutReady(t *testing.T) {
 // A change back to the good value after a rollback is no change: the
 // restored child keeps running.
 func TestChangeBackToGoodIsNoChange(t *testing.T) {
+	e2e(t)
 	rr := startRollback(t, "--ready", "http://127.0.0.1:{port}/up")
 	rr.put(val("crash"))
 	rr.waitLog(`msg="rollback finished"`)
@@ -192,6 +196,7 @@ func TestChangeBackToGoodIsNoChange(t *testing.T) {
 // --on-change exit is not rolled back: a change ends paramexec with the
 // child's status, for the orchestrator to start anew, as without --ready.
 func TestOnChangeExitIsNotRolledBack(t *testing.T) {
+	parallelE2E(t)
 	rr := startRollback(t, "--ready", "tcp:{port}", "--on-change", "exit")
 	rr.put(val("crash"))
 	if code := rr.pe.wait(); code != 0 {

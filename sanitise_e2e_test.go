@@ -103,6 +103,7 @@ func (g *garbler) spoil(resp *http.Response, body []byte) ([]byte, bool) {
 // No text of a spoilt answer reaches the log, at start-up or while polling;
 // the suite's log scan (logScan) checks the same for every run.
 func TestGarbledAnswersNeverLogValues(t *testing.T) {
+	parallelE2E(t)
 	g := startGarbler(t)
 	path := uniquePath(t)
 	value := val("garbled-" + strconv.FormatInt(int64(len(path)), 10))
@@ -158,6 +159,7 @@ func TestGarbledAnswersNeverLogValues(t *testing.T) {
 // The SDK's own clients, made from the same configuration, are sanitised
 // too: a credentials endpoint's error text never reaches the log.
 func TestCredentialsAnswerNeverLogged(t *testing.T) {
+	parallelE2E(t)
 	creds := startHungServer(t)
 	for _, answer := range []http.HandlerFunc{
 		func(w http.ResponseWriter, r *http.Request) {

@@ -46,6 +46,7 @@ const scratchUID, scratchGID = 65532, 65532
 // HOME=/ for a uid without a passwd entry); "bare" has neither mount and no
 // PATH or HOME, the least a runtime can give.
 func TestScratchContainer(t *testing.T) {
+	parallelE2E(t)
 	if os.Geteuid() != 0 {
 		testenv.SkipOrFailOnCI(t, "the scratch container test needs root for namespaces, mounts and chroot (euid %d)", os.Geteuid())
 	}

@@ -19,6 +19,7 @@ func uniqueName(t *testing.T, what string) string {
 }
 
 func TestSecretsParamsAndReferences(t *testing.T) {
+	parallelE2E(t)
 	db := uniqueName(t, "db")
 	moto.CreateSecret(t, db, `{"username":"`+val("app")+`","password":"`+val("pw1")+`","port":5432}`)
 	token := uniqueName(t, "api-token")
@@ -66,6 +67,7 @@ func TestSecretsParamsAndReferences(t *testing.T) {
 }
 
 func TestUnresolvableReferenceNamesTheVariable(t *testing.T) {
+	parallelE2E(t)
 	args, rec := childArgs(t, "-exit", "0")
 	env := append(baseEnv(moto.URL), "DATABASE_PASSWORD=ssm:/"+uniqueName(t, "missing"))
 	r := runBinary(t, env, args...)
@@ -83,6 +85,7 @@ func TestUnresolvableReferenceNamesTheVariable(t *testing.T) {
 // version staged AWSPENDING, as a rotation Lambda's finishSecret step does
 // (after which moto's read without a version still returns the old one).
 func TestSecretRotationRestartsOnce(t *testing.T) {
+	parallelE2E(t)
 	for _, tc := range []struct {
 		name   string
 		rotate func(t *testing.T, p *faultproxy.Proxy, rec, id, value string)

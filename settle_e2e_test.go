@@ -13,6 +13,7 @@ import (
 // Two parameters changed 2 s apart, polled every second: with --settle 3s
 // they are one restart whose child has both new values; without, two.
 func TestSettleJoinsChanges(t *testing.T) {
+	e2e(t)
 	t.Run("settle", func(t *testing.T) {
 		path := uniquePath(t)
 		moto.PutParameter(t, path+"/A", val("a1"), "String")
@@ -78,6 +79,7 @@ func TestSettleJoinsChanges(t *testing.T) {
 // Changes every second never give --settle 5s its quiet: --settle-max 8s
 // restarts anyway, while they still come, with what the polls last read.
 func TestSettleMaxBoundsTheWait(t *testing.T) {
+	e2e(t)
 	path := uniquePath(t)
 	moto.PutParameter(t, path+"/A", val("0"), "String")
 	moto.PutParameter(t, path+"/B", val("0"), "String")
@@ -115,6 +117,7 @@ func TestSettleMaxBoundsTheWait(t *testing.T) {
 // With --splay the restart waits the delay the log names, which is within
 // the bound. Both are read from the log; no speed is measured.
 func TestSplayDelaysTheRestart(t *testing.T) {
+	e2e(t)
 	const splay = 3 * time.Second
 	path := uniquePath(t)
 	moto.PutParameter(t, path+"/A", val("a1"), "String")
@@ -166,6 +169,7 @@ func TestSplayDelaysTheRestart(t *testing.T) {
 }
 
 func TestSettleUsageErrors(t *testing.T) {
+	parallelE2E(t)
 	for _, tc := range []struct {
 		args []string
 		env  string

@@ -157,6 +157,7 @@ func (b *syncBuffer) String() string {
 }
 
 func TestRestartOnParameterChange(t *testing.T) {
+	parallelE2E(t)
 	path := uniquePath(t)
 	moto.PutParameter(t, path+"/DB_PASSWORD", val("old"), "SecureString")
 	moto.PutParameter(t, path+"/OTHER", val("same"), "String")
@@ -182,7 +183,8 @@ func TestRestartOnParameterChange(t *testing.T) {
 	if exitIdx < 0 || exitIdx > startIdx {
 		t.Errorf("old child did not exit before the new one started: %+v", recs)
 	}
-	// Several quiet polls later, still exactly two children.
+	// Several quiet polls later, still exactly two children: a second
+	// restart for the one change would come at one of these three 1 s polls.
 	time.Sleep(3 * time.Second)
 	if n := len(starts(readRecords(t, rec))); n != 2 {
 		t.Errorf("%d child starts after one change, want 2", n)
@@ -207,6 +209,7 @@ func proxied(t *testing.T) *faultproxy.Proxy {
 }
 
 func TestTwoChangesOneRestart(t *testing.T) {
+	parallelE2E(t)
 	p := proxied(t)
 	path := uniquePath(t)
 	moto.PutParameter(t, path+"/A", val("a1"), "String")
@@ -226,6 +229,8 @@ func TestTwoChangesOneRestart(t *testing.T) {
 	if second.Env["A"] != val("a2") || second.Env["B"] != val("b2") {
 		t.Errorf("new child: A=%q B=%q", second.Env["A"], second.Env["B"])
 	}
+	// Three 1 s polls: a second restart, for either change, would come at
+	// the first of them.
 	time.Sleep(3 * time.Second)
 	if n := len(starts(readRecords(t, rec))); n != 2 {
 		t.Errorf("%d child starts for two changes in one poll, want 2 (one restart)", n)
@@ -246,18 +251,27 @@ func watchSecureStrings(t *testing.T, n int, value string, discoverEvery int) (p
 		moto.PutParameter(t, path+"/S"+strconv.Itoa(i), value, "SecureString")
 	}
 	args, rec := childArgs(t)
-	pe = startBinary(t, baseEnv(p.URL()), append([]string{"--path", path, "--interval", "1s", "--discover-every", strconv.Itoa(discoverEvery)}, args...)...)
+	pe = startBinary(t, baseEnv(p.URL()), append([]string{"--path", path, "--interval", "1s", "--discover-every", strconv.Itoa(discoverEvery), "--log-level", "debug"}, args...)...)
 	waitStarts(t, rec, 1)
 	return p, path, pe, rec
 }
 
 func TestIdlePollsAreCheap(t *testing.T) {
+	parallelE2E(t)
 	p, _, pe, rec := watchSecureStrings(t, 25, val("secret"), 4)
+	// Count whole polls only: start counting just after a poll ended (its
+	// debug line), stop paramexec just after the seventh one after that,
+	// and read the counts once it has exited, with nothing in flight. The
+	// next poll begins at least half an interval (0.5 s) after a poll, a
+	// long time to see a log line in.
+	polls := func() int { return strings.Count(pe.stderr.String(), `msg="poll: no change"`) }
+	waitFor(t, "an idle poll", func() bool { return polls() > 0 })
 	p.ResetCounts()
-	time.Sleep(7 * time.Second)
-	c := p.Counts()
+	from := polls()
+	waitFor(t, "seven more idle polls", func() bool { return polls() >= from+7 })
 	pe.signal(syscall.SIGTERM)
 	pe.wait()
+	c := p.Counts()
 
 	if n := len(starts(readRecords(t, rec))); n != 1 {
 		t.Errorf("%d child starts with nothing changed, want 1", n)
@@ -270,10 +284,11 @@ func TestIdlePollsAreCheap(t *testing.T) {
 	if versionCalls == 0 || versionCalls%3 != 0 {
 		t.Errorf("GetParameters calls = %d, want a positive multiple of ceil(25/10)=3: %v", versionCalls, c.ByOp)
 	}
-	t.Logf("7s of idle polling: %v", c.ByOp)
+	t.Logf("%d idle polls: %v", polls()-from, c.ByOp)
 }
 
 func TestGraceKillsStubbornChildAndGrandchild(t *testing.T) {
+	parallelE2E(t)
 	path := uniquePath(t)
 	moto.PutParameter(t, path+"/V", val("1"), "String")
 	args, rec := childArgs(t, "-ignore-term", "-spawn", "1")
@@ -320,6 +335,7 @@ func gone(pid int) bool {
 }
 
 func TestSignalsAreForwarded(t *testing.T) {
+	parallelE2E(t)
 	args, rec := childArgs(t)
 	pe := startBinary(t, baseEnv(""), append([]string{"--init"}, args...)...)
 	waitStarts(t, rec, 1)
@@ -342,6 +358,7 @@ func TestSignalsAreForwarded(t *testing.T) {
 }
 
 func TestTermExitCodeOfChild(t *testing.T) {
+	parallelE2E(t)
 	args, rec := childArgs(t, "-term-exit", "7")
 	pe := startBinary(t, baseEnv(""), append([]string{"--init"}, args...)...)
 	waitStarts(t, rec, 1)
@@ -374,6 +391,7 @@ func zombiesOf(t *testing.T, pid int) int {
 }
 
 func TestOrphansAreReaped(t *testing.T) {
+	parallelE2E(t)
 	args, rec := childArgs(t, "-orphans", "200")
 	pe := startBinary(t, baseEnv(""), append([]string{"--init"}, args...)...)
 	var orphans []int
@@ -401,6 +419,7 @@ func TestOrphansAreReaped(t *testing.T) {
 }
 
 func TestOrphansAreReapedAsPID1(t *testing.T) {
+	e2e(t)
 	// In a new PID namespace paramexec is PID 1, as in a container.
 	if _, err := osexec.LookPath("unshare"); err != nil {
 		t.Fatalf("unshare (util-linux) is needed for the PID 1 test: %v", err)
@@ -447,6 +466,7 @@ func TestOrphansAreReapedAsPID1(t *testing.T) {
 }
 
 func TestFaultSoakNeverRestartsWithoutChange(t *testing.T) {
+	e2e(t)
 	p := proxied(t)
 	path := uniquePath(t)
 	moto.PutParameter(t, path+"/TOKEN", val("t1"), "SecureString")
@@ -464,6 +484,8 @@ func TestFaultSoakNeverRestartsWithoutChange(t *testing.T) {
 	} {
 		p.Inject(r)
 	}
+	// About ten 1 s polls and their retries under faults: a restart taken
+	// from a failed or partial answer would come at any of them.
 	time.Sleep(10 * time.Second)
 	c := p.Counts()
 	if c.Faulted == 0 {
@@ -483,6 +505,8 @@ func TestFaultSoakNeverRestartsWithoutChange(t *testing.T) {
 		t.Errorf("after the change: TOKEN=%q MODE=%q (a partial environment?)", second.Env["TOKEN"], second.Env["MODE"])
 	}
 	p.Clear()
+	// Two clean 1 s polls: a restart left over from the faults would come
+	// at the first.
 	time.Sleep(2 * time.Second)
 	if n := len(starts(readRecords(t, rec))); n != 2 {
 		t.Errorf("%d child starts, want 2", n)
@@ -496,6 +520,7 @@ func TestFaultSoakNeverRestartsWithoutChange(t *testing.T) {
 }
 
 func TestEnvFileEditsRestart(t *testing.T) {
+	parallelE2E(t)
 	t.Run("rename", func(t *testing.T) {
 		dir := t.TempDir()
 		file := filepath.Join(dir, "app.env")
@@ -511,6 +536,9 @@ func TestEnvFileEditsRestart(t *testing.T) {
 		if got := waitStarts(t, rec, 2)[1].Env["GREETING"]; got != "two" {
 			t.Errorf("GREETING=%q after the save", got)
 		}
+		// The file watch acts within milliseconds of an event (--interval
+		// 1h: no poll), so a second restart for the events of this one
+		// save would be here long before 1.5 s.
 		time.Sleep(1500 * time.Millisecond)
 		if n := len(starts(readRecords(t, rec))); n != 2 {
 			t.Errorf("%d starts for one save, want 2", n)
@@ -535,6 +563,9 @@ func TestEnvFileEditsRestart(t *testing.T) {
 		if got := waitStarts(t, rec, 2)[1].Env["GREETING"]; got != "two" {
 			t.Errorf("GREETING=%q after the swap", got)
 		}
+		// The file watch acts within milliseconds of an event (--interval
+		// 1h: no poll), so a second restart for the events of this one
+		// save would be here long before 1.5 s.
 		time.Sleep(1500 * time.Millisecond)
 		if n := len(starts(readRecords(t, rec))); n != 2 {
 			t.Errorf("%d starts for one swap, want 2", n)
@@ -552,6 +583,7 @@ func mustDo(t *testing.T, err error) {
 }
 
 func TestOnChangeExitAndSignal(t *testing.T) {
+	parallelE2E(t)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "app.env")
 	os.WriteFile(file, []byte("V=1\n"), 0o600)
@@ -582,6 +614,7 @@ func TestOnChangeExitAndSignal(t *testing.T) {
 // A change to one parameter of many is read alone: one decrypting
 // GetParameters, no listing of the path.
 func TestChangeReadsOnlyWhatMoved(t *testing.T) {
+	parallelE2E(t)
 	p, path, pe, rec := watchSecureStrings(t, 25, val("s1"), 1000)
 	p.ResetCounts()
 	moto.PutParameter(t, path+"/S7", val("s2"), "SecureString")
@@ -602,6 +635,7 @@ func TestChangeReadsOnlyWhatMoved(t *testing.T) {
 // Discovery finds a parameter added under the path, and a version check a
 // deleted one; each is one restart with the environment the path now holds.
 func TestParameterAddedAndRemoved(t *testing.T) {
+	parallelE2E(t)
 	path := uniquePath(t)
 	moto.PutParameter(t, path+"/KEEP", val("keep"), "String")
 	moto.PutParameter(t, path+"/GONE", val("gone"), "SecureString")
@@ -619,6 +653,8 @@ func TestParameterAddedAndRemoved(t *testing.T) {
 	if _, still := third.Env["GONE"]; still || third.Env["NESTED_ADDED"] != val("added") || third.Env["KEEP"] != val("keep") {
 		t.Errorf("after a deletion: GONE present=%v NESTED_ADDED=%q KEEP=%q", still, third.Env["NESTED_ADDED"], third.Env["KEEP"])
 	}
+	// Three 1 s polls, one of them a discovery: a repeated restart for the
+	// addition or the deletion would come at one of them.
 	time.Sleep(3 * time.Second)
 	if n := len(starts(readRecords(t, rec))); n != 3 {
 		t.Errorf("%d child starts for one addition and one deletion, want 3", n)

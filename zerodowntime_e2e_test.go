@@ -268,6 +268,7 @@ const zeroChanges = 6
 // paramexec and connections wait in its backlog for the new child's 1 s
 // boot. None is refused, none fails, and answers move to each new value.
 func TestZeroDowntimeListenStopFirst(t *testing.T) {
+	e2e(t)
 	port := freePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	pe, c, samples, values := zeroScenario(t, url, "", zeroChanges, "--listen", fmt.Sprintf("web=tcp://127.0.0.1:%d", port))
@@ -286,6 +287,7 @@ func TestZeroDowntimeListenStopFirst(t *testing.T) {
 // signal until the new child, on a new port, accepts. The port reaches
 // the child in APP_PORT, a name of the user's choice.
 func TestZeroDowntimeProxy(t *testing.T) {
+	e2e(t)
 	port := freePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	pe, c, samples, values := zeroScenario(t, url, "TESTSERVER_PORT_ENV=APP_PORT\n", zeroChanges, "--proxy", fmt.Sprintf("127.0.0.1:%d=APP_PORT", port))
@@ -311,6 +313,7 @@ func TestZeroDowntimeProxy(t *testing.T) {
 // own port: while the new child boots (1 s) connections are refused. This
 // proves that the load above would have seen them.
 func TestStopFirstWithoutHandoffRefuses(t *testing.T) {
+	e2e(t)
 	port := freePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	pe, c, _, _ := zeroScenario(t, url, fmt.Sprintf("PORT=%d\n", port), 2)
@@ -366,6 +369,7 @@ func leakyStart(t *testing.T, args ...string) *running {
 // of paramexec's own, LISTEN_* of its own, stay behind). Supervised (through
 // the trampoline) and in place (paramexec's pid is the command's).
 func TestListenProtocol(t *testing.T) {
+	parallelE2E(t)
 	for _, mode := range []string{"supervised", "in place"} {
 		t.Run(mode, func(t *testing.T) {
 			port := freePort(t)
@@ -425,6 +429,7 @@ func TestListenProtocol(t *testing.T) {
 // In --proxy mode the child inherits nothing beyond fds 0-2, and no
 // LISTEN_* paramexec was given.
 func TestProxyChildInheritsNothing(t *testing.T) {
+	parallelE2E(t)
 	port := freePort(t)
 	pe := leakyStart(t, "--proxy", fmt.Sprintf("127.0.0.1:%d=PORT", port), "--", serverBin)
 	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
@@ -476,6 +481,7 @@ func sleepRequest(t *testing.T, port int, d time.Duration) (net.Conn, *bufio.Rea
 // A connection opened before a change keeps working through the restart
 // until it ends; one that outlasts --grace is closed when it ends.
 func TestProxyLongLivedConnection(t *testing.T) {
+	e2e(t)
 	t.Run("finishes", func(t *testing.T) {
 		pe, port, change := proxyStart(t, "--grace", "20s")
 		c, br := sleepRequest(t, port, 3*time.Second)
@@ -528,6 +534,7 @@ func fdCount(t *testing.T, pid int) int {
 // request answered, then closed: paramexec holds two fds per connection
 // while they are open and none of them afterwards.
 func TestProxyThousandConnections(t *testing.T) {
+	e2e(t)
 	pe, port, _ := proxyStart(t)
 	pid := pe.cmd.Process.Pid
 	before := fdCount(t, pid)
@@ -577,6 +584,7 @@ func TestProxyThousandConnections(t *testing.T) {
 // Bad --listen and --proxy values are usage errors (2); addresses the
 // machine refuses are start-up errors (3), before any child runs.
 func TestListenAndProxyErrors(t *testing.T) {
+	parallelE2E(t)
 	busy, err := net.Listen("tcp", "127.0.0.1:0")
 	mustDo(t, err)
 	defer busy.Close()
