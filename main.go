@@ -153,7 +153,6 @@ func run(args, osEnv []string, stdout, stderr io.Writer) int {
 		NoOverride:    cfg.noOverride,
 		Interval:      cfg.interval,
 		DiscoverEvery: cfg.discoverEvery,
-		Files:         envFiles(cfg),
 		Debounce:      fileDebounce,
 		Settle:        cfg.settle,
 		SettleMax:     cfg.settleMax,

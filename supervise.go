@@ -314,14 +314,3 @@ func notifyEvents(n *sdnotify.Notifier, command string, log *slog.Logger) func(e
 		}
 	}
 }
-
-// envFiles lists the --env-file paths, to be watched for edits.
-func envFiles(cfg *config) []string {
-	var out []string
-	for _, sf := range cfg.sources {
-		if sf.kind == "env-file" {
-			out = append(out, sf.value)
-		}
-	}
-	return out
-}
