@@ -89,8 +89,11 @@ func run(args, osEnv []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	case cfg.supervise():
+		// supervise merges the layers itself: the child it starts does
+		// not inherit NOTIFY_SOCKET (see there).
 		return supervise(startup, cfg, inherited, sources, layers, handoff, log)
 	}
+	// Nothing watched: the command takes paramexec's place.
 	env, _ := resolve(inherited, layers, cfg.noOverride, log)
 	startup.Stop()
 	logs.Flush(logFlushTimeout)
@@ -102,8 +105,8 @@ func run(args, osEnv []string, stdout, stderr io.Writer) int {
 // load builds the sources and reads them. --startup-timeout is a deadline
 // on the whole start-up: the AWS configuration (the Region from instance
 // metadata), credentials and every read. The clients keep no part of this
-// context. code is paramexec's exit code when load fails, else 0.
-func load(startup *startupSignals, cfg *config, inherited []string, log *slog.Logger) (_ []fetch.Source, _ []fetch.Layer, code int) {
+// context. The int is paramexec's exit code when load fails, else 0.
+func load(startup *startupSignals, cfg *config, inherited []string, log *slog.Logger) ([]fetch.Source, []fetch.Layer, int) {
 	ctx, cancel := startup.Context(), context.CancelFunc(func() {})
 	if cfg.startupTimeout > 0 {
 		ctx, cancel = context.WithTimeout(ctx, cfg.startupTimeout)
