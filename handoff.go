@@ -108,9 +108,35 @@ type proxyRun struct {
 	p    *proxy.Proxy
 }
 
-// openHandoff binds every --listen and --proxy address, all or nothing.
-// Errors wrap listen.ErrBind (exit 3).
-func openHandoff(ctx context.Context, cfg *config, log *slog.Logger) (*handoff, error) {
+// openHandoff sets up what the child gets besides its environment, before
+// anything is read, and returns inherited less what it takes over.
+//
+// A child of a supervising paramexec gets fds 0-2 and its --listen
+// sockets, nothing else paramexec inherited, nor LISTEN_* meant for
+// paramexec. In place, both pass through: the command is then what
+// systemd's socket activation started.
+//
+// --listen and --proxy bind before anything is read (not with --print): a
+// port in use fails at once, and connections that arrive during start-up
+// wait. Binding is all or nothing; errors wrap listen.ErrBind (exit 3).
+func openHandoff(ctx context.Context, cfg *config, inherited []string, log *slog.Logger) (*handoff, []string, error) {
+	if cfg.supervise() {
+		inherited = environ.Filter(inherited, func(name string) bool {
+			return name != "LISTEN_PID" && name != "LISTEN_FDS" && name != "LISTEN_FDNAMES"
+		})
+		if err := listen.CloseOnExecFrom(3); err != nil {
+			log.Warn("cannot keep inherited descriptors from the child", "error", err)
+		}
+	}
+	if cfg.print {
+		return &handoff{log: log}, inherited, nil
+	}
+	h, err := bind(ctx, cfg, log)
+	return h, inherited, err
+}
+
+// bind binds every --listen and --proxy address, all or nothing.
+func bind(ctx context.Context, cfg *config, log *slog.Logger) (*handoff, error) {
 	h := &handoff{log: log, grace: cfg.grace}
 	if len(cfg.listen) > 0 {
 		set, err := listen.Bind(ctx, cfg.listen)

@@ -25,6 +25,7 @@ import (
 	"github.com/paramexec/paramexec/internal/environ"
 	"github.com/paramexec/paramexec/internal/listen"
 	"github.com/paramexec/paramexec/internal/logsink"
+	"github.com/paramexec/paramexec/signals"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3".
@@ -59,7 +60,7 @@ func run(args, osEnv []string, stdout, stderr io.Writer) int {
 		// Deferred first so that it ends last, after the final flush: a
 		// supervisor must outlive a broken stderr (see CatchSIGPIPE). In
 		// place, there is no child to orphan yet, and not starting the
-		// signal machinery keeps start-up quick (see below).
+		// signal machinery keeps start-up quick (see startupSignals).
 		defer logsink.CatchSIGPIPE()()
 	}
 	log, logs, err := newLogger(cfg.logFormat, cfg.logLevel, stderr)
@@ -68,99 +69,72 @@ func run(args, osEnv []string, stdout, stderr io.Writer) int {
 	}
 	defer logs.Close(logFlushTimeout)
 
-	// Until the child runs, a SIGTERM must stop paramexec even as PID 1,
-	// where the kernel drops signals that have no handler. Elsewhere, when
-	// paramexec is to exec in place, the default action already does that,
-	// and not starting the runtime's signal machinery keeps start-up as
-	// quick as the bare SDK's.
-	ctx, stopStartup := startupContext(cfg.supervise() || os.Getpid() == 1)
-	defer stopStartup()
-
-	inherited := childEnviron(osEnv)
-	// Under a systemd Type=notify unit, a supervising paramexec speaks the
-	// notify protocol itself; the child must not report readiness for it.
-	// Exec-ing in place leaves the socket to the command, which becomes
-	// the main PID.
-	notifySocket, _ := environ.Lookup(osEnv, "NOTIFY_SOCKET")
-	if cfg.supervise() {
-		inherited = environ.Without(inherited, "NOTIFY_SOCKET")
-	}
-	// A child of a supervising paramexec gets fds 0-2 and its --listen
-	// sockets, nothing else paramexec inherited, nor LISTEN_* meant for
-	// paramexec. In place, both pass through: the command is then what
-	// systemd's socket activation started.
-	if cfg.supervise() {
-		inherited = environ.Filter(inherited, func(name string) bool {
-			return name != "LISTEN_PID" && name != "LISTEN_FDS" && name != "LISTEN_FDNAMES"
-		})
-		if err := listen.CloseOnExecFrom(3); err != nil {
-			log.Warn("cannot keep inherited descriptors from the child", "error", err)
-		}
-	}
-	// --listen and --proxy bind before anything is read: a port in use
-	// fails at once, and connections that arrive during start-up wait.
-	handoff := &handoff{log: log}
-	if !cfg.print {
-		if handoff, err = openHandoff(ctx, cfg, log); err != nil {
-			log.Error("cannot listen", "error", err)
-			return exitSource
-		}
-	}
-	defer handoff.close()
-	// --startup-timeout is a deadline on the whole start-up: the AWS
-	// configuration (the Region from instance metadata), credentials and
-	// every read. The clients keep no part of this context.
-	loadCtx, cancelLoad := ctx, context.CancelFunc(func() {})
-	if cfg.startupTimeout > 0 {
-		loadCtx, cancelLoad = context.WithTimeout(ctx, cfg.startupTimeout)
-	}
-	sources, err := fetch.Build(loadCtx, cfg.specs(), inherited, log)
+	startup := newStartupSignals(cfg.supervise() || os.Getpid() == 1)
+	defer startup.Stop()
+	handoff, inherited, err := openHandoff(startup.Context(), cfg, childEnviron(osEnv), log)
 	if err != nil {
-		cancelLoad()
-		log.Error("configuration", "error", err)
-		return exitUsage
-	}
-	layers, err := fetch.LoadWithRetry(loadCtx, sources, cfg.startupTimeout, log)
-	cancelLoad()
-	if err != nil {
-		if sig := stopStartup(); sig != 0 {
-			log.Info("stopped by signal during start-up", "signal", sig.String())
-			return 128 + int(sig)
-		}
-		log.Error("cannot read configuration", "error", err)
+		log.Error("cannot listen", "error", err)
 		return exitSource
 	}
-	env, effective := fetch.Merge(inherited, layers, cfg.noOverride)
-	log.Debug("environment resolved", "variables", len(effective), "names", names(effective))
-
-	if cfg.print {
+	defer handoff.close()
+	sources, layers, code := load(startup, cfg, inherited, log)
+	switch {
+	case code != 0:
+		return code
+	case cfg.print:
+		_, effective := resolve(inherited, layers, cfg.noOverride, log)
 		if err := printVars(stdout, effective, cfg.format, cfg.reveal); err != nil {
 			log.Error("print", "error", err)
 			return 1
 		}
 		return 0
+	case cfg.supervise():
+		// supervise merges the layers itself: the child it starts does
+		// not inherit NOTIFY_SOCKET (see there).
+		return supervise(startup, cfg, inherited, sources, layers, handoff, log)
 	}
-	if !cfg.supervise() {
-		stopStartup()
-		logs.Flush(logFlushTimeout)
-		err := handoff.replace(cfg.argv, env)
-		log.Error("cannot run command", "command", cfg.argv[0], "error", err)
-		return exec.ExitCode(err)
+	// Nothing watched: the command takes paramexec's place.
+	env, _ := resolve(inherited, layers, cfg.noOverride, log)
+	startup.Stop()
+	logs.Flush(logFlushTimeout)
+	err = handoff.replace(cfg.argv, env)
+	log.Error("cannot run command", "command", cfg.argv[0], "error", err)
+	return exec.ExitCode(err)
+}
+
+// load builds the sources and reads them. --startup-timeout is a deadline
+// on the whole start-up: the AWS configuration (the Region from instance
+// metadata), credentials and every read. The clients keep no part of this
+// context. The int is paramexec's exit code when load fails, else 0.
+func load(startup *startupSignals, cfg *config, inherited []string, log *slog.Logger) ([]fetch.Source, []fetch.Layer, int) {
+	ctx, cancel := startup.Context(), context.CancelFunc(func() {})
+	if cfg.startupTimeout > 0 {
+		ctx, cancel = context.WithTimeout(ctx, cfg.startupTimeout)
 	}
-	w := &fetch.Watcher{
-		Sources:       sources,
-		Inherited:     inherited,
-		NoOverride:    cfg.noOverride,
-		Interval:      cfg.interval,
-		DiscoverEvery: cfg.discoverEvery,
-		Files:         envFiles(cfg),
-		Debounce:      fileDebounce,
-		Settle:        cfg.settle,
-		SettleMax:     cfg.settleMax,
-		Splay:         cfg.splay,
-		Log:           log,
+	defer cancel()
+	sources, err := fetch.Build(ctx, cfg.specs(), inherited, log)
+	if err != nil {
+		log.Error("configuration", "error", err)
+		return nil, nil, exitUsage
 	}
-	return supervise(ctx, cfg, env, w, layers, notifySocket, stopStartup, handoff, log)
+	layers, err := fetch.LoadWithRetry(ctx, sources, cfg.startupTimeout, log)
+	if err != nil {
+		if sig := startup.Stop(); sig != 0 {
+			log.Info("stopped by signal during start-up", "signal", sig.String())
+			return nil, nil, 128 + int(sig)
+		}
+		log.Error("cannot read configuration", "error", err)
+		return nil, nil, exitSource
+	}
+	return sources, layers, 0
+}
+
+// resolve merges the layers over the inherited environment (see
+// fetch.Merge) and logs the names that took effect.
+func resolve(inherited []string, layers []fetch.Layer, noOverride bool, log *slog.Logger) (env []string, effective []fetch.Var) {
+	env, effective = fetch.Merge(inherited, layers, noOverride)
+	log.Debug("environment resolved", "variables", len(effective), "names", names(effective))
+	return env, effective
 }
 
 // usageError prints a usage error in the one shape they all have, before
@@ -176,38 +150,66 @@ const (
 	exitSource = 3
 )
 
-// startupContext is cancelled by SIGTERM or SIGINT when intercept is set.
-// Its stop func ends the interception and reports the signal that
-// cancelled it, if any.
-func startupContext(intercept bool) (context.Context, func() syscall.Signal) {
+// startupSignals stops paramexec on SIGTERM or SIGINT until the child
+// runs: even as PID 1, where the kernel drops signals that have no handler.
+// Elsewhere, when paramexec is to exec in place, the default action already
+// does that, and not starting the runtime's signal machinery keeps start-up
+// as quick as the bare SDK's: then it intercepts nothing.
+type startupSignals struct {
+	ctx    context.Context
+	sigs   chan os.Signal
+	done   chan struct{}       // closed by Stop
+	result chan syscall.Signal // the signal caught, or 0
+	once   sync.Once
+	caught syscall.Signal
+}
+
+func newStartupSignals(intercept bool) *startupSignals {
+	s := &startupSignals{ctx: context.Background()}
 	if !intercept {
-		return context.Background(), func() syscall.Signal { return 0 }
+		return s
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	done := make(chan struct{})
-	result := make(chan syscall.Signal, 1)
+	ctx, cancel := context.WithCancel(s.ctx)
+	s.ctx, s.sigs = ctx, make(chan os.Signal, 1)
+	s.done, s.result = make(chan struct{}), make(chan syscall.Signal, 1)
+	signal.Notify(s.sigs, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
 		var got syscall.Signal
 		select {
-		case s := <-sigs:
-			got = s.(syscall.Signal)
+		case sig := <-s.sigs:
+			got = sig.(syscall.Signal)
 			cancel()
-		case <-done:
+		case <-s.done:
 		}
-		result <- got
+		s.result <- got
 	}()
-	var once sync.Once
-	var got syscall.Signal
-	return ctx, func() syscall.Signal {
-		once.Do(func() {
-			signal.Stop(sigs)
-			close(done)
-			got = <-result
-		})
-		return got
+	return s
+}
+
+// Context is cancelled by the first SIGTERM or SIGINT caught.
+func (s *startupSignals) Context() context.Context { return s.ctx }
+
+// Stop ends the interception and waits for its goroutine. It reports the
+// signal that cancelled Context, if any; every call reports the same.
+func (s *startupSignals) Stop() syscall.Signal {
+	if s.sigs == nil {
+		return 0
 	}
+	s.once.Do(func() {
+		signal.Stop(s.sigs)
+		close(s.done)
+		s.caught = <-s.result
+	})
+	return s.caught
+}
+
+// HandOver relays the supervisor's signals to sigs (see signals.Notify)
+// before it stops the start-up interception, so that no SIGTERM falls
+// between the two. stop restores the signals' handling; caught is the
+// signal that came during start-up, if any.
+func (s *startupSignals) HandOver(sigs chan<- os.Signal) (stop func(), caught syscall.Signal) {
+	stop = signals.Notify(sigs)
+	return stop, s.Stop()
 }
 
 // childEnviron is the environment the child inherits: paramexec's own

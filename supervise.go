@@ -28,7 +28,14 @@ const fileDebounce = 300 * time.Millisecond
 // supervise runs the command as paramexec's child and stays its parent:
 // forwarding signals, reaping orphans and, when watching, restarting the
 // child on change. It returns the exit code for paramexec.
-func supervise(ctx context.Context, cfg *config, env []string, w *fetch.Watcher, layers []fetch.Layer, notifySocket string, stopStartup func() syscall.Signal, handoff *handoff, log *slog.Logger) int {
+func supervise(startup *startupSignals, cfg *config, inherited []string, sources []fetch.Source, layers []fetch.Layer, handoff *handoff, log *slog.Logger) int {
+	// Under a systemd Type=notify unit, a supervising paramexec speaks the
+	// notify protocol itself; the child must not report readiness for it.
+	// Exec-ing in place leaves the socket to the command, which becomes
+	// the main PID.
+	notifySocket, _ := environ.Lookup(inherited, "NOTIFY_SOCKET")
+	inherited = environ.Without(inherited, "NOTIFY_SOCKET")
+	env, _ := resolve(inherited, layers, cfg.noOverride, log)
 	notify, err := sdnotify.New(notifySocket)
 	if err != nil {
 		log.Warn("cannot reach systemd's notify socket; readiness will not be reported", "error", err)
@@ -43,17 +50,16 @@ func supervise(ctx context.Context, cfg *config, env []string, w *fetch.Watcher,
 			log.Warn("cannot become a child subreaper; orphaned grandchildren will not be reaped", "error", err)
 		}
 	}
-	// Take over the signals before releasing the start-up handler, so no
-	// SIGTERM falls between the two.
 	sigs := make(chan os.Signal, 128)
-	stopSignals := signals.Notify(sigs)
+	stopSignals, caught := startup.HandOver(sigs)
 	defer stopSignals()
-	if sig := stopStartup(); sig != 0 {
-		return 128 + int(sig)
+	if caught != 0 {
+		return 128 + int(caught)
 	}
 
 	// --ready notify: the child reports to a socket of paramexec's, which
 	// relays its STATUS= lines to systemd and its READY=1 to the check.
+	childInherited := inherited
 	var relay *notifyRelay
 	if slices.ContainsFunc(cfg.ready, func(c ready.Check) bool { return c.Kind() == ready.Notify }) {
 		rcv, err := sdnotify.Listen("")
@@ -65,17 +71,17 @@ func supervise(ctx context.Context, cfg *config, env []string, w *fetch.Watcher,
 		defer relay.close()
 		socket := "NOTIFY_SOCKET=" + rcv.Path()
 		env = append(environ.Without(env, "NOTIFY_SOCKET"), socket)
-		w.Inherited = append(environ.Without(w.Inherited, "NOTIFY_SOCKET"), socket)
+		childInherited = append(slices.Clip(inherited), socket)
 	}
 	var procs *ready.Procs
 	if slices.ContainsFunc(cfg.ready, func(c ready.Check) bool { return c.Kind() == ready.Exec }) {
 		procs = ready.NewProcs()
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancel(startup.Context())
 	changes := make(chan exec.Change)
 	var watching sync.WaitGroup
-	if cfg.interval > 0 {
+	if w := newWatcher(cfg, sources, childInherited, log); w != nil {
 		watching.Go(func() {
 			// The watcher hands each new environment to the supervisor,
 			// waiting while the supervisor is busy: never two at once.
@@ -111,7 +117,7 @@ func supervise(ctx context.Context, cfg *config, env []string, w *fetch.Watcher,
 	// overlap and no --ready, a connect to it is the check (the old child
 	// is stopped only once the new one accepts).
 	if len(cfg.ready) > 0 || (cfg.restart == exec.Overlap && len(cfg.proxy) > 0) {
-		sup.Ready = readiness(cfg.ready, relay, procs, w.Inherited, handoff.portsFunc())
+		sup.Ready = readiness(cfg.ready, relay, procs, inherited, handoff.portsFunc())
 	}
 	handoff.attach(ctx, sup)
 	handoff.serve(ctx)
@@ -123,6 +129,27 @@ func supervise(ctx context.Context, cfg *config, env []string, w *fetch.Watcher,
 		log.Error("cannot run command", "command", cfg.argv[0], "error", err)
 	}
 	return code
+}
+
+// newWatcher is the watcher of the sources, nil when nothing is watched
+// (no --interval). inherited is what the child inherits, the sources'
+// layers merged over it.
+func newWatcher(cfg *config, sources []fetch.Source, inherited []string, log *slog.Logger) *fetch.Watcher {
+	if cfg.interval <= 0 {
+		return nil
+	}
+	return &fetch.Watcher{
+		Sources:       sources,
+		Inherited:     inherited,
+		NoOverride:    cfg.noOverride,
+		Interval:      cfg.interval,
+		DiscoverEvery: cfg.discoverEvery,
+		Debounce:      fileDebounce,
+		Settle:        cfg.settle,
+		SettleMax:     cfg.settleMax,
+		Splay:         cfg.splay,
+		Log:           log,
+	}
 }
 
 // reaper is signals.Reap with the exec: checks' processes taken out first:
@@ -313,15 +340,4 @@ func notifyEvents(n *sdnotify.Notifier, command string, log *slog.Logger) func(e
 			log.Debug("systemd notification failed", "event", e.Kind.String(), "error", err)
 		}
 	}
-}
-
-// envFiles lists the --env-file paths, to be watched for edits.
-func envFiles(cfg *config) []string {
-	var out []string
-	for _, sf := range cfg.sources {
-		if sf.kind == "env-file" {
-			out = append(out, sf.value)
-		}
-	}
-	return out
 }

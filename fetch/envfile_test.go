@@ -206,13 +206,13 @@ func TestWatcherPollsOnWhenTheFileWatchCannotStart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// A directory that does not exist cannot be watched: filewatch.New
-	// fails, as it does when inotify is unavailable.
+	// filewatch.New refuses a negative debounce: the watch cannot start,
+	// as when inotify is unavailable. (The files watched are the sources'
+	// own, so a path that cannot be watched cannot be loaded either.)
 	w := &Watcher{
 		Sources:  []Source{src},
 		Interval: 50 * time.Millisecond,
-		Files:    []string{path, filepath.Join(dir, "missing", "other.env")},
-		Debounce: 10 * time.Millisecond,
+		Debounce: -time.Millisecond,
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	updates := make(chan Update, 10)

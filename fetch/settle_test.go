@@ -183,7 +183,7 @@ func settleFile(t *testing.T, content string, settle, settleMax time.Duration) (
 		t.Fatal(err)
 	}
 	log := &lockedBuffer{}
-	w := &Watcher{Sources: sources, Interval: time.Second, Files: []string{file}, Debounce: 50 * time.Millisecond,
+	w := &Watcher{Sources: sources, Interval: time.Second, Debounce: 50 * time.Millisecond,
 		Settle: settle, SettleMax: settleMax,
 		Log: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 	ctx, cancel := context.WithCancel(t.Context())

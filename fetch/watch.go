@@ -38,9 +38,9 @@ type Watcher struct {
 	// DiscoverEvery makes every Nth poll list paths to find added
 	// parameters; the polls between only check the versions of known names.
 	DiscoverEvery int
-	// Files are dotenv files to watch for edits between polls. Their
-	// sources must be among Sources, as *EnvFileSource.
-	Files    []string
+	// Debounce folds the burst of events a save makes into one change of
+	// the --env-file files, each of which (a regular file among Sources) is
+	// watched for edits between polls.
 	Debounce time.Duration
 	// Settle holds a change until the polls have seen no further change for
 	// this long, polling faster meanwhile (see settler.pollEvery), so that
@@ -160,19 +160,17 @@ func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context
 	}
 }
 
-// watchFiles starts the file watch on the regular --env-file files, if
-// any. It is an accelerator: when it cannot start (inotify instances used
-// up, say) polling still sees every edit, later, and a warning says so.
-// events and failed are nil when nothing is watched; failed reports a
-// watch that stopped. stop ends the watch and waits for it.
+// watchFiles starts the file watch on the regular --env-file files among
+// the sources, if any (one read once, a pipe say, cannot change). It is an
+// accelerator: when it cannot start (inotify instances used up, say)
+// polling still sees every edit, later, and a warning says so. events and
+// failed are nil when nothing is watched; failed reports a watch that
+// stopped. stop ends the watch and waits for it.
 func (w *Watcher) watchFiles(ctx context.Context, log *slog.Logger) (events <-chan []string, failed <-chan error, stop func()) {
 	var paths []string
-	for _, p := range w.Files {
-		if !slices.ContainsFunc(w.Sources, func(src Source) bool {
-			f, ok := src.(*EnvFileSource)
-			return ok && f.Path == p && f.ReadOnce()
-		}) {
-			paths = append(paths, p)
+	for _, src := range w.Sources {
+		if f, ok := src.(*EnvFileSource); ok && !f.ReadOnce() {
+			paths = append(paths, f.Path)
 		}
 	}
 	if len(paths) == 0 {
