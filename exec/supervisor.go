@@ -162,12 +162,9 @@ type Supervisor struct {
 	StopSignal syscall.Signal // asks the child to stop; SIGTERM when 0
 	Log        *slog.Logger   // nil: discard
 	// Reap collects exited children and reports each (signals.Reap, which
-	// takes orphans too). Run calls it on SIGCHLD and on a slow tick. When
-	// nil, Run waits for its own child only.
+	// takes orphans too). Run calls it on SIGCHLD and on a slow tick.
+	// Required: the one loop that owns wait4(-1) is the caller's.
 	Reap func(onExit func(pid int, status syscall.WaitStatus))
-	// Terminates tells the signals that, after being forwarded, shut the
-	// supervisor down; nil: SIGTERM and SIGINT.
-	Terminates func(os.Signal) bool
 	// OnEvent, if set, is called from Run's goroutine and must return soon.
 	OnEvent func(Event)
 	// Ready, if set, says when a child is ready to serve. Run calls it on a
@@ -258,19 +255,21 @@ func (s *Supervisor) Run(ctx context.Context, env []string, changes <-chan Chang
 	if s.Restart == Overlap && s.Ready == nil {
 		return 2, errors.New("supervise: overlap restarts need a readiness check")
 	}
+	if s.Reap == nil {
+		return 2, errors.New("supervise: no reaper")
+	}
 	if err := ctx.Err(); err != nil {
 		return 1, fmt.Errorf("supervise %s: not started: %w", s.Argv[0], err)
 	}
 	r := &run{
-		s:          s,
-		log:        s.Log,
-		grace:      s.Grace,
-		stopSig:    s.StopSignal,
-		terminates: s.Terminates,
-		next:       slices.Clone(env),
-		tty:        -1,
-		exitCode:   -1,
-		rejected:   make(map[envHash]bool),
+		s:        s,
+		log:      s.Log,
+		grace:    s.Grace,
+		stopSig:  s.StopSignal,
+		next:     slices.Clone(env),
+		tty:      -1,
+		exitCode: -1,
+		rejected: make(map[envHash]bool),
 
 		readyTimeout: s.ReadyTimeout,
 	}
@@ -285,9 +284,6 @@ func (s *Supervisor) Run(ctx context.Context, env []string, changes <-chan Chang
 	}
 	if r.readyTimeout <= 0 {
 		r.readyTimeout = defaultReadyTimeout
-	}
-	if r.terminates == nil {
-		r.terminates = func(sig os.Signal) bool { return sig == syscall.SIGTERM || sig == syscall.SIGINT }
 	}
 	var err error
 	if r.io, err = openStdio(s.Stdin, s.Stdout, s.Stderr); err != nil {
@@ -401,7 +397,6 @@ type run struct {
 	grace        time.Duration
 	stopSig      syscall.Signal
 	readyTimeout time.Duration
-	terminates   func(os.Signal) bool
 	io           *stdio
 	fork         *forker
 	tty          int // the terminal each child gets as foreground, or -1
@@ -733,7 +728,7 @@ func (r *run) signal(sig os.Signal) {
 		return
 	}
 	name := SignalName(ss)
-	if r.terminates(sig) {
+	if terminates(sig) {
 		r.terminate(ss)
 		return
 	}
@@ -951,23 +946,13 @@ func (r *run) reap() {
 		}
 		c.exited, c.status, c.exitAt = true, ws, time.Now()
 	}
-	if r.s.Reap != nil {
-		r.s.Reap(onExit)
-		return
-	}
-	for _, c := range []*child{&r.cur, r.old} {
-		for c != nil && !c.exited {
-			var ws syscall.WaitStatus
-			pid, err := syscall.Wait4(c.pid, &ws, syscall.WNOHANG, nil)
-			if err == syscall.EINTR {
-				continue
-			}
-			if err == nil && pid == c.pid {
-				onExit(pid, ws)
-			}
-			break
-		}
-	}
+	r.s.Reap(onExit)
+}
+
+// terminates reports whether sig, once forwarded, shuts the supervisor down:
+// SIGTERM (docker stop, systemd, Kubernetes) and SIGINT.
+func terminates(sig os.Signal) bool {
+	return sig == syscall.SIGTERM || sig == syscall.SIGINT
 }
 
 // cleanUp follows the reaping of child c, the current one (and then the
@@ -1092,7 +1077,7 @@ func (r *run) finish(sigs <-chan os.Signal, tick <-chan time.Time) {
 				sigs = nil
 			case sig == syscall.SIGCHLD:
 				r.reap()
-			case r.terminates(sig):
+			case terminates(sig):
 				r.log.Info("terminating signal received; killing the leftovers now", "signal", sig.String())
 				for _, l := range r.left {
 					l.kill()
