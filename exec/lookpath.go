@@ -13,9 +13,9 @@ import (
 )
 
 var (
-	// ErrNotFound means no file of that name exists (on PATH, or at the path).
+	// errNotFound means no file of that name exists (on PATH, or at the path).
 	// A shell exits 127 for it.
-	ErrNotFound = errors.New("executable file not found")
+	errNotFound = errors.New("executable file not found")
 	// ErrNotExecutable means the file exists but cannot be run (a directory, no x
 	// bit, permission denied, bad interpreter). A shell exits 126 for it.
 	ErrNotExecutable = errors.New("not executable")
@@ -33,10 +33,10 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // element means the current directory, as POSIX says; with no PATH at all,
 // defaultPath is searched. Directories on PATH are skipped; if the only
 // matches are not executable, the error wraps ErrNotExecutable, otherwise
-// ErrNotFound.
+// errNotFound.
 func LookPath(name string, env []string) (string, error) {
 	if name == "" {
-		return "", fmt.Errorf("look up %q: %w", name, ErrNotFound)
+		return "", fmt.Errorf("look up %q: %w", name, errNotFound)
 	}
 	if strings.Contains(name, "/") {
 		if err := checkExecutable(name); err != nil {
@@ -69,16 +69,16 @@ func LookPath(name string, env []string) (string, error) {
 	if denied != nil {
 		return "", fmt.Errorf("look up %q in PATH: %w", name, denied)
 	}
-	return "", fmt.Errorf("look up %q in PATH: %w", name, ErrNotFound)
+	return "", fmt.Errorf("look up %q in PATH: %w", name, errNotFound)
 }
 
 // checkExecutable reports why the file at path cannot be executed, wrapping
-// ErrNotFound or ErrNotExecutable, or nil if it can.
+// errNotFound or ErrNotExecutable, or nil if it can.
 func checkExecutable(path string) error {
 	fi, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
-		return ErrNotFound
+		return errNotFound
 	case err != nil:
 		// EACCES on a directory on the way, ELOOP, ...: the shell's 126.
 		return fmt.Errorf("%w: %w", ErrNotExecutable, unwrapPathError(err))
@@ -112,15 +112,15 @@ func lookupEnv(env []string, key string) (string, bool) {
 }
 
 // ExitCode maps an error from starting a command to the shell's convention:
-// 0 for nil, 127 when it wraps ErrNotFound, 126 for anything else: not
-// executable, too large an environment (ErrTooLarge, which bash reports
+// 0 for nil, 127 when it wraps errNotFound, 126 for anything else: not
+// executable, too large an environment (errTooLarge, which bash reports
 // with 126 as well; the message, not the code, tells the two apart), or any
 // other failure to start.
 func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return 0
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, errNotFound):
 		return 127
 	default:
 		return 126
@@ -136,7 +136,7 @@ func startError(path string, argv, env []string, err error) error {
 		}
 		// Over a limit this process does not model: say what it saw.
 		return fmt.Errorf("exec %q: %w: %d bytes of arguments and environment, %d variables: %w",
-			path, ErrTooLarge, stringsSize(path, argv, env), len(env), err)
+			path, errTooLarge, stringsSize(path, argv, env), len(env), err)
 	}
 	if errors.Is(err, syscall.ENOENT) {
 		if _, serr := os.Stat(path); serr == nil {
@@ -144,7 +144,7 @@ func startError(path string, argv, env []string, err error) error {
 			// (#!/bin/bash in an image without bash): bash says 126.
 			return fmt.Errorf("exec %q: bad interpreter: %w: %w", path, ErrNotExecutable, err)
 		}
-		return fmt.Errorf("exec %q: %w: %w", path, ErrNotFound, err)
+		return fmt.Errorf("exec %q: %w: %w", path, errNotFound, err)
 	}
 	return fmt.Errorf("exec %q: %w: %w", path, ErrNotExecutable, err)
 }

@@ -20,10 +20,10 @@ import (
 // Zero is not it: a zero Supervisor gets the default grace.
 const NoGrace time.Duration = -1
 
-// ExitNotReady is Run's code when a child whose failure ends the run (the
+// exitNotReady is Run's code when a child whose failure ends the run (the
 // first one, or the last good one after a rollback) is not ready within
 // ReadyTimeout. It is one of paramexec's documented exit codes.
-const ExitNotReady = 4
+const exitNotReady = 4
 
 const (
 	defaultGrace        = 10 * time.Second
@@ -122,16 +122,6 @@ const (
 	Overlap
 )
 
-func (m RestartMode) String() string {
-	switch m {
-	case StopFirst:
-		return "stop-first"
-	case Overlap:
-		return "overlap"
-	}
-	return fmt.Sprintf("RestartMode(%d)", int(m))
-}
-
 // Event reports a step of the child's lifecycle to Supervisor.OnEvent.
 type Event struct {
 	Kind EventKind
@@ -148,7 +138,7 @@ type Event struct {
 	ReadyAfter time.Duration
 	Reason     string         // RestartBegun, Restarted, Stopping, RolledBack: why
 	Signal     syscall.Signal // RestartBegun, Stopping: the signal sent, 0 if none was
-	Code       int            // Exited: StatusCode of the child; RolledBack: the failed child's, -1 if it did not exit by itself
+	Code       int            // Exited: the child's code as a shell reports it (128+n for signal n); RolledBack: the failed child's, -1 if it did not exit by itself
 	Changed    []string       // RolledBack: the variables the rejected change had changed, names only
 }
 
@@ -210,7 +200,7 @@ type Supervisor struct {
 }
 
 // Run starts the child with env and supervises it until it exits. It returns
-// the child's StatusCode when the child exits on its own (it never restarts
+// the child's statusCode when the child exits on its own (it never restarts
 // a child that exits by itself), after a terminating signal, after OnChange
 // Exit, or after ctx is done; in each case Run sends StopSignal first (see
 // terminate for the signals). A child still running Grace after a stop was asked
@@ -227,7 +217,7 @@ type Supervisor struct {
 // the child is touched (see reject).
 //
 // With Ready, a child is judged (see phase): the first one that is not
-// ready within ReadyTimeout is stopped and Run returns ExitNotReady. A
+// ready within ReadyTimeout is stopped and Run returns exitNotReady. A
 // change is held while the child is not yet ready; the child started for a
 // change is verified (Ready, RollbackWindow), and when it fails, Rollback
 // starts the last good environment again and never retries the failed one
@@ -247,7 +237,7 @@ type Supervisor struct {
 // sweep) got the stop signal and Grace, then SIGKILL.
 func (s *Supervisor) Run(ctx context.Context, env []string, changes <-chan Change, sigs <-chan os.Signal) (int, error) {
 	if len(s.Argv) == 0 {
-		return ExitCode(ErrNotFound), fmt.Errorf("supervise: empty command: %w", ErrNotFound)
+		return ExitCode(errNotFound), fmt.Errorf("supervise: empty command: %w", errNotFound)
 	}
 	if s.OnChange.Kind == Signal && s.OnChange.Signal == 0 {
 		return 2, errors.New("supervise: on-change signal without a signal")
@@ -488,7 +478,7 @@ func (r *run) loop(ctx context.Context, changes <-chan Change, sigs <-chan os.Si
 		if !r.cur.exited {
 			continue
 		}
-		code := StatusCode(r.cur.status)
+		code := statusCode(r.cur.status)
 		if r.old != nil {
 			r.curExitedFirst(code)
 			continue
@@ -585,7 +575,7 @@ func (r *run) answered(a readyAnswer) {
 		return
 	}
 	r.log.Error("child not ready in time; stopping it", "pid", c.pid, "after", after, "error", a.err)
-	r.exitCode = ExitNotReady
+	r.exitCode = exitNotReady
 	r.stop(stopping, r.stopSig, "not ready within "+r.readyTimeout.String())
 }
 
@@ -727,7 +717,7 @@ func (r *run) signal(sig os.Signal) {
 		r.reap()
 		return
 	}
-	name := SignalName(ss)
+	name := signalName(ss)
 	if terminates(sig) {
 		r.terminate(ss)
 		return
@@ -769,7 +759,7 @@ func (r *run) signal(sig os.Signal) {
 // during a stop says more than the first, as it would to the program run
 // without paramexec.
 func (r *run) terminate(sig syscall.Signal) {
-	name := SignalName(sig)
+	name := signalName(sig)
 	if r.terminated {
 		r.log.Info("forwarding terminating signal", "pid", r.cur.pid, "signal", name)
 		r.send(sig)
@@ -780,7 +770,7 @@ func (r *run) terminate(sig syscall.Signal) {
 	}
 	r.terminated = true
 	if !r.phase.childStopping() {
-		r.log.Info("terminating signal received; asking the child to stop", "pid", r.cur.pid, "signal", name, "stop_signal", SignalName(r.stopSig))
+		r.log.Info("terminating signal received; asking the child to stop", "pid", r.cur.pid, "signal", name, "stop_signal", signalName(r.stopSig))
 		r.stop(stopping, r.stopSig, "received "+name)
 		return
 	}
@@ -842,7 +832,7 @@ func (r *run) change(c Change) {
 	case Exit:
 		r.stop(stopping, r.stopSig, c.Reason)
 	case Signal:
-		r.log.Info("signalling child to reload", "pid", r.cur.pid, "signal", SignalName(r.s.OnChange.Signal), "reason", c.Reason)
+		r.log.Info("signalling child to reload", "pid", r.cur.pid, "signal", signalName(r.s.OnChange.Signal), "reason", c.Reason)
 		r.send(r.s.OnChange.Signal)
 	}
 }
@@ -916,7 +906,7 @@ func (r *run) stop(to phase, sig syscall.Signal, reason string) {
 	}
 	attrs := []any{"pid", r.cur.pid, "reason", reason}
 	if sig != 0 {
-		attrs = append(attrs, "signal", SignalName(sig))
+		attrs = append(attrs, "signal", signalName(sig))
 	}
 	r.log.Info(msg, attrs...)
 	if kind != 0 {
@@ -941,7 +931,7 @@ func (r *run) reap() {
 			c = r.old
 		}
 		if pid != c.pid || c.exited {
-			r.log.Debug("reaped orphan", "pid", pid, "code", StatusCode(ws))
+			r.log.Debug("reaped orphan", "pid", pid, "code", statusCode(ws))
 			return
 		}
 		c.exited, c.status, c.exitAt = true, ws, time.Now()
@@ -1025,7 +1015,7 @@ func (r *run) sweep(ended, living *child) {
 		grace = max(time.Until(deadline), 0)
 	}
 	l := leftovers{procs: procs, deadline: deadline}
-	r.log.Info("stopping what the child left outside its process group", "pids", l.pids(), "signal", SignalName(r.stopSig), "grace", grace)
+	r.log.Info("stopping what the child left outside its process group", "pids", l.pids(), "signal", signalName(r.stopSig), "grace", grace)
 	for _, p := range procs {
 		p.signal(r.stopSig)
 	}
@@ -1124,7 +1114,7 @@ func signalPid(log *slog.Logger, pid int, sig syscall.Signal) {
 		return
 	}
 	if err := syscall.Kill(pid, sig); err != nil && err != syscall.ESRCH {
-		log.Warn("cannot signal child", "pid", pid, "signal", SignalName(sig), "error", err)
+		log.Warn("cannot signal child", "pid", pid, "signal", signalName(sig), "error", err)
 	}
 }
 
