@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/paramexec/paramexec/internal/environ"
 )
 
 var (
@@ -44,7 +46,7 @@ func LookPath(name string, env []string) (string, error) {
 		}
 		return name, nil
 	}
-	path, ok := lookupEnv(env, "PATH")
+	path, ok := environ.Lookup(env, "PATH")
 	if !ok {
 		path = defaultPath
 	}
@@ -98,17 +100,6 @@ func unwrapPathError(err error) error {
 		return pe.Err
 	}
 	return err
-}
-
-// lookupEnv returns the value of the last key=value entry for key in env, the
-// one os/exec and most callers building env lists treat as winning.
-func lookupEnv(env []string, key string) (string, bool) {
-	for i := len(env) - 1; i >= 0; i-- {
-		if k, v, ok := strings.Cut(env[i], "="); ok && k == key {
-			return v, true
-		}
-	}
-	return "", false
 }
 
 // ExitCode maps an error from starting a command to the shell's convention:
