@@ -145,6 +145,8 @@ type Event struct {
 // Supervisor runs a command as a child process and stays its parent: it
 // forwards signals to it, restarts it with a new environment when asked,
 // and stops it with a grace period. Its fields must not change during Run.
+// It knows nothing of where the environment comes from: callers hand it
+// complete "K=V" lists.
 type Supervisor struct {
 	Argv       []string
 	OnChange   Action
@@ -153,7 +155,8 @@ type Supervisor struct {
 	Log        *slog.Logger   // nil: discard
 	// Reap collects exited children and reports each (signals.Reap, which
 	// takes orphans too). Run calls it on SIGCHLD and on a slow tick.
-	// Required: the one loop that owns wait4(-1) is the caller's.
+	// Required: Run never waits for its child in a goroutine of its own,
+	// so that a single loop owns wait4(-1) and reaps orphans there too.
 	Reap func(onExit func(pid int, status syscall.WaitStatus))
 	// OnEvent, if set, is called from Run's goroutine and must return soon.
 	OnEvent func(Event)
