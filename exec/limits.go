@@ -12,10 +12,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// ErrTooLarge means execve would refuse the arguments and environment as
+// errTooLarge means execve would refuse the arguments and environment as
 // too large (E2BIG). It is neither "not found" nor "not executable": the
 // command is fine, its environment is not.
-var ErrTooLarge = errors.New("environment too large")
+var errTooLarge = errors.New("environment too large")
 
 // The limits Linux's execve applies to its strings (fs/exec.c,
 // bprm_stack_limits and copy_strings), as of 2.6.23.
@@ -30,25 +30,25 @@ const (
 	binprmBuf = 256
 )
 
-// checkSize reports, wrapping ErrTooLarge, why execve of path with argv and
+// checkSize reports, wrapping errTooLarge, why execve of path with argv and
 // env would fail with E2BIG, or nil if it would not on that account. The
 // error names variables and gives sizes, never a value.
 func checkSize(path string, argv, env []string) error {
 	maxString := 32 * os.Getpagesize() // MAX_ARG_STRLEN, NUL included
 	for i, a := range argv {
 		if len(a)+1 > maxString {
-			return fmt.Errorf("%w: argument %d is %d bytes, over the %d one string may hold", ErrTooLarge, i, len(a)+1, maxString)
+			return fmt.Errorf("%w: argument %d is %d bytes, over the %d one string may hold", errTooLarge, i, len(a)+1, maxString)
 		}
 	}
 	for _, kv := range env {
 		if len(kv)+1 > maxString {
-			return fmt.Errorf("%w: variable %s is %d bytes, over the %d one variable may hold (NAME=value and its NUL)", ErrTooLarge, varName(kv), len(kv)+1, maxString)
+			return fmt.Errorf("%w: variable %s is %d bytes, over the %d one variable may hold (NAME=value and its NUL)", errTooLarge, varName(kv), len(kv)+1, maxString)
 		}
 	}
 	total, limit := stringsSize(path, argv, env), totalLimit()
 	if total > limit {
 		return fmt.Errorf("%w: arguments and environment take %d bytes, over the %d execve accepts (RLIMIT_STACK/4, at least %d, at most %d); largest: %s",
-			ErrTooLarge, total, limit, argMax, stackCap, largest(env, 3))
+			errTooLarge, total, limit, argMax, stackCap, largest(env, 3))
 	}
 	return nil
 }
@@ -114,10 +114,10 @@ func largest(env []string, n int) string {
 // checkStart reports whether argv could be started with env, as far as can
 // be told without starting it: argv[0] resolves in env's PATH to an
 // executable file, and the strings fit what execve accepts. The error is
-// one of LookPath's or wraps ErrTooLarge.
+// one of LookPath's or wraps errTooLarge.
 func checkStart(argv, env []string) error {
 	if len(argv) == 0 {
-		return fmt.Errorf("exec: empty command: %w", ErrNotFound)
+		return fmt.Errorf("exec: empty command: %w", errNotFound)
 	}
 	path, err := LookPath(argv[0], env)
 	if err != nil {

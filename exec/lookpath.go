@@ -10,12 +10,14 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/paramexec/paramexec/internal/environ"
 )
 
 var (
-	// ErrNotFound means no file of that name exists (on PATH, or at the path).
+	// errNotFound means no file of that name exists (on PATH, or at the path).
 	// A shell exits 127 for it.
-	ErrNotFound = errors.New("executable file not found")
+	errNotFound = errors.New("executable file not found")
 	// ErrNotExecutable means the file exists but cannot be run (a directory, no x
 	// bit, permission denied, bad interpreter). A shell exits 126 for it.
 	ErrNotExecutable = errors.New("not executable")
@@ -33,10 +35,10 @@ const defaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // element means the current directory, as POSIX says; with no PATH at all,
 // defaultPath is searched. Directories on PATH are skipped; if the only
 // matches are not executable, the error wraps ErrNotExecutable, otherwise
-// ErrNotFound.
+// errNotFound.
 func LookPath(name string, env []string) (string, error) {
 	if name == "" {
-		return "", fmt.Errorf("look up %q: %w", name, ErrNotFound)
+		return "", fmt.Errorf("look up %q: %w", name, errNotFound)
 	}
 	if strings.Contains(name, "/") {
 		if err := checkExecutable(name); err != nil {
@@ -44,7 +46,7 @@ func LookPath(name string, env []string) (string, error) {
 		}
 		return name, nil
 	}
-	path, ok := lookupEnv(env, "PATH")
+	path, ok := environ.Lookup(env, "PATH")
 	if !ok {
 		path = defaultPath
 	}
@@ -69,16 +71,16 @@ func LookPath(name string, env []string) (string, error) {
 	if denied != nil {
 		return "", fmt.Errorf("look up %q in PATH: %w", name, denied)
 	}
-	return "", fmt.Errorf("look up %q in PATH: %w", name, ErrNotFound)
+	return "", fmt.Errorf("look up %q in PATH: %w", name, errNotFound)
 }
 
 // checkExecutable reports why the file at path cannot be executed, wrapping
-// ErrNotFound or ErrNotExecutable, or nil if it can.
+// errNotFound or ErrNotExecutable, or nil if it can.
 func checkExecutable(path string) error {
 	fi, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist), errors.Is(err, syscall.ENOTDIR):
-		return ErrNotFound
+		return errNotFound
 	case err != nil:
 		// EACCES on a directory on the way, ELOOP, ...: the shell's 126.
 		return fmt.Errorf("%w: %w", ErrNotExecutable, unwrapPathError(err))
@@ -100,27 +102,16 @@ func unwrapPathError(err error) error {
 	return err
 }
 
-// lookupEnv returns the value of the last key=value entry for key in env, the
-// one os/exec and most callers building env lists treat as winning.
-func lookupEnv(env []string, key string) (string, bool) {
-	for i := len(env) - 1; i >= 0; i-- {
-		if k, v, ok := strings.Cut(env[i], "="); ok && k == key {
-			return v, true
-		}
-	}
-	return "", false
-}
-
 // ExitCode maps an error from starting a command to the shell's convention:
-// 0 for nil, 127 when it wraps ErrNotFound, 126 for anything else: not
-// executable, too large an environment (ErrTooLarge, which bash reports
+// 0 for nil, 127 when it wraps errNotFound, 126 for anything else: not
+// executable, too large an environment (errTooLarge, which bash reports
 // with 126 as well; the message, not the code, tells the two apart), or any
 // other failure to start.
 func ExitCode(err error) int {
 	switch {
 	case err == nil:
 		return 0
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, errNotFound):
 		return 127
 	default:
 		return 126
@@ -136,7 +127,7 @@ func startError(path string, argv, env []string, err error) error {
 		}
 		// Over a limit this process does not model: say what it saw.
 		return fmt.Errorf("exec %q: %w: %d bytes of arguments and environment, %d variables: %w",
-			path, ErrTooLarge, stringsSize(path, argv, env), len(env), err)
+			path, errTooLarge, stringsSize(path, argv, env), len(env), err)
 	}
 	if errors.Is(err, syscall.ENOENT) {
 		if _, serr := os.Stat(path); serr == nil {
@@ -144,7 +135,7 @@ func startError(path string, argv, env []string, err error) error {
 			// (#!/bin/bash in an image without bash): bash says 126.
 			return fmt.Errorf("exec %q: bad interpreter: %w: %w", path, ErrNotExecutable, err)
 		}
-		return fmt.Errorf("exec %q: %w: %w", path, ErrNotFound, err)
+		return fmt.Errorf("exec %q: %w: %w", path, errNotFound, err)
 	}
 	return fmt.Errorf("exec %q: %w: %w", path, ErrNotExecutable, err)
 }

@@ -72,11 +72,10 @@ func helperSupervise() {
 	env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, helperEnv+"=") })
 	changes := make(chan exec.Change)
 	sup := &exec.Supervisor{
-		Argv:       os.Args[1:],
-		Grace:      300 * time.Millisecond,
-		Log:        slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),
-		Reap:       signals.Reap,
-		Terminates: signals.Terminates,
+		Argv:  os.Args[1:],
+		Grace: 300 * time.Millisecond,
+		Log:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Reap:  signals.Reap,
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()

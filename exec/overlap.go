@@ -110,7 +110,7 @@ func (r *run) stopOld(sig syscall.Signal, why string) {
 	}
 	attrs := []any{"pid", o.pid, "grace", max(r.grace, 0), "why", why}
 	if sig != 0 {
-		attrs = append(attrs, "signal", SignalName(sig))
+		attrs = append(attrs, "signal", signalName(sig))
 	}
 	r.log.Info(msg, attrs...)
 	r.emit(Event{Kind: Draining, Pid: o.pid, Reason: why, Signal: sig})
@@ -127,7 +127,7 @@ func (r *run) oldGrace() <-chan time.Time {
 // oldExited follows the reaping of the old child: one child lives now.
 func (r *run) oldExited() {
 	o := r.old
-	r.cleanUp(o, StatusCode(o.status))
+	r.cleanUp(o, statusCode(o.status))
 	var living *child
 	if !r.cur.exited {
 		living = &r.cur

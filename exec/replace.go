@@ -24,7 +24,7 @@ import (
 // overhead over a bare SDK program.
 func Replace(argv, env []string) error {
 	if len(argv) == 0 {
-		return fmt.Errorf("exec: empty command: %w", ErrNotFound)
+		return fmt.Errorf("exec: empty command: %w", errNotFound)
 	}
 	path, err := LookPath(argv[0], env)
 	if err != nil {

@@ -9,9 +9,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// StatusCode is the exit code a shell reports for a waited-for process: its
+// statusCode is the exit code a shell reports for a waited-for process: its
 // exit status, or 128+N when signal N killed it.
-func StatusCode(ws syscall.WaitStatus) int {
+func statusCode(ws syscall.WaitStatus) int {
 	switch {
 	case ws.Exited():
 		return ws.ExitStatus()
@@ -87,8 +87,8 @@ func parseRealtime(s string) (syscall.Signal, bool) {
 	return syscall.Signal(sig), true
 }
 
-// SignalName names sig for logs and flags: "SIGTERM", "SIGRTMIN+2", "signal 99".
-func SignalName(sig syscall.Signal) string {
+// signalName names sig for logs and flags: "SIGTERM", "SIGRTMIN+2", "signal 99".
+func signalName(sig syscall.Signal) string {
 	if name := unix.SignalName(sig); name != "" {
 		return name
 	}
@@ -135,7 +135,7 @@ type Action struct {
 
 func (a Action) String() string {
 	if a.Kind == Signal {
-		return "signal:" + SignalName(a.Signal)
+		return "signal:" + signalName(a.Signal)
 	}
 	return a.Kind.String()
 }

@@ -20,10 +20,10 @@ import (
 // Zero is not it: a zero Supervisor gets the default grace.
 const NoGrace time.Duration = -1
 
-// ExitNotReady is Run's code when a child whose failure ends the run (the
+// exitNotReady is Run's code when a child whose failure ends the run (the
 // first one, or the last good one after a rollback) is not ready within
 // ReadyTimeout. It is one of paramexec's documented exit codes.
-const ExitNotReady = 4
+const exitNotReady = 4
 
 const (
 	defaultGrace        = 10 * time.Second
@@ -122,16 +122,6 @@ const (
 	Overlap
 )
 
-func (m RestartMode) String() string {
-	switch m {
-	case StopFirst:
-		return "stop-first"
-	case Overlap:
-		return "overlap"
-	}
-	return fmt.Sprintf("RestartMode(%d)", int(m))
-}
-
 // Event reports a step of the child's lifecycle to Supervisor.OnEvent.
 type Event struct {
 	Kind EventKind
@@ -148,13 +138,15 @@ type Event struct {
 	ReadyAfter time.Duration
 	Reason     string         // RestartBegun, Restarted, Stopping, RolledBack: why
 	Signal     syscall.Signal // RestartBegun, Stopping: the signal sent, 0 if none was
-	Code       int            // Exited: StatusCode of the child; RolledBack: the failed child's, -1 if it did not exit by itself
+	Code       int            // Exited: the child's code as a shell reports it (128+n for signal n); RolledBack: the failed child's, -1 if it did not exit by itself
 	Changed    []string       // RolledBack: the variables the rejected change had changed, names only
 }
 
 // Supervisor runs a command as a child process and stays its parent: it
 // forwards signals to it, restarts it with a new environment when asked,
 // and stops it with a grace period. Its fields must not change during Run.
+// It knows nothing of where the environment comes from: callers hand it
+// complete "K=V" lists.
 type Supervisor struct {
 	Argv       []string
 	OnChange   Action
@@ -162,12 +154,10 @@ type Supervisor struct {
 	StopSignal syscall.Signal // asks the child to stop; SIGTERM when 0
 	Log        *slog.Logger   // nil: discard
 	// Reap collects exited children and reports each (signals.Reap, which
-	// takes orphans too). Run calls it on SIGCHLD and on a slow tick. When
-	// nil, Run waits for its own child only.
+	// takes orphans too). Run calls it on SIGCHLD and on a slow tick.
+	// Required: Run never waits for its child in a goroutine of its own,
+	// so that a single loop owns wait4(-1) and reaps orphans there too.
 	Reap func(onExit func(pid int, status syscall.WaitStatus))
-	// Terminates tells the signals that, after being forwarded, shut the
-	// supervisor down; nil: SIGTERM and SIGINT.
-	Terminates func(os.Signal) bool
 	// OnEvent, if set, is called from Run's goroutine and must return soon.
 	OnEvent func(Event)
 	// Ready, if set, says when a child is ready to serve. Run calls it on a
@@ -213,7 +203,7 @@ type Supervisor struct {
 }
 
 // Run starts the child with env and supervises it until it exits. It returns
-// the child's StatusCode when the child exits on its own (it never restarts
+// the child's statusCode when the child exits on its own (it never restarts
 // a child that exits by itself), after a terminating signal, after OnChange
 // Exit, or after ctx is done; in each case Run sends StopSignal first (see
 // terminate for the signals). A child still running Grace after a stop was asked
@@ -230,7 +220,7 @@ type Supervisor struct {
 // the child is touched (see reject).
 //
 // With Ready, a child is judged (see phase): the first one that is not
-// ready within ReadyTimeout is stopped and Run returns ExitNotReady. A
+// ready within ReadyTimeout is stopped and Run returns exitNotReady. A
 // change is held while the child is not yet ready; the child started for a
 // change is verified (Ready, RollbackWindow), and when it fails, Rollback
 // starts the last good environment again and never retries the failed one
@@ -250,7 +240,7 @@ type Supervisor struct {
 // sweep) got the stop signal and Grace, then SIGKILL.
 func (s *Supervisor) Run(ctx context.Context, env []string, changes <-chan Change, sigs <-chan os.Signal) (int, error) {
 	if len(s.Argv) == 0 {
-		return ExitCode(ErrNotFound), fmt.Errorf("supervise: empty command: %w", ErrNotFound)
+		return ExitCode(errNotFound), fmt.Errorf("supervise: empty command: %w", errNotFound)
 	}
 	if s.OnChange.Kind == Signal && s.OnChange.Signal == 0 {
 		return 2, errors.New("supervise: on-change signal without a signal")
@@ -258,19 +248,21 @@ func (s *Supervisor) Run(ctx context.Context, env []string, changes <-chan Chang
 	if s.Restart == Overlap && s.Ready == nil {
 		return 2, errors.New("supervise: overlap restarts need a readiness check")
 	}
+	if s.Reap == nil {
+		return 2, errors.New("supervise: no reaper")
+	}
 	if err := ctx.Err(); err != nil {
 		return 1, fmt.Errorf("supervise %s: not started: %w", s.Argv[0], err)
 	}
 	r := &run{
-		s:          s,
-		log:        s.Log,
-		grace:      s.Grace,
-		stopSig:    s.StopSignal,
-		terminates: s.Terminates,
-		next:       slices.Clone(env),
-		tty:        -1,
-		exitCode:   -1,
-		rejected:   make(map[envHash]bool),
+		s:        s,
+		log:      s.Log,
+		grace:    s.Grace,
+		stopSig:  s.StopSignal,
+		next:     slices.Clone(env),
+		tty:      -1,
+		exitCode: -1,
+		rejected: make(map[envHash]bool),
 
 		readyTimeout: s.ReadyTimeout,
 	}
@@ -285,9 +277,6 @@ func (s *Supervisor) Run(ctx context.Context, env []string, changes <-chan Chang
 	}
 	if r.readyTimeout <= 0 {
 		r.readyTimeout = defaultReadyTimeout
-	}
-	if r.terminates == nil {
-		r.terminates = func(sig os.Signal) bool { return sig == syscall.SIGTERM || sig == syscall.SIGINT }
 	}
 	var err error
 	if r.io, err = openStdio(s.Stdin, s.Stdout, s.Stderr); err != nil {
@@ -401,7 +390,6 @@ type run struct {
 	grace        time.Duration
 	stopSig      syscall.Signal
 	readyTimeout time.Duration
-	terminates   func(os.Signal) bool
 	io           *stdio
 	fork         *forker
 	tty          int // the terminal each child gets as foreground, or -1
@@ -493,7 +481,7 @@ func (r *run) loop(ctx context.Context, changes <-chan Change, sigs <-chan os.Si
 		if !r.cur.exited {
 			continue
 		}
-		code := StatusCode(r.cur.status)
+		code := statusCode(r.cur.status)
 		if r.old != nil {
 			r.curExitedFirst(code)
 			continue
@@ -590,7 +578,7 @@ func (r *run) answered(a readyAnswer) {
 		return
 	}
 	r.log.Error("child not ready in time; stopping it", "pid", c.pid, "after", after, "error", a.err)
-	r.exitCode = ExitNotReady
+	r.exitCode = exitNotReady
 	r.stop(stopping, r.stopSig, "not ready within "+r.readyTimeout.String())
 }
 
@@ -732,8 +720,8 @@ func (r *run) signal(sig os.Signal) {
 		r.reap()
 		return
 	}
-	name := SignalName(ss)
-	if r.terminates(sig) {
+	name := signalName(ss)
+	if terminates(sig) {
 		r.terminate(ss)
 		return
 	}
@@ -774,7 +762,7 @@ func (r *run) signal(sig os.Signal) {
 // during a stop says more than the first, as it would to the program run
 // without paramexec.
 func (r *run) terminate(sig syscall.Signal) {
-	name := SignalName(sig)
+	name := signalName(sig)
 	if r.terminated {
 		r.log.Info("forwarding terminating signal", "pid", r.cur.pid, "signal", name)
 		r.send(sig)
@@ -785,7 +773,7 @@ func (r *run) terminate(sig syscall.Signal) {
 	}
 	r.terminated = true
 	if !r.phase.childStopping() {
-		r.log.Info("terminating signal received; asking the child to stop", "pid", r.cur.pid, "signal", name, "stop_signal", SignalName(r.stopSig))
+		r.log.Info("terminating signal received; asking the child to stop", "pid", r.cur.pid, "signal", name, "stop_signal", signalName(r.stopSig))
 		r.stop(stopping, r.stopSig, "received "+name)
 		return
 	}
@@ -847,7 +835,7 @@ func (r *run) change(c Change) {
 	case Exit:
 		r.stop(stopping, r.stopSig, c.Reason)
 	case Signal:
-		r.log.Info("signalling child to reload", "pid", r.cur.pid, "signal", SignalName(r.s.OnChange.Signal), "reason", c.Reason)
+		r.log.Info("signalling child to reload", "pid", r.cur.pid, "signal", signalName(r.s.OnChange.Signal), "reason", c.Reason)
 		r.send(r.s.OnChange.Signal)
 	}
 }
@@ -921,7 +909,7 @@ func (r *run) stop(to phase, sig syscall.Signal, reason string) {
 	}
 	attrs := []any{"pid", r.cur.pid, "reason", reason}
 	if sig != 0 {
-		attrs = append(attrs, "signal", SignalName(sig))
+		attrs = append(attrs, "signal", signalName(sig))
 	}
 	r.log.Info(msg, attrs...)
 	if kind != 0 {
@@ -946,28 +934,18 @@ func (r *run) reap() {
 			c = r.old
 		}
 		if pid != c.pid || c.exited {
-			r.log.Debug("reaped orphan", "pid", pid, "code", StatusCode(ws))
+			r.log.Debug("reaped orphan", "pid", pid, "code", statusCode(ws))
 			return
 		}
 		c.exited, c.status, c.exitAt = true, ws, time.Now()
 	}
-	if r.s.Reap != nil {
-		r.s.Reap(onExit)
-		return
-	}
-	for _, c := range []*child{&r.cur, r.old} {
-		for c != nil && !c.exited {
-			var ws syscall.WaitStatus
-			pid, err := syscall.Wait4(c.pid, &ws, syscall.WNOHANG, nil)
-			if err == syscall.EINTR {
-				continue
-			}
-			if err == nil && pid == c.pid {
-				onExit(pid, ws)
-			}
-			break
-		}
-	}
+	r.s.Reap(onExit)
+}
+
+// terminates reports whether sig, once forwarded, shuts the supervisor down:
+// SIGTERM (docker stop, systemd, Kubernetes) and SIGINT.
+func terminates(sig os.Signal) bool {
+	return sig == syscall.SIGTERM || sig == syscall.SIGINT
 }
 
 // cleanUp follows the reaping of child c, the current one (and then the
@@ -1040,7 +1018,7 @@ func (r *run) sweep(ended, living *child) {
 		grace = max(time.Until(deadline), 0)
 	}
 	l := leftovers{procs: procs, deadline: deadline}
-	r.log.Info("stopping what the child left outside its process group", "pids", l.pids(), "signal", SignalName(r.stopSig), "grace", grace)
+	r.log.Info("stopping what the child left outside its process group", "pids", l.pids(), "signal", signalName(r.stopSig), "grace", grace)
 	for _, p := range procs {
 		p.signal(r.stopSig)
 	}
@@ -1092,7 +1070,7 @@ func (r *run) finish(sigs <-chan os.Signal, tick <-chan time.Time) {
 				sigs = nil
 			case sig == syscall.SIGCHLD:
 				r.reap()
-			case r.terminates(sig):
+			case terminates(sig):
 				r.log.Info("terminating signal received; killing the leftovers now", "signal", sig.String())
 				for _, l := range r.left {
 					l.kill()
@@ -1139,7 +1117,7 @@ func signalPid(log *slog.Logger, pid int, sig syscall.Signal) {
 		return
 	}
 	if err := syscall.Kill(pid, sig); err != nil && err != syscall.ESRCH {
-		log.Warn("cannot signal child", "pid", pid, "signal", SignalName(sig), "error", err)
+		log.Warn("cannot signal child", "pid", pid, "signal", signalName(sig), "error", err)
 	}
 }
 

@@ -260,7 +260,7 @@ func TestRunStartError(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var started bool
-			sup := &exec.Supervisor{Argv: tc.argv, OnEvent: func(exec.Event) { started = true }}
+			sup := &exec.Supervisor{Argv: tc.argv, Reap: signals.Reap, OnEvent: func(exec.Event) { started = true }}
 			env := tc.env
 			if env == nil {
 				env = []string{"PATH=" + os.Getenv("PATH")}
@@ -280,7 +280,7 @@ func TestRunContextDoneBeforeStart(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	var started bool
-	sup := &exec.Supervisor{Argv: sh("exit 0"), OnEvent: func(exec.Event) { started = true }}
+	sup := &exec.Supervisor{Argv: sh("exit 0"), Reap: signals.Reap, OnEvent: func(exec.Event) { started = true }}
 	code, err := sup.Run(ctx, nil, nil, nil)
 	if code != 1 || !errors.Is(err, context.Canceled) || started {
 		t.Fatalf("Run = %d, %v (started %v); want 1, context.Canceled, nothing started", code, err, started)

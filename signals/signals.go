@@ -51,13 +51,7 @@ var relayed = func() []os.Signal {
 	return sigs
 }()
 
-// Relayed returns the signals Notify asks for: every one a supervisor must
-// forward to its child, plus SIGCHLD.
-func Relayed() []os.Signal {
-	return append([]os.Signal(nil), relayed...)
-}
-
-// Notify relays to c every signal a supervisor must handle (see Relayed),
+// Notify relays to c every signal a supervisor must handle (see relayed),
 // except those this process was started with ignored: a supervisor run under
 // nohup, or as a background job of a non-interactive shell, leaves SIGHUP or
 // SIGINT ignored so that its child inherits the same. c should be buffered
@@ -73,12 +67,6 @@ func Notify(c chan<- os.Signal) (stop func()) {
 	}
 	signal.Notify(c, sigs...)
 	return func() { signal.Stop(c) }
-}
-
-// Terminates reports whether sig asks the supervisor to shut down once its
-// child has exited: SIGTERM (docker stop, systemd, Kubernetes) and SIGINT.
-func Terminates(sig os.Signal) bool {
-	return sig == syscall.SIGTERM || sig == syscall.SIGINT
 }
 
 // Reap collects every exited child of this process without blocking and calls

@@ -7,7 +7,6 @@ import (
 	osexec "os/exec"
 	"os/signal"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,40 +31,6 @@ func TestMain(m *testing.M) {
 		os.Exit(helperIgnored())
 	default:
 		os.Exit(2)
-	}
-}
-
-func TestRelayed(t *testing.T) {
-	got := signals.Relayed()
-	for _, sig := range []os.Signal{syscall.SIGCHLD, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP,
-		syscall.SIGQUIT, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGWINCH, syscall.SIGTSTP,
-		syscall.SIGCONT, syscall.SIGALRM, syscall.SIGPWR, syscall.Signal(34), syscall.Signal(64)} {
-		if !slices.Contains(got, sig) {
-			t.Errorf("%v not relayed", sig)
-		}
-	}
-	for _, sig := range []os.Signal{syscall.SIGKILL, syscall.SIGSTOP, syscall.SIGURG, syscall.SIGPROF,
-		syscall.SIGPIPE, syscall.SIGTTIN, syscall.SIGTTOU, syscall.SIGSEGV, syscall.SIGBUS,
-		syscall.SIGFPE, syscall.SIGILL, syscall.SIGABRT, syscall.SIGTRAP, syscall.SIGSYS,
-		syscall.Signal(32), syscall.Signal(33)} {
-		if slices.Contains(got, sig) {
-			t.Errorf("%v relayed", sig)
-		}
-	}
-	got[0] = syscall.SIGKILL
-	if slices.Contains(signals.Relayed(), os.Signal(syscall.SIGKILL)) {
-		t.Error("Relayed shares its slice")
-	}
-}
-
-func TestTerminates(t *testing.T) {
-	for sig, want := range map[os.Signal]bool{
-		syscall.SIGTERM: true, syscall.SIGINT: true, os.Interrupt: true,
-		syscall.SIGHUP: false, syscall.SIGQUIT: false, syscall.SIGCHLD: false, syscall.SIGUSR1: false,
-	} {
-		if got := signals.Terminates(sig); got != want {
-			t.Errorf("Terminates(%v) = %v; want %v", sig, got, want)
-		}
 	}
 }
 
