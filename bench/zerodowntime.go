@@ -159,7 +159,7 @@ func (b *bench) zeroRow(ctx context.Context, name string, boot time.Duration) (Z
 		return row, err
 	}
 	load := startZeroLoad(url)
-	sleepCtx(ctx, 500*time.Millisecond)
+	_ = kit.Sleep(ctx, 500*time.Millisecond)
 	for i := 1; i <= b.opt.zdChanges; i++ {
 		if err := write(i); err != nil {
 			load.stop()
@@ -169,7 +169,7 @@ func (b *bench) zeroRow(ctx context.Context, name string, boot time.Duration) (Z
 			load.stop()
 			return row, fmt.Errorf("change %d: %w", i, err)
 		}
-		sleepCtx(ctx, 500*time.Millisecond)
+		_ = kit.Sleep(ctx, 500*time.Millisecond)
 	}
 	samples := load.stop()
 	row.Requests = len(samples)
@@ -186,15 +186,6 @@ func (b *bench) zeroRow(ctx context.Context, name string, boot time.Duration) (Z
 	return row, kit.Stop(cmd, 30*time.Second)
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-	case <-ctx.Done():
-	}
-}
-
 // waitServing polls url until it answers with value, at most limit.
 func waitServing(ctx context.Context, url, value string, limit time.Duration) error {
 	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
@@ -203,7 +194,7 @@ func waitServing(ctx context.Context, url, value string, limit time.Duration) er
 		if v, _, err := getValue(c, url); err == nil && v == value {
 			return nil
 		}
-		sleepCtx(ctx, 50*time.Millisecond)
+		_ = kit.Sleep(ctx, 50*time.Millisecond)
 	}
 	return fmt.Errorf("%s did not answer with %s within %s", url, value, limit)
 }
@@ -287,7 +278,7 @@ func (l *zeroLoad) waitValue(ctx context.Context, v string, limit time.Duration)
 		if got == v {
 			return nil
 		}
-		sleepCtx(ctx, 20*time.Millisecond)
+		_ = kit.Sleep(ctx, 20*time.Millisecond)
 	}
 	return fmt.Errorf("the load saw no answer with %s within %s", v, limit)
 }
@@ -440,7 +431,7 @@ func (b *bench) proxyCost(ctx context.Context) (ProxyCost, error) {
 	}
 	c.CPU = cpu1 - cpu0
 	c.CPUPer10k = c.CPU * 10000 / time.Duration(cpuReqs)
-	sleepCtx(ctx, time.Second) // the last connections' goroutines end
+	_ = kit.Sleep(ctx, time.Second) // the last connections' goroutines end
 	c.FdsAfter = fdCount(pid)
 	if c.RequestsFailedAnywhere > 0 {
 		return c, fmt.Errorf("%d requests failed", c.RequestsFailedAnywhere)
@@ -466,7 +457,7 @@ func switchedPort(ctx context.Context, logPath string) (int, error) {
 				}
 			}
 		}
-		sleepCtx(ctx, 50*time.Millisecond)
+		_ = kit.Sleep(ctx, 50*time.Millisecond)
 	}
 	return 0, errors.New("no switched line in the log within a minute")
 }

@@ -194,12 +194,12 @@ func Run(ctx context.Context, o Options) (Result, error) {
 
 	// Let the first polls spread out ([Interval/2, 3*Interval/2)), then
 	// measure what the fleet asks for when nothing stops it.
-	if err := sleep(ctx, o.Interval*3/2); err != nil {
+	if err := kit.Sleep(ctx, o.Interval*3/2); err != nil {
 		return r, err
 	}
 	px.ResetCounts()
 	freeFrom := time.Now()
-	if err := sleep(ctx, o.Window); err != nil {
+	if err := kit.Sleep(ctx, o.Window); err != nil {
 		return r, err
 	}
 	freeTo := time.Now()
@@ -208,7 +208,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 
 	// Now behind the bucket.
 	px.RateLimit(o.TPS, o.Burst)
-	if err := sleep(ctx, o.Interval); err != nil {
+	if err := kit.Sleep(ctx, o.Interval); err != nil {
 		return r, err
 	}
 	px.ResetCounts()
@@ -216,7 +216,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	sup0 := cpuOf(sups)
 	moto0 := motoCPU(o.Emu)
 	winFrom := time.Now()
-	if err := sleep(ctx, o.Window); err != nil {
+	if err := kit.Sleep(ctx, o.Window); err != nil {
 		return r, err
 	}
 	winTo := time.Now()
@@ -264,7 +264,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 
 	// A few more intervals under the bucket: a restart caused by throttling
 	// would show up as a third start.
-	if err := sleep(ctx, 3*o.Interval); err != nil {
+	if err := kit.Sleep(ctx, 3*o.Interval); err != nil {
 		return r, err
 	}
 	r.StartsPerInstance = map[int]int{}
@@ -314,17 +314,6 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		errs = append(errs, stopErr)
 	}
 	return r, errors.Join(errs...)
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // startedPpids is the set of supervisors (a child's parent) with a child started.

@@ -155,7 +155,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		return r, fmt.Errorf("%d of %d children serving the first value: %w", serving(all, good), len(all), err)
 	}
 	// Let the first polls spread out over [Interval/2, 3*Interval/2).
-	if err := sleep(ctx, o.Interval*3/2); err != nil {
+	if err := kit.Sleep(ctx, o.Interval*3/2); err != nil {
 		return r, err
 	}
 
@@ -325,22 +325,11 @@ func waitFor(ctx context.Context, limit time.Duration, cond func() bool) error {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("not within %s", limit)
 		}
-		if err := sleep(ctx, 200*time.Millisecond); err != nil {
+		if err := kit.Sleep(ctx, 200*time.Millisecond); err != nil {
 			return err
 		}
 	}
 	return nil
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // stopAll stops every supervisor that still runs, in parallel.

@@ -195,7 +195,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 	end := time.Now().Add(o.Duration)
 	for time.Now().Before(end) {
 		wait := time.Duration(float64(o.ChangeEvery) * rand.ExpFloat64())
-		if err := sleep(ctx, min(wait, time.Until(end))); err != nil {
+		if err := kit.Sleep(ctx, min(wait, time.Until(end))); err != nil {
 			return r, err
 		}
 		if !time.Now().Before(end) {
@@ -241,7 +241,7 @@ func Run(ctx context.Context, o Options) (Result, error) {
 		r.Errors = append(r.Errors, fmt.Sprintf("%d of %d supervisors' children hold the latest values %s after the faults stopped", r.Converged, len(pids), o.Settle))
 	}
 	// A little longer, so that a late restart without a change would show.
-	if err := sleep(ctx, 2*o.Interval); err != nil {
+	if err := kit.Sleep(ctx, 2*o.Interval); err != nil {
 		return r, err
 	}
 	var stopErrs []error
@@ -362,17 +362,6 @@ func varOf(v string, truth map[string]string) string {
 		}
 	}
 	return "an earlier value"
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // Write prints the soak as Markdown.
