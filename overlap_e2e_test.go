@@ -10,6 +10,7 @@ import (
 )
 
 func TestRestartOverlapUsageErrors(t *testing.T) {
+	parallelE2E(t)
 	for _, tc := range []struct {
 		env  []string
 		args []string
@@ -33,6 +34,7 @@ func TestRestartOverlapUsageErrors(t *testing.T) {
 // with it, and the new one's, started after the new child, are not taken
 // for the old one's: they run while their child is current.
 func TestOverlapSetsidLeftoversEndWithTheirGeneration(t *testing.T) {
+	e2e(t)
 	file := filepath.Join(t.TempDir(), "app.env")
 	mustDo(t, os.WriteFile(file, []byte("V=1\n"), 0o600))
 	args, rec := childArgs(t, "-daemons", "2")

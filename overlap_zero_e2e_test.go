@@ -36,6 +36,7 @@ func checkOverlapLog(t *testing.T, log string, n int) {
 // nothing failed, and once a new value has been served no request sent
 // later gets an older one.
 func TestZeroDowntimeListenOverlap(t *testing.T) {
+	e2e(t)
 	port := freePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	pe, c, samples, values := zeroScenario(t, url, "TESTSERVER_NOTIFY_DELAY=1ms\n", overlapChanges,
@@ -56,6 +57,7 @@ func TestZeroDowntimeListenOverlap(t *testing.T) {
 // the proxy switches to it once its check passes ({port} is its port),
 // and the old child's connections drain.
 func TestZeroDowntimeProxyOverlap(t *testing.T) {
+	e2e(t)
 	port := freePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	pe, c, samples, values := zeroScenario(t, url, "TESTSERVER_PORT_ENV=APP_PORT\n", overlapChanges,
@@ -80,6 +82,7 @@ func TestZeroDowntimeProxyOverlap(t *testing.T) {
 // serves throughout (0 failed requests, answers from it alone), one
 // rollback is logged, and a later good change switches as usual.
 func TestOverlapCrashUnderLoad(t *testing.T) {
+	e2e(t)
 	for _, mode := range []string{"listen", "proxy"} {
 		t.Run(mode, func(t *testing.T) {
 			port := freePort(t)
@@ -130,6 +133,7 @@ func TestOverlapCrashUnderLoad(t *testing.T) {
 // both children and starts nothing; paramexec exits with the new child's
 // status, and neither child outlives it.
 func TestOverlapTerminateDuringOverlap(t *testing.T) {
+	e2e(t)
 	port := freePort(t)
 	file := filepath.Join(t.TempDir(), "app.env")
 	common := "TESTSERVER_HANG_IF=VALUE=" + val("hang") + "\nTESTSERVER_NOTIFY_DELAY=1ms\n"
@@ -170,6 +174,7 @@ func TestOverlapTerminateDuringOverlap(t *testing.T) {
 // of sending them to the dead child's port, so a request made then waits
 // for the boot and is answered with the new value.
 func TestOverlapProxyHoldsWhenServingChildDies(t *testing.T) {
+	e2e(t)
 	port := freePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	file := filepath.Join(t.TempDir(), "app.env")
