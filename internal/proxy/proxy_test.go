@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/paramexec/paramexec/internal/testenv"
 	"io"
 	"log/slog"
 	"net"
@@ -423,22 +424,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 // syncLog is a log destination the test reads while the proxy writes.
-type syncLog struct {
-	mu  sync.Mutex
-	buf strings.Builder
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
-}
+type syncLog = testenv.Buffer
 
 // A child stopped for a restart closes its listening socket, and the
 // kernel resets the connections still in its accept queue, among them one
