@@ -244,6 +244,21 @@ func zeroScenario(t *testing.T, url string, extraEnv string, changes int, args .
 	return pe, count(samples), samples, values
 }
 
+// checkNothingLost asserts what every zero-downtime scenario promises: no
+// request refused or failed, every child (one per change, plus the first)
+// answered, and no answer older than one already served.
+func checkNothingLost(t *testing.T, pe *running, c tally, samples []sample, values []string, children int) {
+	t.Helper()
+	t.Logf("%d requests, %d refused, %d failed, %d children answered", c.total, c.refused, c.failed, len(c.pids))
+	if c.refused != 0 || c.failed != 0 {
+		t.Errorf("%d refused, %d failed of %d requests, want none (first failure: %v); log:\n%s", c.refused, c.failed, c.total, c.firstFailure, pe.stderr.String())
+	}
+	if len(c.pids) != children {
+		t.Errorf("%d children answered, want %d", len(c.pids), children)
+	}
+	checkOrder(t, samples, values)
+}
+
 // stopAndCheckChildren stops paramexec and asserts that no child that
 // answered outlives it.
 func stopAndCheckChildren(t *testing.T, pe *running, pids []int) {
@@ -272,14 +287,7 @@ func TestZeroDowntimeListenStopFirst(t *testing.T) {
 	port := freePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	pe, c, samples, values := zeroScenario(t, url, "", zeroChanges, "--listen", fmt.Sprintf("web=tcp://127.0.0.1:%d", port))
-	t.Logf("%d requests, %d refused, %d failed, %d children answered", c.total, c.refused, c.failed, len(c.pids))
-	if c.refused != 0 || c.failed != 0 {
-		t.Errorf("%d refused, %d failed of %d requests, want none (first failure: %v); log:\n%s", c.refused, c.failed, c.total, c.firstFailure, pe.stderr.String())
-	}
-	if len(c.pids) != zeroChanges+1 {
-		t.Errorf("%d children answered, want %d", len(c.pids), zeroChanges+1)
-	}
-	checkOrder(t, samples, values)
+	checkNothingLost(t, pe, c, samples, values, zeroChanges+1)
 	stopAndCheckChildren(t, pe, c.pids)
 }
 
@@ -291,14 +299,7 @@ func TestZeroDowntimeProxy(t *testing.T) {
 	port := freePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	pe, c, samples, values := zeroScenario(t, url, "TESTSERVER_PORT_ENV=APP_PORT\n", zeroChanges, "--proxy", fmt.Sprintf("127.0.0.1:%d=APP_PORT", port))
-	t.Logf("%d requests, %d refused, %d failed, %d children answered", c.total, c.refused, c.failed, len(c.pids))
-	if c.refused != 0 || c.failed != 0 {
-		t.Errorf("%d refused, %d failed of %d requests, want none (first failure: %v); log:\n%s", c.refused, c.failed, c.total, c.firstFailure, pe.stderr.String())
-	}
-	if len(c.pids) != zeroChanges+1 {
-		t.Errorf("%d children answered, want %d", len(c.pids), zeroChanges+1)
-	}
-	checkOrder(t, samples, values)
+	checkNothingLost(t, pe, c, samples, values, zeroChanges+1)
 	log := pe.stderr.String()
 	if n := strings.Count(log, "msg=switched"); n != zeroChanges+1 {
 		t.Errorf("%d switched lines, want %d:\n%s", n, zeroChanges+1, log)
