@@ -17,6 +17,10 @@
 //	TESTSERVER_HANG_IF      VAR=VALUE: when $VAR is VALUE, never boot (no
 //	                        accept, no bind, no READY=1) until SIGTERM
 //	TESTSERVER_DRAIN        how long SIGTERM waits for open requests (default 30s)
+//	TESTSERVER_STOP         "abrupt": SIGTERM exits at once, dropping every
+//	                        connection (a server with no graceful stop)
+//	TESTSERVER_ANSWER_DELAY how long / takes to answer (default 0): requests
+//	                        in flight at any moment, under load
 //
 // Sockets are inherited as sd_listen_fds(3) takes them: only when
 // LISTEN_PID is this process's pid; fds 3 … 3+LISTEN_FDS-1 are made
@@ -89,6 +93,18 @@ func run(startFds []int) (int, error) {
 		return 2, err
 	}
 	drain, err := duration("TESTSERVER_DRAIN", 30*time.Second)
+	if err != nil {
+		return 2, err
+	}
+	abrupt := false
+	switch v := os.Getenv("TESTSERVER_STOP"); v {
+	case "", "graceful":
+	case "abrupt":
+		abrupt = true
+	default:
+		return 2, fmt.Errorf("TESTSERVER_STOP=%q: want graceful or abrupt", v)
+	}
+	answerDelay, err := duration("TESTSERVER_ANSWER_DELAY", 0)
 	if err != nil {
 		return 2, err
 	}
@@ -177,7 +193,7 @@ func run(startFds []int) (int, error) {
 	}
 
 	var busy connCount
-	srv := &http.Server{Handler: handler(info), ReadHeaderTimeout: 10 * time.Second, ConnState: busy.track}
+	srv := &http.Server{Handler: handler(info, answerDelay), ReadHeaderTimeout: 10 * time.Second, ConnState: busy.track}
 	served := make(chan error, len(lns))
 	for _, ln := range lns {
 		go func() { served <- srv.Serve(ln) }()
@@ -197,6 +213,9 @@ func run(startFds []int) (int, error) {
 		case err := <-served:
 			return 2, fmt.Errorf("serve: %w", err)
 		case <-term:
+			if abrupt {
+				return 0, nil
+			}
 			ctx, cancel := context.WithTimeout(context.Background(), drain)
 			defer cancel()
 			// Shutdown alone drops a connection it accepted whose request
@@ -207,6 +226,15 @@ func run(startFds []int) (int, error) {
 			srv.SetKeepAlivesEnabled(false)
 			for _, ln := range lns {
 				ln.Close()
+			}
+			// A connection Accept returned a moment ago is counted only
+			// when Serve calls ConnState for it, which it does before it
+			// returns: so wait for every Serve before counting.
+			for range lns {
+				select {
+				case <-served:
+				case <-ctx.Done():
+				}
 			}
 			busy.wait(ctx)
 			// Shutdown closes the listeners again unless Serve has
@@ -219,7 +247,7 @@ func run(startFds []int) (int, error) {
 	}
 }
 
-func handler(info Info) http.Handler {
+func handler(info Info, answerDelay time.Duration) http.Handler {
 	mux := http.NewServeMux()
 	health := envOr("TESTSERVER_HEALTH_PATH", "/up")
 	mux.HandleFunc(health, func(w http.ResponseWriter, _ *http.Request) {
@@ -260,6 +288,7 @@ func handler(info Info) http.Handler {
 			http.NotFound(w, r)
 			return
 		}
+		time.Sleep(answerDelay)
 		json.NewEncoder(w).Encode(struct {
 			Pid   int    `json:"pid"`
 			Value string `json:"value"`
