@@ -92,6 +92,8 @@ type handoff struct {
 	started time.Time // when it was
 	overlap bool      // --restart overlap: Restarted means the new child is ready
 	current int       // overlap: the pid the proxies follow
+	// overlap: what the last switch moved away from, for Handover.
+	movedFrom []<-chan struct{}
 
 	portMu    sync.Mutex
 	lastPorts []int // ports, for the readiness checks' goroutines
@@ -197,6 +199,7 @@ func (h *handoff) attach(ctx context.Context, sup *exec.Supervisor) {
 	next := sup.OnEvent
 	if sup.Restart == exec.Overlap {
 		h.overlap = true
+		sup.Handover = func(int) <-chan struct{} { return h.handover(ctx) }
 		sup.OnEvent = func(e exec.Event) {
 			h.overlapEvent(ctx, e)
 			if next != nil {
@@ -262,9 +265,10 @@ func (h *handoff) childPorts() []int {
 
 // overlapEvent moves the proxies with --restart overlap. The new child of
 // a change is ready when Restarted comes (its checks, a connect to its
-// port at least, passed), and the old one gets the stop signal right
-// after: so the targets switch at once, here, not after a wait of their
-// own, and the connections open to the old child get --grace to finish.
+// port at least, passed): so the targets switch at once, here, not after
+// a wait of their own. The old child gets its stop signal once what was
+// sent to it has been answered (see handover), and the connections open
+// to it get --grace from the switch to finish.
 // A rejected new child was never a target: nothing moves.
 func (h *handoff) overlapEvent(ctx context.Context, e exec.Event) {
 	switch e.Kind {
@@ -288,6 +292,7 @@ func (h *handoff) overlapEvent(ctx context.Context, e exec.Event) {
 			prev := px.p.SetTarget(addr)
 			h.log.Info("proxy switched", "proxy", px.spec.Listen, "pid", e.Pid, "port", h.ports[i], "after", time.Since(h.started).Round(time.Millisecond))
 			if prev != "" {
+				h.movedFrom = append(h.movedFrom, px.p.Answered(prev))
 				h.drain(ctx, px, prev, old, "old child")
 			}
 		}
@@ -305,6 +310,32 @@ func (h *handoff) overlapEvent(ctx context.Context, e exec.Event) {
 			h.unfollow(ctx, e.Pid, "exited child")
 		}
 	}
+}
+
+// handover returns a channel closed once every connection the proxies
+// sent the old child, up to the switch, has had its first answer (or has
+// ended), or ctx has ended: the supervisor holds the old child's stop
+// signal until then. A server told to stop while it accepts a connection
+// may drop it unanswered (net/http's Shutdown does, between Accept and
+// its ConnState hook); once every connection has been answered, the old
+// child has none at that step, and the proxy sends it no new one. The
+// proxies' drains close what is still open at --grace, which bounds the
+// wait; the supervisor's own bound is the same.
+func (h *handoff) handover(ctx context.Context) <-chan struct{} {
+	waits := h.movedFrom
+	h.movedFrom = nil
+	done := make(chan struct{})
+	h.wg.Go(func() {
+		defer close(done)
+		for _, answered := range waits {
+			select {
+			case <-answered:
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
+	return done
 }
 
 // withVar is env with name set to value, replacing any it had.

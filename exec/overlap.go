@@ -10,8 +10,9 @@ import (
 // time, and at most one of them is not ready:
 //
 //	running ──change──▶ overlapping ──new ready──▶ draining ──old exited──▶ running
-//	                      │  (old serves,            (new serves, old has
-//	                      │   new is judged)          Grace, then SIGKILL)
+//	                      │  (old serves,            (new serves; old gets
+//	                      │   new is judged)          its stop signal after
+//	                      │                           Handover, then Grace)
 //	                      └──new failed──▶ draining (old serves again, the
 //	                                        rejected one has Grace)
 //
@@ -57,7 +58,66 @@ func (r *run) switchOver() {
 		r.send(sig)
 	}
 	r.queued = nil
+	if r.s.Handover == nil {
+		r.stopOld(r.stopSig, "replaced")
+		return
+	}
+	o := r.old
+	if o.handedOver = r.s.Handover(o.pid); o.handedOver == nil {
+		r.stopOld(r.stopSig, "replaced")
+		return
+	}
+	o.handoverT = time.NewTimer(max(r.grace, 0))
+	o.handoverC = o.handoverT.C
+	r.log.Debug("old child finishing what was sent to it before its stop signal", "pid", o.pid, "within", max(r.grace, 0))
+}
+
+// handedOver sends the old child its stop signal once the handover has
+// ended, or its bound has passed.
+func (r *run) handedOver() {
+	o := r.old
+	if !o.handoverTimedOut() {
+		r.log.Debug("old child answered what was sent to it", "pid", o.pid)
+	} else {
+		r.log.Warn("old child still has connections waiting for its answer; stopping it all the same", "pid", o.pid, "waited", max(r.grace, 0))
+	}
+	o.endHandover()
 	r.stopOld(r.stopSig, "replaced")
+}
+
+// oldHandedOver and oldHandoverTimeout are the old child's handover
+// channels, nil without one.
+func (r *run) oldHandedOver() <-chan struct{} {
+	if r.old == nil {
+		return nil
+	}
+	return r.old.handedOver
+}
+
+func (r *run) oldHandoverTimeout() <-chan time.Time {
+	if r.old == nil {
+		return nil
+	}
+	return r.old.handoverC
+}
+
+// handoverTimedOut reports whether c's handover ended by its bound: its
+// channel is still open.
+func (c *child) handoverTimedOut() bool {
+	select {
+	case <-c.handedOver:
+		return false
+	default:
+		return true
+	}
+}
+
+// endHandover forgets c's handover, if any.
+func (c *child) endHandover() {
+	if c.handoverT != nil {
+		c.handoverT.Stop()
+	}
+	c.handedOver, c.handoverT, c.handoverC = nil, nil, nil
 }
 
 // dropNew rejects the new child of an overlap (RolledBack was reported):
@@ -98,6 +158,7 @@ func (r *run) stopOld(sig syscall.Signal, why string) {
 	if o == nil || !o.stopAt.IsZero() {
 		return
 	}
+	o.endHandover()
 	if sig != 0 {
 		signalPid(r.log, o.pid, sig)
 	}
@@ -173,7 +234,9 @@ func (r *run) curExitedFirst(code int) {
 	}
 	// The serving child exited by itself (or was stopped) while the other
 	// one is on its way out: Run ends with its code once that one has
-	// exited, as it would with one child.
+	// exited, as it would with one child. An old child still handing over
+	// was not asked to stop yet.
+	r.stopOld(r.stopSig, fmt.Sprintf("the serving child exited with %d", code))
 	r.cleanUp(&r.cur, code)
 	r.sweep(&r.cur, r.old)
 	if r.exitCode < 0 {

@@ -280,3 +280,98 @@ func TestOverlapOldChildExitsDuringOverlap(t *testing.T) {
 		t.Fatalf("Run = %d, %v", code, err)
 	}
 }
+
+// With Handover, the old child gets its stop signal only once Handover's
+// channel is closed (a proxy's connections to it all answered), or at the
+// latest Grace after the switch; a terminating signal meanwhile stops both.
+func TestOverlapHandoverHoldsTheStopSignal(t *testing.T) {
+	type handover struct {
+		pid  int
+		done chan struct{}
+	}
+	setUp := func(t *testing.T, grace time.Duration) (*harness, *logBuffer, chan handover, exec.Event, exec.Event) {
+		sup, h, logs := overlapSup(t, judgedScript("", "", ""))
+		sup.Grace = grace
+		calls := make(chan handover, 1)
+		sup.Handover = func(pid int) <-chan struct{} {
+			c := handover{pid: pid, done: make(chan struct{})}
+			calls <- c
+			return c.done
+		}
+		h.start(sup)
+		first := h.event(exec.Ready)
+		h.change(2, "GEN changed")
+		return h, logs, calls, first, h.event(exec.Restarted)
+	}
+	// 300 ms with no event after the switch shows the stop signal waits:
+	// without the hold, Draining comes within milliseconds of Restarted.
+	quiet := func(t *testing.T, h *harness, oldPid int) {
+		t.Helper()
+		select {
+		case e := <-h.events:
+			t.Fatalf("event %v during the handover", e)
+		case <-time.After(300 * time.Millisecond):
+		}
+		if !alive(oldPid) {
+			t.Fatalf("the old child %d is gone during the handover", oldPid)
+		}
+	}
+
+	t.Run("released", func(t *testing.T) {
+		h, _, calls, first, _ := setUp(t, 30*time.Second)
+		c := <-calls
+		if c.pid != first.Pid {
+			t.Errorf("Handover(%d); want the old child %d", c.pid, first.Pid)
+		}
+		quiet(t, h, first.Pid)
+		close(c.done)
+		if d := h.event(exec.Draining); d.Pid != first.Pid || d.Signal != syscall.SIGTERM {
+			t.Errorf("Draining %+v; want SIGTERM to %d", d, first.Pid)
+		}
+		h.event(exec.Exited)
+		h.signal(syscall.SIGTERM)
+		if code, err := h.wait(); code != 0 || err != nil {
+			t.Fatalf("Run = %d, %v; want 0", code, err)
+		}
+	})
+	t.Run("bounded by grace", func(t *testing.T) {
+		h, logs, calls, first, _ := setUp(t, 700*time.Millisecond)
+		<-calls // never closed
+		quiet(t, h, first.Pid)
+		if d := h.event(exec.Draining); d.Pid != first.Pid {
+			t.Errorf("Draining %+v; want the old child %d", d, first.Pid)
+		}
+		h.event(exec.Exited)
+		if !strings.Contains(logs.String(), "still has connections waiting") {
+			t.Errorf("the log does not say the handover timed out:\n%s", logs.String())
+		}
+		h.signal(syscall.SIGTERM)
+		if code, err := h.wait(); code != 0 || err != nil {
+			t.Fatalf("Run = %d, %v; want 0", code, err)
+		}
+	})
+	t.Run("serving child dies", func(t *testing.T) {
+		h, _, calls, first, restarted := setUp(t, 30*time.Second)
+		<-calls
+		syscall.Kill(restarted.Pid, syscall.SIGKILL)
+		// Run ends with the serving child's code, as with one child, once
+		// the old one, never asked to stop until now, has exited.
+		if code, err := h.wait(); code != 128+9 || err != nil {
+			t.Fatalf("Run = %d, %v; want 137", code, err)
+		}
+		if alive(first.Pid) {
+			t.Errorf("the old child %d outlived Run", first.Pid)
+		}
+	})
+	t.Run("terminated", func(t *testing.T) {
+		h, _, calls, first, restarted := setUp(t, 30*time.Second)
+		<-calls
+		h.signal(syscall.SIGTERM)
+		if code, err := h.wait(); code != 0 || err != nil {
+			t.Fatalf("Run = %d, %v; want 0", code, err)
+		}
+		if alive(first.Pid) || alive(restarted.Pid) {
+			t.Errorf("old %d alive %v, new %d alive %v after Run; want neither", first.Pid, alive(first.Pid), restarted.Pid, alive(restarted.Pid))
+		}
+	})
+}

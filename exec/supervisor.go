@@ -200,6 +200,13 @@ type Supervisor struct {
 	// is forked (--listen's trampoline, which then execs the command); the
 	// log names the command, not the wrapper.
 	Wrap func(path string, argv []string) (string, []string)
+	// Handover, if set, is called from Run's goroutine when the new child
+	// of an overlap has taken over (after Restarted), with the old child's
+	// pid, and must return soon. The old child gets its stop signal once
+	// the returned channel is closed, or Grace after the switch: a proxy
+	// closes it once everything it sent the old child has been answered,
+	// so that no connection meets the old child's server as it stops.
+	Handover func(oldPid int) <-chan struct{}
 }
 
 // Run starts the child with env and supervises it until it exits. It returns
@@ -318,10 +325,12 @@ const (
 	// (run.cur) is not yet verified; its failure is a rollback without a
 	// gap: it is stopped and the old one carries on.
 	overlapping
-	// draining (Overlap): the old child (run.old) got the stop signal and
-	// has Grace, run.cur serves: the new child after the switch, or the
-	// old one again after the new one was rejected (the rejected one is
-	// then run.old). Changes are held until run.old has exited.
+	// draining (Overlap): run.cur serves, the new child after the switch,
+	// or the old one again after the new one was rejected (the rejected
+	// one is then run.old); run.old has the stop signal and Grace. After a
+	// switch with Handover, run.old first finishes what was sent to it:
+	// its stop signal waits for Handover's channel, at most Grace. Changes
+	// are held until run.old has exited.
 	draining
 	stopping // stop asked; Run returns when every child has exited
 )
@@ -375,6 +384,11 @@ type child struct {
 	dropped bool               // the new child of an overlap, rejected
 	timer   *time.Timer        // its grace period under way
 	graceC  <-chan time.Time   // timer.C while the grace period runs, else nil
+	// The old child of an overlap before its stop signal (see draining):
+	// handedOver is Handover's channel, handoverC ends the wait for it.
+	handedOver <-chan struct{}
+	handoverT  *time.Timer
+	handoverC  <-chan time.Time
 }
 
 // readyAnswer is what Supervisor.Ready said about the child of gen.
@@ -470,6 +484,10 @@ func (r *run) loop(ctx context.Context, changes <-chan Change, sigs <-chan os.Si
 			r.kill(&r.cur)
 		case <-r.oldGrace():
 			r.kill(r.old)
+		case <-r.oldHandedOver():
+			r.handedOver()
+		case <-r.oldHandoverTimeout():
+			r.handedOver()
 		case <-tick.C:
 			r.reap()
 		case <-r.leftC:
@@ -885,9 +903,10 @@ func (r *run) stop(to phase, sig syscall.Signal, reason string) {
 		r.log.Info(r.phase.String()+" abandoned; stopping", "pid", r.cur.pid, "reason", reason)
 		r.emit(Event{Kind: Stopping, Pid: r.cur.pid, Reason: reason})
 		return
-	case overlapping:
+	case overlapping, draining:
 		// Both stop: the serving child as it would have alone, the new
-		// one that is to serve nothing now.
+		// one that is to serve nothing now; in draining, the old child if
+		// it was not asked already (a handover under way).
 		r.queued = nil
 		r.stopOld(sig, reason)
 	}
@@ -955,6 +974,7 @@ func (r *run) cleanUp(c *child, code int) {
 		c.timer.Stop()
 		c.timer, c.graceC = nil, nil
 	}
+	c.endHandover()
 	if c == &r.cur && r.windowT != nil {
 		r.windowT.Stop()
 		r.windowT, r.windowC = nil, nil

@@ -133,8 +133,22 @@ type Proxy struct {
 
 // group is the connections to one target.
 type group struct {
-	conns map[*pair]struct{}
-	idle  chan struct{} // made by Drain, closed when conns becomes empty
+	conns map[*pair]bool // true once the target sent its first byte, or its end
+	idle  chan struct{}  // made by Drain, closed when conns becomes empty
+	// unanswered counts the conns still false; settled is made by
+	// Answered and closed when unanswered reaches 0.
+	unanswered int
+	settled    chan struct{}
+}
+
+// answeredOne notes that one connection of g no longer waits for its
+// target's first byte.
+func (g *group) answeredOne() {
+	g.unanswered--
+	if g.unanswered == 0 && g.settled != nil {
+		close(g.settled)
+		g.settled = nil
+	}
 }
 
 // New returns a Proxy on ln with no target; Serve starts it.
@@ -173,6 +187,40 @@ func (p *Proxy) Active(target string) int {
 		return len(g.conns)
 	}
 	return 0
+}
+
+// Answered returns a channel that is closed once no connection to target
+// waits for its first byte from it (or its end): every connection sent to
+// target has been taken up by the server there. Call it once target is no
+// longer current, so that nothing joins it; a supervisor that waits for it
+// before it stops the old child spares that child's server the race
+// between accepting and stopping, in which a server drops a connection it
+// accepted at the moment it was told to stop.
+func (p *Proxy) Answered(target string) <-chan struct{} {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	g := p.groups[target]
+	if g == nil || g.unanswered == 0 {
+		done := make(chan struct{})
+		close(done)
+		return done
+	}
+	if g.settled == nil {
+		g.settled = make(chan struct{})
+	}
+	return g.settled
+}
+
+// answered notes that target sent c its first byte, or its end.
+func (p *Proxy) answered(target string, c *pair) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if g := p.groups[target]; g != nil {
+		if done, ok := g.conns[c]; ok && !done {
+			g.conns[c] = true
+			g.answeredOne()
+		}
+	}
 }
 
 // closeWait bounds how long Drain and Serve wait for connections they
@@ -314,10 +362,11 @@ func (p *Proxy) register(ctx context.Context, c *pair) (string, bool) {
 		if target != "" {
 			g := p.groups[target]
 			if g == nil {
-				g = &group{conns: make(map[*pair]struct{})}
+				g = &group{conns: make(map[*pair]bool)}
 				p.groups[target] = g
 			}
-			g.conns[c] = struct{}{}
+			g.conns[c] = false
+			g.unanswered++
 			p.mu.Unlock()
 			return target, true
 		}
@@ -341,6 +390,9 @@ func (p *Proxy) unregister(target string, c *pair) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	g := p.groups[target]
+	if done, ok := g.conns[c]; ok && !done {
+		g.answeredOne()
+	}
 	delete(g.conns, c)
 	if len(g.conns) == 0 {
 		if g.idle != nil {
@@ -365,7 +417,7 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 		if backend == nil {
 			return
 		}
-		again, kept := p.exchange(c, backend, replay)
+		again, kept := p.exchange(c, target, backend, replay)
 		if !again || try == dialAttempts || !p.waitChange(ctx, target) {
 			p.unregister(target, c)
 			return
@@ -459,7 +511,7 @@ type upResult struct {
 // answered the request; the caller replays it to the next target. Only the
 // first answer byte ends this chance: from then on the two directions are
 // plain copies (spliced).
-func (p *Proxy) exchange(c *pair, backend net.Conn, replay []byte) (again bool, kept []byte) {
+func (p *Proxy) exchange(c *pair, target string, backend net.Conn, replay []byte) (again bool, kept []byte) {
 	if p.opts.ProxyHeader {
 		if _, err := io.WriteString(backend, proxyHeader(c.client)); err != nil {
 			return false, nil
@@ -476,6 +528,7 @@ func (p *Proxy) exchange(c *pair, backend net.Conn, replay []byte) (again bool, 
 	n, err := backend.Read(buf)
 	if n > 0 || errors.Is(err, io.EOF) {
 		answered.Store(true)
+		p.answered(target, c)
 		if n > 0 {
 			if _, werr := c.client.Write(buf[:n]); werr != nil {
 				c.close()

@@ -500,3 +500,61 @@ func TestRefusedDialWaitsForTheNextTarget(t *testing.T) {
 	c.expect("new:hello")
 	c.c.Close() // before the backend's cleanup waits for its connections
 }
+
+// Answered holds while a connection sent to the old target waits for its
+// first byte, whatever other connections to it do, and is closed by that
+// byte: a supervisor waits for it before it stops the old child.
+func TestAnsweredWaitsForTheFirstByte(t *testing.T) {
+	old, err := net.Listen("tcp", "127.0.0.1:0") // its connections are the test's to answer
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	p, addr := startProxy(t, proxy.Options{})
+	p.SetTarget(old.Addr().String())
+	accept := func(c *client, line string) net.Conn {
+		t.Helper()
+		if _, err := fmt.Fprintf(c.c, "%s\n", line); err != nil {
+			t.Fatal(err)
+		}
+		s, err := old.Accept()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		s.SetDeadline(time.Now().Add(deadline))
+		if got, err := bufio.NewReader(s).ReadString('\n'); got != line+"\n" {
+			t.Fatalf("the old target read %q, %v; want %q", got, err, line)
+		}
+		return s
+	}
+	kept := dial(t, addr) // answered before the switch, then idle: it holds nothing
+	fmt.Fprintf(accept(kept, "first"), "answered\n")
+	kept.expect("answered")
+	waiting := dial(t, addr)
+	s := accept(waiting, "second")
+
+	p.SetTarget(startBackend(t, "new").addr())
+	answered := p.Answered(old.Addr().String())
+	// Nothing but the test's answer below can close it: 200 ms is ample
+	// for a wrong count to show.
+	select {
+	case <-answered:
+		t.Fatal("Answered is closed while a connection waits for its first byte")
+	case <-time.After(200 * time.Millisecond):
+	}
+	fmt.Fprintf(s, "late\n")
+	waiting.expect("late")
+	select {
+	case <-answered:
+	case <-time.After(deadline):
+		t.Fatal("Answered is not closed after the first byte")
+	}
+	select {
+	case <-p.Answered("127.0.0.1:1"):
+	default:
+		t.Error("Answered of a target with no connection is not closed")
+	}
+	kept.c.Close()
+	waiting.c.Close()
+}
