@@ -63,8 +63,9 @@ func loadAll(ctx context.Context, sources []Source) ([]Layer, error) {
 func direct() aws.Config { return moto.Config(context.Background()) }
 
 // clientsFor builds the per-Region clients a source takes, as newClients
-// does.
+// does: one attempt per call, the retries being paramexec's own.
 func clientsFor(cfg aws.Config) awsClients {
+	cfg.Retryer = func() aws.Retryer { return aws.NopRetryer{} }
 	return awsClients{
 		Region: cfg.Region,
 		SSM: func(region string) SSMClient {

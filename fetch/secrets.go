@@ -341,13 +341,12 @@ func (s *secretSource) fetch(ctx context.Context, at map[string]string) (map[str
 // returns those it could match to an id. The batch only saves calls: a
 // secret it reports an error for, or does not return, is read again alone
 // by the caller, as is every secret when the batch call fails for any
-// reason but a denial. That includes throttling, and the call is made
-// without the SDK's retries: BatchGetSecretValue's quota is 100 calls a
-// second per Region against GetSecretValue's 10,000, so a fleet restarting
-// at once is better served by the single reads than by waiting.
+// reason but a denial. That includes throttling, which is not waited out
+// (every call is one attempt, see newClients): BatchGetSecretValue's quota
+// is 100 calls a second per Region against GetSecretValue's 10,000, so a
+// fleet restarting at once is better served by the single reads.
 func batchGet(ctx context.Context, client SecretsClient, ids []string) (map[string]secretValue, error) {
-	out, err := client.BatchGetSecretValue(ctx, &secretsmanager.BatchGetSecretValueInput{SecretIdList: ids},
-		func(o *secretsmanager.Options) { o.RetryMaxAttempts = 1 })
+	out, err := client.BatchGetSecretValue(ctx, &secretsmanager.BatchGetSecretValueInput{SecretIdList: ids})
 	if err != nil {
 		if strings.Contains(errorCode(err), "AccessDenied") {
 			err = explain(err)
