@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/paramexec/paramexec/internal/testchild/childrec"
 )
 
 // Record is one line testchild wrote, stamped with the moment it was read.
@@ -19,13 +21,8 @@ import (
 // measured with; the watcher reads on inotify's word, well under a
 // millisecond after the write on an idle box.
 type Record struct {
-	Seen   time.Time         `json:"-"`
-	Event  string            `json:"event"`
-	Pid    int               `json:"pid"`
-	Ppid   int               `json:"ppid"`
-	Signal string            `json:"signal"`
-	Code   *int              `json:"code"`
-	Env    map[string]string `json:"env"`
+	Seen time.Time `json:"-"`
+	childrec.Record
 }
 
 // Records follows a testchild record file as children append to it.
