@@ -92,7 +92,8 @@ type handoff struct {
 	started time.Time // when it was
 	overlap bool      // --restart overlap: Restarted means the new child is ready
 	current int       // overlap: the pid the proxies follow
-	// overlap: what the last switch moved away from, for Handover.
+	// Answered for the targets the last switch (overlap) or hold
+	// (stop-first) moved away from, for Handover.
 	movedFrom []<-chan struct{}
 
 	portMu    sync.Mutex
@@ -197,9 +198,9 @@ func (h *handoff) attach(ctx context.Context, sup *exec.Supervisor) {
 	}
 	sup.PrepareEnv = h.prepareEnv
 	next := sup.OnEvent
+	sup.Handover = func(int) <-chan struct{} { return h.handover(ctx) }
 	if sup.Restart == exec.Overlap {
 		h.overlap = true
-		sup.Handover = func(int) <-chan struct{} { return h.handover(ctx) }
 		sup.OnEvent = func(e exec.Event) {
 			h.overlapEvent(ctx, e)
 			if next != nil {
@@ -216,7 +217,7 @@ func (h *handoff) attach(ctx context.Context, sup *exec.Supervisor) {
 			// --ready each comes when the child has started.
 			h.follow(ctx, e.Pid)
 		case exec.RestartBegun:
-			h.unfollow(ctx, e.Pid, "old child")
+			h.movedFrom = h.unfollow(ctx, e.Pid, "old child")
 		case exec.Stopping:
 			h.unfollow(ctx, e.Pid, "child")
 		case exec.Exited:
@@ -287,6 +288,7 @@ func (h *handoff) overlapEvent(ctx context.Context, e exec.Event) {
 		old := h.current
 		h.current = e.Pid
 		h.endWait()
+		h.movedFrom = nil
 		for i, px := range h.proxies {
 			addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(h.ports[i]))
 			prev := px.p.SetTarget(addr)
@@ -313,9 +315,9 @@ func (h *handoff) overlapEvent(ctx context.Context, e exec.Event) {
 }
 
 // handover returns a channel closed once every connection the proxies
-// sent the old child, up to the switch, has had its first answer (or has
-// ended), or ctx has ended: the supervisor holds the old child's stop
-// signal until then. A server told to stop while it accepts a connection
+// sent the child being replaced, up to the switch (overlap) or the hold
+// (stop-first), has had its first answer (or has ended), or ctx has ended:
+// the supervisor holds that child's stop signal until then. A server told to stop while it accepts a connection
 // may drop it unanswered (net/http's Shutdown does, between Accept and
 // its ConnState hook); once every connection has been answered, the old
 // child has none at that step, and the proxy sends it no new one. The
@@ -395,18 +397,22 @@ func (h *handoff) endWait() {
 	}
 }
 
-// unfollow holds the proxies' new connections, as the current child got
-// the stop signal, and lets the connections open to it finish within
-// --grace; those left then are closed.
-func (h *handoff) unfollow(ctx context.Context, pid int, which string) {
+// unfollow holds the proxies' new connections, as the current child is
+// about to get the stop signal, and lets the connections open to it
+// finish within --grace; those left then are closed. It returns, for
+// handover, the proxies' Answered for the targets left.
+func (h *handoff) unfollow(ctx context.Context, pid int, which string) []<-chan struct{} {
 	h.endWait()
+	var answered []<-chan struct{}
 	for _, px := range h.proxies {
 		old := px.p.SetTarget("")
 		if old == "" {
 			continue
 		}
+		answered = append(answered, px.p.Answered(old))
 		h.drain(ctx, px, old, pid, which)
 	}
+	return answered
 }
 
 // drain lets the connections open to target finish within --grace; those

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -72,7 +73,8 @@ func (b *bench) zeroDowntime(ctx context.Context) (*ZeroResult, error) {
 		modes = append(modes, mode{"stop-first", d})
 	}
 	modes = append(modes, mode{"--listen, stop-first", time.Second}, mode{"--proxy", time.Second},
-		mode{"--listen, overlap", time.Second}, mode{"--proxy, overlap", time.Second})
+		mode{"--listen, overlap", time.Second}, mode{"--proxy, overlap", time.Second},
+		mode{abruptPrefix + "--proxy", time.Second}, mode{abruptPrefix + "--proxy, overlap", time.Second})
 	for _, m := range modes {
 		b.logf("zerodowntime: %s, child boots in %s, %d changes", m.name, m.boot, b.opt.zdChanges)
 		row, err := b.zeroRow(ctx, m.name, m.boot)
@@ -86,6 +88,10 @@ func (b *bench) zeroDowntime(ctx context.Context) (*ZeroResult, error) {
 	res.Cost = cost
 	return res, err
 }
+
+// abruptPrefix names the rows whose app exits at once on SIGTERM and
+// takes 20 ms to answer.
+const abruptPrefix = "app with no graceful stop, "
 
 func freeLoopbackPort() (int, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -128,9 +134,15 @@ func (b *bench) zeroRow(ctx context.Context, name string, boot time.Duration) (Z
 	file := filepath.Join(dir, "app.env")
 	extra := ""
 	flags := []string{"--env-file", file, "--interval", "1h"}
-	switch name {
+	mode, abrupt := strings.CutPrefix(name, abruptPrefix)
+	if abrupt {
+		// No graceful stop at all, and requests in flight at every
+		// restart: what is not answered before the stop signal is lost.
+		extra = "TESTSERVER_STOP=abrupt\nTESTSERVER_ANSWER_DELAY=20ms\n"
+	}
+	switch mode {
 	case "stop-first":
-		extra = fmt.Sprintf("PORT=%d\n", port)
+		extra += fmt.Sprintf("PORT=%d\n", port)
 	case "--listen, stop-first":
 		flags = append(flags, "--listen", fmt.Sprintf("tcp://127.0.0.1:%d", port))
 	case "--proxy":
@@ -138,7 +150,7 @@ func (b *bench) zeroRow(ctx context.Context, name string, boot time.Duration) (Z
 	case "--listen, overlap":
 		// READY=1, not a check on the shared socket, which the old child
 		// would answer.
-		extra = "TESTSERVER_NOTIFY_DELAY=1ms\n"
+		extra += "TESTSERVER_NOTIFY_DELAY=1ms\n"
 		flags = append(flags, "--listen", fmt.Sprintf("tcp://127.0.0.1:%d", port), "--restart", "overlap", "--ready", "notify")
 	case "--proxy, overlap":
 		flags = append(flags, "--proxy", fmt.Sprintf("127.0.0.1:%d=PORT", port), "--restart", "overlap", "--ready", "http://127.0.0.1:{port}/up")

@@ -58,31 +58,43 @@ func (r *run) switchOver() {
 		r.send(sig)
 	}
 	r.queued = nil
-	if r.s.Handover == nil {
+	if !r.holdStop(r.old, r.stopSig) {
 		r.stopOld(r.stopSig, "replaced")
-		return
 	}
-	o := r.old
-	if o.handedOver = r.s.Handover(o.pid); o.handedOver == nil {
-		r.stopOld(r.stopSig, "replaced")
-		return
-	}
-	o.handoverT = time.NewTimer(max(r.grace, 0))
-	o.handoverC = o.handoverT.C
-	r.log.Debug("old child finishing what was sent to it before its stop signal", "pid", o.pid, "within", max(r.grace, 0))
 }
 
-// handedOver sends the old child its stop signal once the handover has
-// ended, or its bound has passed.
-func (r *run) handedOver() {
-	o := r.old
-	if !o.handoverTimedOut() {
-		r.log.Debug("old child answered what was sent to it", "pid", o.pid)
-	} else {
-		r.log.Warn("old child still has connections waiting for its answer; stopping it all the same", "pid", o.pid, "waited", max(r.grace, 0))
+// holdStop starts c's handover (see Supervisor.Handover), after which it
+// gets sig, and reports whether there is one.
+func (r *run) holdStop(c *child, sig syscall.Signal) bool {
+	if r.s.Handover == nil {
+		return false
 	}
-	o.endHandover()
-	r.stopOld(r.stopSig, "replaced")
+	if c.handedOver = r.s.Handover(c.pid); c.handedOver == nil {
+		return false
+	}
+	c.heldSig = sig
+	c.handoverT = time.NewTimer(max(r.grace, 0))
+	c.handoverC = c.handoverT.C
+	r.log.Debug("child finishing what was sent to it before its stop signal", "pid", c.pid, "within", max(r.grace, 0))
+	return true
+}
+
+// handedOver sends c, the old child of an overlap or the current one of a
+// stop-first restart, its stop signal once its handover has ended, or its
+// bound has passed.
+func (r *run) handedOver(c *child) {
+	if !c.handoverTimedOut() {
+		r.log.Debug("child answered what was sent to it", "pid", c.pid)
+	} else {
+		r.log.Warn("child still has connections waiting for its answer; stopping it all the same", "pid", c.pid, "waited", max(r.grace, 0))
+	}
+	sig := c.heldSig
+	c.endHandover()
+	if c == r.old {
+		r.stopOld(sig, "replaced")
+		return
+	}
+	r.askToStop(sig)
 }
 
 // oldHandedOver and oldHandoverTimeout are the old child's handover
@@ -117,7 +129,7 @@ func (c *child) endHandover() {
 	if c.handoverT != nil {
 		c.handoverT.Stop()
 	}
-	c.handedOver, c.handoverT, c.handoverC = nil, nil, nil
+	c.handedOver, c.handoverT, c.handoverC, c.heldSig = nil, nil, nil, 0
 }
 
 // dropNew rejects the new child of an overlap (RolledBack was reported):

@@ -375,3 +375,65 @@ func TestOverlapHandoverHoldsTheStopSignal(t *testing.T) {
 		}
 	})
 }
+
+// Stop-first with Handover: the child replaced for a change gets its stop
+// signal once Handover's channel is closed, and the new one starts after
+// it has exited, as always; a terminating signal during the hold stops it
+// at once and starts nothing.
+func TestStopFirstHandoverHoldsTheStopSignal(t *testing.T) {
+	setUp := func(t *testing.T) (*harness, chan chan struct{}, exec.Event) {
+		sup, h, _ := overlapSup(t, judgedScript("", "", ""))
+		sup.Restart = exec.StopFirst
+		sup.Grace = 30 * time.Second
+		calls := make(chan chan struct{}, 1)
+		sup.Handover = func(int) <-chan struct{} {
+			done := make(chan struct{})
+			calls <- done
+			return done
+		}
+		h.start(sup)
+		first := h.event(exec.Ready)
+		h.change(2, "GEN changed")
+		if begun := h.event(exec.RestartBegun); begun.Pid != first.Pid {
+			t.Fatalf("RestartBegun %+v; want the child %d", begun, first.Pid)
+		}
+		return h, calls, first
+	}
+	t.Run("released", func(t *testing.T) {
+		h, calls, first := setUp(t)
+		done := <-calls
+		// 300 ms with no event and the child alive shows the signal waits:
+		// without the hold, the child exits within milliseconds.
+		select {
+		case e := <-h.events:
+			t.Fatalf("event %v during the handover", e)
+		case <-time.After(300 * time.Millisecond):
+		}
+		if !alive(first.Pid) {
+			t.Fatal("the child is gone during the handover")
+		}
+		close(done)
+		if e := h.event(exec.Exited); e.Pid != first.Pid {
+			t.Errorf("Exited %+v; want the old child %d", e, first.Pid)
+		}
+		h.event(exec.Restarted)
+		if got := h.gens(); !slices.Equal(got, []string{"1", "2"}) {
+			t.Errorf("generations %v; want 1 2", got)
+		}
+		h.signal(syscall.SIGTERM)
+		if code, err := h.wait(); code != 0 || err != nil {
+			t.Fatalf("Run = %d, %v; want 0", code, err)
+		}
+	})
+	t.Run("terminated", func(t *testing.T) {
+		h, calls, first := setUp(t)
+		<-calls
+		h.signal(syscall.SIGTERM)
+		if code, err := h.wait(); code != 0 || err != nil {
+			t.Fatalf("Run = %d, %v; want 0", code, err)
+		}
+		if alive(first.Pid) || !slices.Equal(h.gens(), []string{"1"}) {
+			t.Errorf("child alive %v, generations %v; want it stopped and nothing started", alive(first.Pid), h.gens())
+		}
+	})
+}

@@ -47,7 +47,8 @@ type EventKind int
 const (
 	// Started: the first child has started.
 	Started EventKind = iota + 1
-	// RestartBegun: a change asked for a restart; the stop signal was sent.
+	// RestartBegun: a change asked for a restart; the stop signal follows
+	// (at once, or after Handover).
 	RestartBegun
 	// Restarted: the new child of a restart has started and passed its
 	// verification: Supervisor.Ready said it is ready, and it has lived
@@ -200,13 +201,14 @@ type Supervisor struct {
 	// is forked (--listen's trampoline, which then execs the command); the
 	// log names the command, not the wrapper.
 	Wrap func(path string, argv []string) (string, []string)
-	// Handover, if set, is called from Run's goroutine when the new child
-	// of an overlap has taken over (after Restarted), with the old child's
-	// pid, and must return soon. The old child gets its stop signal once
-	// the returned channel is closed, or Grace after the switch: a proxy
-	// closes it once everything it sent the old child has been answered,
-	// so that no connection meets the old child's server as it stops.
-	Handover func(oldPid int) <-chan struct{}
+	// Handover, if set, is called from Run's goroutine when a child is to
+	// be replaced for a change (after RestartBegun, or after Restarted in
+	// an overlap), with its pid, and must return soon. The child gets its
+	// stop signal once the returned channel is closed, or Grace later: a
+	// proxy closes it once everything it sent the child has been
+	// answered, so that no connection meets a server that is stopping.
+	// It is not called for a stop: a terminating signal goes on at once.
+	Handover func(pid int) <-chan struct{}
 }
 
 // Run starts the child with env and supervises it until it exits. It returns
@@ -313,7 +315,8 @@ const (
 	starting phase = iota
 	running        // the child is ready; changes restart it
 	// restarting: the old child was asked to stop for a change; the new one
-	// starts when it has exited (stop-first).
+	// starts when it has exited (stop-first). With Handover, the stop
+	// signal waits for Handover's channel, at most Grace.
 	restarting
 	// verifying: the child started for a change is not yet ready, or not
 	// yet past RollbackWindow; its failure is a rollback (see Rollback).
@@ -384,11 +387,13 @@ type child struct {
 	dropped bool               // the new child of an overlap, rejected
 	timer   *time.Timer        // its grace period under way
 	graceC  <-chan time.Time   // timer.C while the grace period runs, else nil
-	// The old child of an overlap before its stop signal (see draining):
-	// handedOver is Handover's channel, handoverC ends the wait for it.
+	// A child replaced for a change, before its stop signal (see
+	// restarting, draining): handedOver is Handover's channel, handoverC
+	// ends the wait for it, heldSig is the signal then sent.
 	handedOver <-chan struct{}
 	handoverT  *time.Timer
 	handoverC  <-chan time.Time
+	heldSig    syscall.Signal
 }
 
 // readyAnswer is what Supervisor.Ready said about the child of gen.
@@ -484,10 +489,14 @@ func (r *run) loop(ctx context.Context, changes <-chan Change, sigs <-chan os.Si
 			r.kill(&r.cur)
 		case <-r.oldGrace():
 			r.kill(r.old)
+		case <-r.cur.handedOver:
+			r.handedOver(&r.cur)
+		case <-r.cur.handoverC:
+			r.handedOver(&r.cur)
 		case <-r.oldHandedOver():
-			r.handedOver()
+			r.handedOver(r.old)
 		case <-r.oldHandoverTimeout():
-			r.handedOver()
+			r.handedOver(r.old)
 		case <-tick.C:
 			r.reap()
 		case <-r.leftC:
@@ -790,7 +799,7 @@ func (r *run) terminate(sig syscall.Signal) {
 		return
 	}
 	r.terminated = true
-	if !r.phase.childStopping() {
+	if !r.phase.childStopping() || r.cur.handedOver != nil {
 		r.log.Info("terminating signal received; asking the child to stop", "pid", r.cur.pid, "signal", name, "stop_signal", signalName(r.stopSig))
 		r.stop(stopping, r.stopSig, "received "+name)
 		return
@@ -902,6 +911,12 @@ func (r *run) stop(to phase, sig syscall.Signal, reason string) {
 		}
 		r.log.Info(r.phase.String()+" abandoned; stopping", "pid", r.cur.pid, "reason", reason)
 		r.emit(Event{Kind: Stopping, Pid: r.cur.pid, Reason: reason})
+		if r.cur.handedOver != nil {
+			// Still handing over: not asked to stop yet.
+			sig := r.cur.heldSig
+			r.cur.endHandover()
+			r.askToStop(sig)
+		}
 		return
 	case overlapping, draining:
 		// Both stop: the serving child as it would have alone, the new
@@ -911,13 +926,6 @@ func (r *run) stop(to phase, sig syscall.Signal, reason string) {
 		r.stopOld(sig, reason)
 	}
 	r.phase, r.reason = to, reason
-	if sig != 0 {
-		r.send(sig)
-	}
-	r.stopBy = time.Now().Add(max(r.grace, 0))
-	r.cur.stopAt = time.Now()
-	r.cur.timer = time.NewTimer(max(r.grace, 0))
-	r.cur.graceC = r.cur.timer.C
 	kind, msg := Stopping, "stopping child"
 	switch to {
 	case restarting:
@@ -931,9 +939,27 @@ func (r *run) stop(to phase, sig syscall.Signal, reason string) {
 		attrs = append(attrs, "signal", signalName(sig))
 	}
 	r.log.Info(msg, attrs...)
+	// Reported before the stop signal: a proxy holds new connections
+	// from now on, rather than send them to a child that stops accepting.
 	if kind != 0 {
 		r.emit(Event{Kind: kind, Pid: r.cur.pid, Reason: reason, Signal: sig})
 	}
+	if to == restarting && r.holdStop(&r.cur, sig) {
+		return
+	}
+	r.askToStop(sig)
+}
+
+// askToStop sends the current child sig, unless 0, and starts its grace
+// period.
+func (r *run) askToStop(sig syscall.Signal) {
+	if sig != 0 {
+		r.send(sig)
+	}
+	r.stopBy = time.Now().Add(max(r.grace, 0))
+	r.cur.stopAt = time.Now()
+	r.cur.timer = time.NewTimer(max(r.grace, 0))
+	r.cur.graceC = r.cur.timer.C
 }
 
 // kill ends c's grace period that ran out.
