@@ -72,8 +72,8 @@ func TestCommandsRunQuick(t *testing.T) {
 		if len(res.Polls) != 3 {
 			t.Fatalf("polls: %d configurations, want 3 (two sizes, one secret count)", len(res.Polls))
 		}
-		if res.Zero == nil || len(res.Zero.Rows) != 5 {
-			t.Fatalf("zerodowntime: %+v; want 5 rows (one stop-first boot, --listen and --proxy, each stop-first and overlap)", res.Zero)
+		if res.Zero == nil || len(res.Zero.Rows) != 7 {
+			t.Fatalf("zerodowntime: %+v; want 7 rows (one stop-first boot; --listen and --proxy, each stop-first and overlap; --proxy both ways with an app with no graceful stop)", res.Zero)
 		}
 		for _, r := range res.Zero.Rows {
 			if r.Requests == 0 || r.Changes != 1 {
