@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -134,7 +135,14 @@ func (w *Watcher) Run(ctx context.Context, out chan<- []string) error {
 			if !ok {
 				return fmt.Errorf("watch files: %w", fsnotify.ErrClosed)
 			}
-			w.log.Debug("file event", "name", ev.Name, "op", ev.Op.String())
+			// Every event in a watched directory prompts a re-check (a swap
+			// can name only a link of a chain), but only one naming a
+			// watched file is logged: paramexec's own log may be a file in
+			// that directory, and a line for its write would be the event
+			// of the next line.
+			if slices.Contains(w.abs, ev.Name) {
+				w.log.Debug("file event", "name", ev.Name, "op", ev.Op.String())
+			}
 			schedule()
 		case err, ok := <-w.fsw.Errors:
 			if !ok {

@@ -1,9 +1,11 @@
 package filewatch
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -415,4 +417,43 @@ func TestFileWatcherFingerprintOfFIFODoesNotBlock(t *testing.T) {
 	case <-time.After(20 * time.Second):
 		t.Fatalf("fingerprint still blocked after %s", 20*time.Second)
 	}
+}
+
+// A debug log written to a file in the watched directory (paramexec's
+// stderr redirected next to its .env) must not feed itself: an event on
+// a file that is not watched logs nothing. With a line per event, each
+// line was the next line's event, tens of thousands a second; the quiet
+// period (1.5 s) would hold thousands.
+func TestFileWatchLogInTheWatchedDirectoryDoesNotFeedItself(t *testing.T) {
+	dir := t.TempDir()
+	env := filepath.Join(dir, "app.env")
+	write(t, env, "A=1\n")
+	logFile, err := os.OpenFile(filepath.Join(dir, "paramexec.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	w, err := New([]string{env}, testDebounce, slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &harness{w: w, out: make(chan []string), errc: make(chan error, 1)}
+	go func() { h.errc <- w.Run(ctx, h.out) }()
+	defer func() {
+		cancel()
+		<-h.errc
+		w.Close()
+	}()
+	fmt.Fprintln(logFile, "a line of someone else's") // the first event in the directory
+	h.expectNone(t)
+	data, err := os.ReadFile(logFile.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(data, []byte("\n")); n > 10 {
+		t.Errorf("the log grew to %d lines on its own events:\n%.2000s", n, data)
+	}
+	write(t, env, "A=2\n") // and a real change is still seen
+	h.expect(t, env)
 }
