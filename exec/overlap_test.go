@@ -335,7 +335,8 @@ func TestOverlapHandoverHoldsTheStopSignal(t *testing.T) {
 		}
 	})
 	t.Run("bounded by grace", func(t *testing.T) {
-		h, logs, calls, first, _ := setUp(t, 700*time.Millisecond)
+		// Grace well past quiet's 300 ms, however slow the box.
+		h, logs, calls, first, _ := setUp(t, 2*time.Second)
 		<-calls // never closed
 		quiet(t, h, first.Pid)
 		if d := h.event(exec.Draining); d.Pid != first.Pid {
