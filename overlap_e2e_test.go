@@ -80,3 +80,36 @@ func TestOverlapSetsidLeftoversEndWithTheirGeneration(t *testing.T) {
 		}
 	}
 }
+
+// After an overlap whose new child crashed, the old child serves on and is
+// the current one again for --ready notify: its STATUS= lines reach
+// systemd again at once, not only from the next start.
+func TestOverlapRollbackRelaysTheServingChildsStatus(t *testing.T) {
+	parallelE2E(t)
+	sd := listenSystemd(t)
+	port := freePort(t)
+	file := filepath.Join(t.TempDir(), "app.env")
+	common := "TESTSERVER_CRASH_IF=VALUE=" + val("crash") + "\nTESTSERVER_CRASH_AFTER=200ms\nTESTSERVER_CRASH_CODE=3\nTESTSERVER_NOTIFY_DELAY=1ms\n"
+	write := func(v string) { mustDo(t, os.WriteFile(file, []byte("VALUE="+v+"\n"+common), 0o600)) }
+	write(val("v0"))
+	pe := startBinary(t, append(baseEnv(""), "NOTIFY_SOCKET="+sd.path),
+		"--env-file", file, "--interval", "1h", "--restart", "overlap", "--ready", "notify",
+		"--listen", "tcp://127.0.0.1:"+strconv.Itoa(port), "--", serverBin)
+	waitFor(t, "the first child ready", func() bool { return sd.count("READY=1") == 1 })
+	pids := childPids(pe.stderr.String())
+	if len(pids) != 1 {
+		t.Fatalf("children started %v; want one:\n%s", pids, pe.stderr)
+	}
+	first := pids[0]
+	write(val("crash"))
+	waitFor(t, "the rollback", func() bool {
+		return strings.Contains(pe.stderr.String(), "rollback finished; the old child kept serving")
+	})
+	pe.signal(syscall.SIGUSR1) // forwarded to the serving child, which reports
+	want := "STATUS=still serving pid " + strconv.Itoa(first)
+	waitFor(t, "the serving child's STATUS relayed", func() bool { return sd.with(want) })
+	pe.signal(syscall.SIGTERM)
+	if code := pe.wait(); code != 0 {
+		t.Errorf("exit %d after SIGTERM; log:\n%s", code, pe.stderr)
+	}
+}

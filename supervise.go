@@ -113,6 +113,17 @@ func supervise(startup *startupSignals, cfg *config, inherited []string, sources
 		Rollback:       cfg.rollback(),
 		Restart:        cfg.restart,
 	}
+	if relay != nil {
+		// Ready names the child that serves: after a rejected overlap the
+		// old child again, whose STATUS= lines count again.
+		events := sup.OnEvent
+		sup.OnEvent = func(e exec.Event) {
+			if e.Kind == exec.Ready {
+				relay.follow(e.Pid)
+			}
+			events(e)
+		}
+	}
 	// With --proxy, {port} in a check is the child's port; with --restart
 	// overlap and no --ready, a connect to it is the check (the old child
 	// is stopped only once the new one accepts).
@@ -248,6 +259,18 @@ func (n *notifyRelay) watch(pid int) <-chan struct{} {
 	}
 	clear(n.early)
 	return n.ready
+}
+
+// follow makes pid, a child that is ready already, the current one, if it
+// is not: its messages count from now on.
+func (n *notifyRelay) follow(pid int) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.pid == pid {
+		return
+	}
+	n.pid, n.ready = pid, make(chan struct{})
+	close(n.ready)
 }
 
 func (n *notifyRelay) relay() {

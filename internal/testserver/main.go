@@ -10,7 +10,8 @@
 //	TESTSERVER_VALUE_ENV    name of the variable whose value / reports (default VALUE)
 //	TESTSERVER_HEALTH_PATH  path that answers 200 once booted (default /up)
 //	TESTSERVER_NOTIFY_DELAY duration after booting before READY=1 (default 0);
-//	                        sent, with STATUS=serving pid N, when NOTIFY_SOCKET is set
+//	                        sent, with STATUS=serving pid N, when NOTIFY_SOCKET is set;
+//	                        SIGUSR1 then sends STATUS=still serving pid N
 //	TESTSERVER_CRASH_IF     VAR=VALUE: exit at start when $VAR is VALUE ...
 //	TESTSERVER_CRASH_CODE   ... with this code (default 1) ...
 //	TESTSERVER_CRASH_AFTER  ... after this long (default 0)
@@ -83,6 +84,8 @@ func main() {
 func run(startFds []int) (int, error) {
 	term := make(chan os.Signal, 1)
 	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
+	usr1 := make(chan os.Signal, 1)
+	signal.Notify(usr1, syscall.SIGUSR1)
 
 	boot, err := duration("TESTSERVER_BOOT_DELAY", 0)
 	if err != nil {
@@ -212,6 +215,10 @@ func run(startFds []int) (int, error) {
 			}
 		case err := <-served:
 			return 2, fmt.Errorf("serve: %w", err)
+		case <-usr1:
+			if err := notifier.Status(fmt.Sprintf("still serving pid %d", info.Pid)); err != nil {
+				return 2, err
+			}
 		case <-term:
 			if abrupt {
 				return 0, nil

@@ -375,6 +375,10 @@ func TestNotify(t *testing.T) {
 		t.Fatalf("READY=1 before listening: %v", err)
 	}
 	c.Close()
+	s.cmd.Process.Signal(syscall.SIGUSR1)
+	if m := message(t, r); m.Pid != pid || m.Ready || m.Status != fmt.Sprintf("still serving pid %d", pid) {
+		t.Errorf("message after SIGUSR1 %+v, want STATUS=still serving pid %d", m, pid)
+	}
 	s.term(t)
 }
 
