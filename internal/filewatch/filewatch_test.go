@@ -36,7 +36,13 @@ type harness struct {
 // consumer would see it.
 func start(t *testing.T, paths ...string) *harness {
 	t.Helper()
-	w, err := New(paths, testDebounce, nil)
+	return startLogging(t, nil, paths...)
+}
+
+// startLogging is start with the watcher's log going to log.
+func startLogging(t *testing.T, log *slog.Logger, paths ...string) *harness {
+	t.Helper()
+	w, err := New(paths, testDebounce, log)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -432,19 +438,8 @@ func TestFileWatchLogInTheWatchedDirectoryDoesNotFeedItself(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer logFile.Close()
-	w, err := New([]string{env}, testDebounce, slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	h := &harness{w: w, out: make(chan []string), errc: make(chan error, 1)}
-	go func() { h.errc <- w.Run(ctx, h.out) }()
-	defer func() {
-		cancel()
-		<-h.errc
-		w.Close()
-	}()
+	t.Cleanup(func() { logFile.Close() }) // after the watcher's, which is registered later
+	h := startLogging(t, slog.New(slog.NewTextHandler(logFile, &slog.HandlerOptions{Level: slog.LevelDebug})), env)
 	fmt.Fprintln(logFile, "a line of someone else's") // the first event in the directory
 	h.expectNone(t)
 	data, err := os.ReadFile(logFile.Name())
