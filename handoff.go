@@ -294,8 +294,7 @@ func (h *handoff) overlapEvent(ctx context.Context, e exec.Event) {
 			prev := px.p.SetTarget(addr)
 			h.log.Info("proxy switched", "proxy", px.spec.Listen, "pid", e.Pid, "port", h.ports[i], "after", time.Since(h.started).Round(time.Millisecond))
 			if prev != "" {
-				h.movedFrom = append(h.movedFrom, px.p.Answered(prev))
-				h.drain(ctx, px, prev, old, "old child")
+				h.movedFrom = append(h.movedFrom, h.leave(ctx, px, prev, old, "old child"))
 			}
 		}
 	case exec.Stopping:
@@ -317,12 +316,13 @@ func (h *handoff) overlapEvent(ctx context.Context, e exec.Event) {
 // handover returns a channel closed once every connection the proxies
 // sent the child being replaced, up to the switch (overlap) or the hold
 // (stop-first), has had its first answer (or has ended), or ctx has ended:
-// the supervisor holds that child's stop signal until then. A server told to stop while it accepts a connection
-// may drop it unanswered (net/http's Shutdown does, between Accept and
-// its ConnState hook); once every connection has been answered, the old
-// child has none at that step, and the proxy sends it no new one. The
-// proxies' drains close what is still open at --grace, which bounds the
-// wait; the supervisor's own bound is the same.
+// the supervisor holds that child's stop signal until then. A server told
+// to stop while it accepts a connection may drop it unanswered (net/http's
+// Shutdown does, between Accept and its ConnState hook); once every
+// connection has been answered, the old child has none at that step, and
+// the proxy sends it no new one. The proxies' drains close what is still
+// open at --grace, which bounds the wait; the supervisor's own bound is
+// the same.
 func (h *handoff) handover(ctx context.Context) <-chan struct{} {
 	waits := h.movedFrom
 	h.movedFrom = nil
@@ -409,10 +409,17 @@ func (h *handoff) unfollow(ctx context.Context, pid int, which string) []<-chan 
 		if old == "" {
 			continue
 		}
-		answered = append(answered, px.p.Answered(old))
-		h.drain(ctx, px, old, pid, which)
+		answered = append(answered, h.leave(ctx, px, old, pid, which))
 	}
 	return answered
+}
+
+// leave drains target, which px no longer sends new connections to, and
+// returns what closes once every connection sent to it has been answered
+// (see handover).
+func (h *handoff) leave(ctx context.Context, px *proxyRun, target string, pid int, which string) <-chan struct{} {
+	h.drain(ctx, px, target, pid, which)
+	return px.p.Answered(target)
 }
 
 // drain lets the connections open to target finish within --grace; those
