@@ -36,6 +36,15 @@ func Parse(name string, data []byte) ([]Entry, error) {
 		src:  strings.ReplaceAll(string(data), "\r\n", "\n"),
 		line: 1,
 	}
+	// A CR left now ends no line of this format, and kept it would end up
+	// in a value unseen ("A=1\r" read as "1\r"), while a classic Mac file
+	// would read as one line. Neither guess is safe for a password, so the
+	// file is refused; a CR meant as part of a value is written \r inside
+	// double quotes.
+	if i := strings.IndexByte(p.src, '\r'); i >= 0 {
+		return nil, p.errorf(1+strings.Count(p.src[:i], "\n"),
+			"carriage return without a line feed (a classic Mac line ending?): use LF or CRLF line endings, and write \\r inside double quotes for a CR in a value")
+	}
 	var entries []Entry
 	for p.pos < len(p.src) {
 		e, ok, err := p.next()
