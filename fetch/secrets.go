@@ -214,11 +214,11 @@ func (s Secret) vars(v secretValue) ([]Var, error) {
 	slices.Sort(keys) // stable errors and output
 	var n namer
 	for _, k := range keys {
-		name, err := VarName(k)
+		name, err := prefixedName(s.Prefix, k)
 		if err != nil {
 			return nil, fmt.Errorf("JSON key %q: %w", k, err)
 		}
-		if err := n.add(Var{Name: s.Prefix + name, Value: fields[k], Origin: origin + "#" + k, Rank: s.Rank}); err != nil {
+		if err := n.add(Var{Name: name, Value: fields[k], Origin: origin + "#" + k, Rank: s.Rank}); err != nil {
 			return nil, err
 		}
 	}
