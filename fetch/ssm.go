@@ -111,7 +111,6 @@ func (s *pathSource) list(ctx context.Context, decrypt bool) ([]parameter, error
 	if limit <= 0 {
 		limit = maxListPages
 	}
-	prefix := strings.TrimSuffix(s.Path, "/") + "/"
 	var out []parameter
 	seen := make(map[string]bool)
 	tokens := make(map[string]bool)
@@ -132,7 +131,7 @@ func (s *pathSource) list(ctx context.Context, decrypt bool) ([]parameter, error
 		for _, p := range page.Parameters {
 			name := aws.ToString(p.Name)
 			switch {
-			case !strings.HasPrefix(name, prefix):
+			case !under(s.Path, name):
 				return nil, inconsistentf("the listing of %s returned %s, which is not under it", s.Path, name)
 			case seen[name]:
 				return nil, inconsistentf("the listing of %s returned %s twice", s.Path, name)
@@ -145,6 +144,14 @@ func (s *pathSource) list(ctx context.Context, decrypt bool) ([]parameter, error
 		}
 		tokens[token] = true
 	}
+}
+
+// under reports whether a listing of path may return name. Under "/" that
+// is every name: GetParametersByPath with Path "/" returns root-level
+// names without a leading slash ("db_password") as well as the hierarchy,
+// on AWS and on moto.
+func under(path, name string) bool {
+	return path == "/" || strings.HasPrefix(name, strings.TrimSuffix(path, "/")+"/")
 }
 
 // parameter is the part of an SSM parameter paramexec uses.
