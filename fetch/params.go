@@ -204,7 +204,7 @@ func (s *paramSource) Load(ctx context.Context) (Layer, error) {
 		}
 		r := got[req]
 		vars = append(vars, Var{Name: p.Var, Value: aws.ToString(r.Value), Origin: req, Rank: p.Rank})
-		versions[req] = strconv.FormatInt(r.Version, 10)
+		versions[req] = r.Identity
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Layer{}, err
@@ -243,7 +243,7 @@ func (s *paramSource) Versions(ctx context.Context, last Layer, _ bool) (map[str
 		return nil, errors.Join(errs...)
 	}
 	for _, req := range reqs {
-		now[req] = strconv.FormatInt(got[req].Version, 10)
+		now[req] = got[req].Identity
 	}
 	return now, nil
 }
@@ -300,7 +300,7 @@ func (s *paramSource) fetch(ctx context.Context, reqs []string, decrypt bool) (m
 				return fmt.Errorf("parameter %s: %w", req, explain(err))
 			case out.Parameter != nil:
 				p := out.Parameter
-				got[req] = parameter{Name: p.Name, Value: p.Value, Version: p.Version}
+				got[req] = fromSDK(p)
 			default:
 				return inconsistentf("GetParameter answered %s with neither a parameter nor ParameterNotFound", req)
 			}
@@ -345,7 +345,7 @@ func getParameterBatch(ctx context.Context, client SSMClient, batch []string, de
 	found = make(map[string]parameter, len(batch))
 	for _, p := range out.Parameters {
 		if req, ok := request(aws.ToString(p.Name)); ok {
-			found[req] = parameter{Name: p.Name, Value: p.Value, Version: p.Version}
+			found[req] = fromSDK(&p)
 		}
 	}
 	for _, name := range out.InvalidParameters {
