@@ -194,22 +194,29 @@ func (s *paramSource) Load(ctx context.Context) (Layer, error) {
 		return Layer{}, err
 	}
 	var errs []error
-	vars := make([]Var, 0, len(s.Params))
-	versions := make(map[string]string, len(got))
 	for _, p := range s.Params {
-		req := p.request()
-		if missing[req] {
+		if missing[p.request()] {
 			errs = append(errs, fmt.Errorf("%s: not found (no such parameter, version or label)", p.describe()))
-			continue
 		}
-		r := got[req]
-		vars = append(vars, Var{Name: p.Var, Value: aws.ToString(r.Value), Origin: req, Rank: p.Rank})
-		versions[req] = r.Identity
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Layer{}, err
 	}
-	return Layer{Vars: vars, Versions: versions}, nil
+	return s.layer(got), nil
+}
+
+// layer makes each parameter's variable from read, which holds every
+// request.
+func (s *paramSource) layer(read map[string]parameter) Layer {
+	vars := make([]Var, 0, len(s.Params))
+	versions := make(map[string]string, len(read))
+	for _, p := range s.Params {
+		req := p.request()
+		r := read[req]
+		vars = append(vars, Var{Name: p.Var, Value: aws.ToString(r.Value), Origin: req, Rank: p.Rank})
+		versions[req] = r.Identity
+	}
+	return Layer{Vars: vars, Versions: versions}
 }
 
 // Versions asks for the versions of the parameters that can move, without
@@ -248,10 +255,34 @@ func (s *paramSource) Versions(ctx context.Context, last Layer, _ bool) (map[str
 	return now, nil
 }
 
-// Refresh reads every parameter again, decrypted: a group of named
-// parameters is small, and a whole read is what Load checks.
-func (s *paramSource) Refresh(ctx context.Context, _ Layer, _ map[string]string) (Layer, error) {
-	return s.Load(ctx)
+// Refresh reads again, decrypted, only the requests whose version in now
+// differs from last, and keeps the rest as last holds them: a pinned
+// version and a Secrets Manager reference, which Versions never checks,
+// are read once, at start, so a pinned version deleted since fails no
+// poll. A request the check found and the read reports missing fails the
+// read with errStale, so that the next poll checks again.
+func (s *paramSource) Refresh(ctx context.Context, last Layer, now map[string]string) (Layer, error) {
+	var moved []string
+	for req, version := range now {
+		if last.Versions[req] != version {
+			moved = append(moved, req)
+		}
+	}
+	slices.Sort(moved)
+	got, missing, err := s.fetch(ctx, moved, true)
+	if err != nil {
+		return Layer{}, err
+	}
+	if len(missing) > 0 {
+		return Layer{}, fmt.Errorf("%s: reported missing by the read after the version check found them: %w",
+			strings.Join(slices.Sorted(maps.Keys(missing)), ", "), errStale)
+	}
+	read := make(map[string]parameter, len(s.Params))
+	for _, v := range last.Vars {
+		read[v.Origin] = parameter{Value: aws.String(v.Value), Identity: last.Versions[v.Origin]}
+	}
+	maps.Copy(read, got)
+	return s.layer(read), nil
 }
 
 // requests lists the distinct strings to ask Parameter Store for, sorted;
@@ -259,13 +290,22 @@ func (s *paramSource) Refresh(ctx context.Context, _ Layer, _ map[string]string)
 func (s *paramSource) requests(movable bool) []string {
 	var reqs []string
 	for _, p := range s.Params {
-		if movable && (p.pinned() || strings.HasPrefix(p.Name, secretsRefPrefix)) {
+		if movable && (p.pinned() || isSecretRef(p.Name)) {
 			continue
 		}
 		reqs = append(reqs, p.request())
 	}
 	slices.Sort(reqs)
 	return slices.Compact(reqs)
+}
+
+// isSecretRef reports whether a parameter name or ARN is a
+// /aws/reference/secretsmanager/ name, readable only decrypted.
+func isSecretRef(name string) bool {
+	if a, ok := parseARN(name); ok {
+		name = strings.TrimPrefix(a.Resource, "parameter")
+	}
+	return strings.HasPrefix(name, secretsRefPrefix)
 }
 
 // fetch reads the requested parameters: names through GetParameters, ten a

@@ -456,3 +456,52 @@ func TestRecreatedParameterIsAChange(t *testing.T) {
 		}
 	}
 }
+
+// TestParamSourceRefreshReadsOnlyWhatMoved: a change of one --param reads
+// that one again. A version-pinned parameter and a Secrets Manager
+// reference are read once, at start, as the README says: a pinned
+// version deleted since, or a referenced secret given a new value, changes
+// nothing, and fails no poll.
+func TestParamSourceRefreshReadsOnlyWhatMoved(t *testing.T) {
+	base := "/" + uniq(t)
+	putVersions(t, base+"/moving", "SecureString", "moving-1")
+	putVersions(t, base+"/pinned", "SecureString", "pinned-1", "pinned-2")
+	secret := uniq(t)
+	moto.CreateSecret(t, secret, "ref-1")
+	src := &paramSource{Clients: clientsFor(direct()), Params: []Param{
+		{Name: base + "/moving", Var: "MOVING"},
+		{Name: base + "/pinned", Selector: "1", Var: "PINNED"},
+		{Name: secretsRefPrefix + secret, Var: "REF"},
+	}}
+	layer, err := src.Load(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantVars(t, layer, map[string]string{"MOVING": "moving-1", "PINNED": "pinned-1", "REF": "ref-1"})
+
+	moto.DeleteParameter(t, base+"/pinned")
+	moto.PutSecretValue(t, secret, "ref-2")
+	putVersions(t, base+"/moving", "SecureString", "moving-2")
+	now, err := src.Versions(t.Context(), layer, false)
+	if err != nil {
+		t.Fatalf("poll: %v", err)
+	}
+	next, err := src.Refresh(t.Context(), layer, now)
+	if err != nil {
+		t.Fatalf("refresh: %v", err)
+	}
+	wantVars(t, next, map[string]string{"MOVING": "moving-2", "PINNED": "pinned-1", "REF": "ref-1"})
+	if !maps.Equal(next.Versions, now) {
+		t.Errorf("refreshed versions %v, want those the poll saw %v", next.Versions, now)
+	}
+}
+
+// TestParamSourceReferenceARNIsReadOnce: the ARN form of a
+// /aws/reference/secretsmanager/ name is a reference too, never polled.
+func TestParamSourceReferenceARNIsReadOnce(t *testing.T) {
+	ref := "arn:aws:ssm:us-east-1:123456789012:parameter" + secretsRefPrefix + "db"
+	src := &paramSource{Params: []Param{{Name: ref, Var: "DB"}, {Name: "/app/x", Var: "X"}}}
+	if got := src.requests(true); !slices.Equal(got, []string{"/app/x"}) {
+		t.Errorf("polled requests %v, want only /app/x", got)
+	}
+}
