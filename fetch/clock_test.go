@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"context"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,30 @@ type fakeClock struct {
 	mu     sync.Mutex
 	now    time.Time
 	timers []*fakeTimer
+	// deadlines cancel the contexts WithTimeout gave, for expire.
+	deadlines []context.CancelFunc
+}
+
+// WithTimeout gives a context that ends when its parent does or when the
+// test calls expire: its deadline is the test's to say.
+func (c *fakeClock) WithTimeout(ctx context.Context, _ time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.deadlines = append(c.deadlines, func() { cancel(context.DeadlineExceeded) })
+	return ctx, func() { cancel(context.Canceled) }
+}
+
+// expire ends every context WithTimeout gave so far, as their deadline
+// would: a call that hangs lasts until its poll's deadline.
+func (c *fakeClock) expire() {
+	c.mu.Lock()
+	deadlines := c.deadlines
+	c.deadlines = nil
+	c.mu.Unlock()
+	for _, cancel := range deadlines {
+		cancel()
+	}
 }
 
 func newFakeClock() *fakeClock {

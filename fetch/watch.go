@@ -141,7 +141,7 @@ func (r *run) step(ctx context.Context) error {
 		return nil
 	}
 	began := r.clock.Now()
-	pollCtx, cancel := context.WithTimeout(ctx, w.pollTimeout())
+	pollCtx, cancel := r.clock.WithTimeout(ctx, w.pollTimeout())
 	err := r.polls.poll(pollCtx, which, discover)
 	cancel()
 	if err != nil {
