@@ -41,6 +41,9 @@ type EnvFileSource struct {
 	mu   sync.Mutex
 	kind envFileKind
 	once Layer // what a read-once file held
+	// checked is what the last version check read: a refresh hands on
+	// these bytes, the ones whose hash the poll saw, not a later read.
+	checked []byte
 }
 
 type envFileKind uint8
@@ -74,6 +77,20 @@ func (s *EnvFileSource) Load(ctx context.Context) (Layer, error) {
 	if err != nil {
 		return Layer{}, err
 	}
+	layer, err := s.parse(data)
+	if err != nil {
+		return Layer{}, err
+	}
+	if regular {
+		s.kind = envFileRegular
+	} else {
+		s.kind, s.once = envFileOnce, layer
+	}
+	return layer, nil
+}
+
+// parse turns the file's bytes into its layer.
+func (s *EnvFileSource) parse(data []byte) (Layer, error) {
 	entries, err := dotenv.Parse(s.Path, data)
 	if err != nil {
 		return Layer{}, err
@@ -89,13 +106,7 @@ func (s *EnvFileSource) Load(ctx context.Context) (Layer, error) {
 		index[e.Key] = len(vars)
 		vars = append(vars, v)
 	}
-	layer := Layer{Vars: vars, Versions: map[string]string{s.Path: contentVersion(data)}}
-	if regular {
-		s.kind = envFileRegular
-	} else {
-		s.kind, s.once = envFileOnce, layer
-	}
-	return layer, nil
+	return Layer{Vars: vars, Versions: map[string]string{s.Path: contentVersion(data)}}, nil
 }
 
 // Versions rereads the file: it is local and small, so reading it on every
@@ -112,12 +123,32 @@ func (s *EnvFileSource) Versions(ctx context.Context, last Layer, _ bool) (map[s
 	if err != nil {
 		return nil, err
 	}
+	s.checked = data
 	return map[string]string{s.Path: contentVersion(data)}, nil
 }
 
-// Refresh reads the file again, whole.
-func (s *EnvFileSource) Refresh(ctx context.Context, _ Layer, _ map[string]string) (Layer, error) {
-	return s.Load(ctx)
+// Refresh parses the bytes the version check read, whose hash is in now:
+// a second read could catch a save between its truncate and its write,
+// and hand on a file with variables missing under the hash of a whole
+// one. Without them (a check made by another Versions since), the file is
+// read again, and a read that differs from now is errStale.
+func (s *EnvFileSource) Refresh(ctx context.Context, _ Layer, now map[string]string) (Layer, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.kind == envFileOnce {
+		return s.once, nil
+	}
+	data := s.checked
+	if data == nil || contentVersion(data) != now[s.Path] {
+		var err error
+		if data, _, err = readEnvFile(ctx, s.Path, true); err != nil {
+			return Layer{}, err
+		}
+		if contentVersion(data) != now[s.Path] {
+			return Layer{}, fmt.Errorf("%s: %w", s.Path, errStale)
+		}
+	}
+	return s.parse(data)
 }
 
 // readEnvFile reads path, at most maxEnvFileSize bytes of it, and reports

@@ -236,3 +236,30 @@ func TestWatcherPollsOnWhenTheFileWatchCannotStart(t *testing.T) {
 		t.Errorf("Run returned %v, want its context's error", err)
 	}
 }
+
+// TestEnvFileRefreshIsTheCheckedRead: the values a poll hands on are the
+// bytes whose hash the version check saw, even when the file is saved
+// again between the check and the refresh (a save caught between its
+// truncate and its write would otherwise become the environment).
+func TestEnvFileRefreshIsTheCheckedRead(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.env")
+	mustWrite(t, path, "A=1\nB=1\n")
+	src := &EnvFileSource{Path: path}
+	l := load(t, src)
+	if l.err != nil {
+		t.Fatal(l.err)
+	}
+	mustWrite(t, path, "A=2\nB=2\n")
+	now, err := src.Versions(t.Context(), l.layer, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, path, "") // the truncate of the next save
+	next, err := src.Refresh(t.Context(), l.layer, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := envVars(next); got != "A=2;B=2;" || !maps.Equal(next.Versions, now) {
+		t.Errorf("refresh gave %q with versions %v; want the checked read A=2;B=2; at %v", got, next.Versions, now)
+	}
+}

@@ -10,15 +10,34 @@ import (
 // [A-Za-z0-9_] become "_", letters are upper-cased, and a leading digit gets
 // a "_" prefix, so any SSM name yields a name a shell can export.
 func VarName(rel string) (string, error) {
-	rel = strings.TrimLeft(rel, "/")
-	if rel == "" {
+	name := mapName(rel)
+	if name == "" {
 		return "", fmt.Errorf("empty variable name")
 	}
-	var b strings.Builder
-	b.Grow(len(rel) + 1)
-	if rel[0] >= '0' && rel[0] <= '9' {
-		b.WriteByte('_')
+	if name[0] >= '0' && name[0] <= '9' {
+		name = "_" + name
 	}
+	return name, nil
+}
+
+// prefixedName is the variable a JSON key of a secret becomes: VarName's
+// without a prefix; with one, the prefix followed by the key mapped as
+// VarName maps it, but without the "_" before a leading digit, which only a
+// bare name needs ("APP_" and "1pw" make APP_1PW), and with no complaint
+// about an empty key (APP_), since the prefix already makes the name valid.
+func prefixedName(prefix, key string) (string, error) {
+	if prefix == "" {
+		return VarName(key)
+	}
+	return prefix + mapName(key), nil
+}
+
+// mapName is the naming rule without its checks: leading "/" dropped,
+// letters upper-cased, everything outside [A-Za-z0-9_] made "_".
+func mapName(rel string) string {
+	rel = strings.TrimLeft(rel, "/")
+	var b strings.Builder
+	b.Grow(len(rel))
 	for i := 0; i < len(rel); i++ {
 		c := rel[i]
 		switch {
@@ -32,7 +51,7 @@ func VarName(rel string) (string, error) {
 			b.WriteByte('_')
 		}
 	}
-	return b.String(), nil
+	return b.String()
 }
 
 // relativeName returns name relative to path, as the naming rules want it:

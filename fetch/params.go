@@ -7,14 +7,11 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
-
-	"github.com/paramexec/paramexec/internal/environ"
 )
 
 // secretsRefPrefix is Parameter Store's window onto Secrets Manager. Such a
@@ -39,144 +36,6 @@ func (c awsClients) region(id string) string {
 	return c.Region
 }
 
-// A Param is one parameter asked for by name: a --param flag or a
-// reference in an inherited variable.
-type Param struct {
-	// Name is the parameter's name, or its full ARN (the only way to name a
-	// parameter shared from another account), without a selector.
-	Name string
-	// Selector pins a version (digits) or a label; empty follows the
-	// latest version.
-	Selector string
-	// Var is the variable the value goes to.
-	Var  string
-	Rank int
-	// Ref says an inherited variable (Var) referred to the parameter, so
-	// errors name that variable, which is what the user can find and fix.
-	Ref bool
-}
-
-// parseParamFlag parses a --param value: NAME[:SELECTOR][=VAR], where NAME
-// is a name or an ARN and SELECTOR a version number or a label. Neither
-// names, ARNs nor labels can hold "=", so the first one ends the name. VAR
-// defaults to the name's last segment, named as --path names it.
-func parseParamFlag(s string, rank int) (Param, error) {
-	spec, varName, hasVar := strings.Cut(s, "=")
-	p, err := parseParamSpec(spec)
-	if err != nil {
-		return Param{}, fmt.Errorf("--param %q: %w", s, err)
-	}
-	p.Rank = rank
-	if hasVar {
-		if !environ.ValidName(varName) {
-			return Param{}, fmt.Errorf("--param %q: %q is not a valid variable name", s, varName)
-		}
-		p.Var = varName
-		return p, nil
-	}
-	name := p.Name
-	if a, ok := parseARN(name); ok {
-		name = strings.TrimPrefix(a.Resource, "parameter")
-	}
-	if p.Var, err = VarName(lastSegment(name)); err != nil {
-		return Param{}, fmt.Errorf("--param %q: %w", s, err)
-	}
-	return p, nil
-}
-
-// parseParamSpec splits NAME[:SELECTOR] and checks both. A parameter name
-// cannot hold ":", so in a plain name the first ":" starts the selector; in
-// an ARN, whose fields are separated by ":", the selector follows the
-// resource's last ":".
-func parseParamSpec(spec string) (Param, error) {
-	name, sel, hasSel := spec, "", false
-	if a, ok := parseARN(spec); ok {
-		if a.Service != "ssm" || !strings.HasPrefix(a.Resource, "parameter/") {
-			return Param{}, fmt.Errorf("not a parameter ARN (want arn:aws:ssm:REGION:ACCOUNT:parameter/NAME)")
-		}
-		res := a.Resource
-		if i := strings.LastIndexByte(res, ':'); i >= 0 {
-			res, sel, hasSel = res[:i], res[i+1:], true
-			name = spec[:len(spec)-len(sel)-1]
-		}
-		if !validParamName(strings.TrimPrefix(res, "parameter")) {
-			return Param{}, fmt.Errorf("invalid parameter name in ARN")
-		}
-	} else {
-		if strings.HasPrefix(spec, "arn:") {
-			return Param{}, fmt.Errorf("malformed ARN (want arn:aws:ssm:REGION:ACCOUNT:parameter/NAME)")
-		}
-		name, sel, hasSel = strings.Cut(spec, ":")
-		if !validParamName(name) {
-			return Param{}, fmt.Errorf("invalid parameter name (letters, digits and _.-/ only)")
-		}
-	}
-	if hasSel && !validSelector(sel) {
-		return Param{}, fmt.Errorf("selector %q after ':' is neither a version number nor a label", sel)
-	}
-	return Param{Name: name, Selector: sel}, nil
-}
-
-// validParamName accepts what Parameter Store accepts in a name, without
-// judging hierarchy depth, which AWS checks with a better message. An empty
-// level ("//") is refused too, which keeps a URL such as ssm://host/path
-// from passing for a reference.
-func validParamName(name string) bool {
-	if name == "" || len(name) > 2048 || strings.Trim(name, "/") == "" || strings.HasSuffix(name, "/") || strings.Contains(name, "//") {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("_.-/", c) >= 0) {
-			return false
-		}
-	}
-	return true
-}
-
-// validSelector accepts a version number or a label ([A-Za-z0-9_.-], at
-// most 100 characters).
-func validSelector(sel string) bool {
-	if sel == "" || len(sel) > 100 {
-		return false
-	}
-	for i := 0; i < len(sel); i++ {
-		c := sel[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '.' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
-// request is the string Parameter Store is asked for: the name or ARN with
-// its selector.
-func (p Param) request() string {
-	if p.Selector == "" {
-		return p.Name
-	}
-	return p.Name + ":" + p.Selector
-}
-
-// pinned reports whether the parameter is pinned to a version number, which
-// can never change.
-func (p Param) pinned() bool {
-	if p.Selector == "" {
-		return false
-	}
-	_, err := strconv.ParseUint(p.Selector, 10, 64)
-	return err == nil
-}
-
-// describe names the parameter in errors: the variable first when a
-// reference asked for it.
-func (p Param) describe() string {
-	if p.Ref {
-		return fmt.Sprintf("variable %s (parameter %s)", p.Var, p.request())
-	}
-	return "parameter " + p.request()
-}
-
 // paramSource is the --param flags, or the parameter references, fetched
 // together so that names share GetParameters calls.
 type paramSource struct {
@@ -194,22 +53,29 @@ func (s *paramSource) Load(ctx context.Context) (Layer, error) {
 		return Layer{}, err
 	}
 	var errs []error
-	vars := make([]Var, 0, len(s.Params))
-	versions := make(map[string]string, len(got))
 	for _, p := range s.Params {
-		req := p.request()
-		if missing[req] {
+		if missing[p.request()] {
 			errs = append(errs, fmt.Errorf("%s: not found (no such parameter, version or label)", p.describe()))
-			continue
 		}
-		r := got[req]
-		vars = append(vars, Var{Name: p.Var, Value: aws.ToString(r.Value), Origin: req, Rank: p.Rank})
-		versions[req] = strconv.FormatInt(r.Version, 10)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Layer{}, err
 	}
-	return Layer{Vars: vars, Versions: versions}, nil
+	return s.layer(got), nil
+}
+
+// layer makes each parameter's variable from read, which holds every
+// request.
+func (s *paramSource) layer(read map[string]parameter) Layer {
+	vars := make([]Var, 0, len(s.Params))
+	versions := make(map[string]string, len(read))
+	for _, p := range s.Params {
+		req := p.request()
+		r := read[req]
+		vars = append(vars, Var{Name: p.Var, Value: aws.ToString(r.Value), Origin: req, Rank: p.Rank})
+		versions[req] = r.Identity
+	}
+	return Layer{Vars: vars, Versions: versions}
 }
 
 // Versions asks for the versions of the parameters that can move, without
@@ -243,15 +109,39 @@ func (s *paramSource) Versions(ctx context.Context, last Layer, _ bool) (map[str
 		return nil, errors.Join(errs...)
 	}
 	for _, req := range reqs {
-		now[req] = strconv.FormatInt(got[req].Version, 10)
+		now[req] = got[req].Identity
 	}
 	return now, nil
 }
 
-// Refresh reads every parameter again, decrypted: a group of named
-// parameters is small, and a whole read is what Load checks.
-func (s *paramSource) Refresh(ctx context.Context, _ Layer, _ map[string]string) (Layer, error) {
-	return s.Load(ctx)
+// Refresh reads again, decrypted, only the requests whose version in now
+// differs from last, and keeps the rest as last holds them: a pinned
+// version and a Secrets Manager reference, which Versions never checks,
+// are read once, at start, so a pinned version deleted since fails no
+// poll. A request the check found and the read reports missing fails the
+// read with errStale, so that the next poll checks again.
+func (s *paramSource) Refresh(ctx context.Context, last Layer, now map[string]string) (Layer, error) {
+	var moved []string
+	for req, version := range now {
+		if last.Versions[req] != version {
+			moved = append(moved, req)
+		}
+	}
+	slices.Sort(moved)
+	got, missing, err := s.fetch(ctx, moved, true)
+	if err != nil {
+		return Layer{}, err
+	}
+	if len(missing) > 0 {
+		return Layer{}, fmt.Errorf("%s: reported missing by the read after the version check found them: %w",
+			strings.Join(slices.Sorted(maps.Keys(missing)), ", "), errStale)
+	}
+	read := make(map[string]parameter, len(s.Params))
+	for _, v := range last.Vars {
+		read[v.Origin] = parameter{Value: aws.String(v.Value), Identity: last.Versions[v.Origin]}
+	}
+	maps.Copy(read, got)
+	return s.layer(read), nil
 }
 
 // requests lists the distinct strings to ask Parameter Store for, sorted;
@@ -259,13 +149,22 @@ func (s *paramSource) Refresh(ctx context.Context, _ Layer, _ map[string]string)
 func (s *paramSource) requests(movable bool) []string {
 	var reqs []string
 	for _, p := range s.Params {
-		if movable && (p.pinned() || strings.HasPrefix(p.Name, secretsRefPrefix)) {
+		if movable && (p.pinned() || isSecretRef(p.Name)) {
 			continue
 		}
 		reqs = append(reqs, p.request())
 	}
 	slices.Sort(reqs)
 	return slices.Compact(reqs)
+}
+
+// isSecretRef reports whether a parameter name or ARN is a
+// /aws/reference/secretsmanager/ name, readable only decrypted.
+func isSecretRef(name string) bool {
+	if a, ok := parseARN(name); ok {
+		name = strings.TrimPrefix(a.Resource, "parameter")
+	}
+	return strings.HasPrefix(name, secretsRefPrefix)
 }
 
 // fetch reads the requested parameters: names through GetParameters, ten a
@@ -300,7 +199,7 @@ func (s *paramSource) fetch(ctx context.Context, reqs []string, decrypt bool) (m
 				return fmt.Errorf("parameter %s: %w", req, explain(err))
 			case out.Parameter != nil:
 				p := out.Parameter
-				got[req] = parameter{Name: p.Name, Value: p.Value, Version: p.Version}
+				got[req] = fromSDK(p)
 			default:
 				return inconsistentf("GetParameter answered %s with neither a parameter nor ParameterNotFound", req)
 			}
@@ -345,7 +244,7 @@ func getParameterBatch(ctx context.Context, client SSMClient, batch []string, de
 	found = make(map[string]parameter, len(batch))
 	for _, p := range out.Parameters {
 		if req, ok := request(aws.ToString(p.Name)); ok {
-			found[req] = parameter{Name: p.Name, Value: p.Value, Version: p.Version}
+			found[req] = fromSDK(&p)
 		}
 	}
 	for _, name := range out.InvalidParameters {

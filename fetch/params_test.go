@@ -168,11 +168,12 @@ func TestParamSourceLoad(t *testing.T) {
 			t.Errorf("%s has rank %d, not its flag's", v.Name, v.Rank)
 		}
 	}
-	if got := layer.Versions[base+"/multi"]; got != "3" {
-		t.Errorf("version of %s/multi = %q, want 3", base, got)
+	// A version is the number and when it was written (identity).
+	if got := layer.Versions[base+"/multi"]; !strings.HasPrefix(got, "3@") {
+		t.Errorf("version of %s/multi = %q, want 3@DATE", base, got)
 	}
-	if got := layer.Versions[base+"/multi:live"]; got != "2" {
-		t.Errorf("version of %s/multi:live = %q, want 2", base, got)
+	if got := layer.Versions[base+"/multi:live"]; !strings.HasPrefix(got, "2@") {
+		t.Errorf("version of %s/multi:live = %q, want 2@DATE", base, got)
 	}
 }
 
@@ -405,5 +406,102 @@ func TestParamSourceIncompleteAnswer(t *testing.T) {
 				t.Errorf("the poll after: %v, %v; want the versions unchanged", now, err)
 			}
 		})
+	}
+}
+
+// TestRecreatedParameterIsAChange: a parameter deleted and put again starts
+// again at version 1 (what Terraform does when a parameter's type changes),
+// so a version number is no identity; the poll must still see the new
+// value, for --param and for --path with and without discovery.
+func TestRecreatedParameterIsAChange(t *testing.T) {
+	base := "/" + uniq(t)
+	moto.PutParameter(t, base+"/named", "named-0", "SecureString")
+	moto.PutParameter(t, base+"/path/listed", "listed-0", "SecureString")
+	clients := clientsFor(direct())
+	named := &paramSource{Clients: clients, Params: []Param{{Name: base + "/named", Var: "NAMED"}}}
+	path, err := newPathSource(base+"/path", clients.SSM(clients.Region), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, tc := range []struct {
+		src      Source
+		name, v  string
+		discover bool
+	}{
+		{named, base + "/named", "NAMED", false},
+		{path, base + "/path/listed", "LISTED", false},
+		{path, base + "/path/listed", "LISTED", true},
+	} {
+		layer, err := tc.src.Load(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		value := fmt.Sprintf("recreated-%d", i)
+		moto.DeleteParameter(t, tc.name)
+		moto.PutParameter(t, tc.name, value, "SecureString")
+		now, err := tc.src.Versions(t.Context(), layer, tc.discover)
+		if err != nil {
+			t.Fatalf("%s recreated (discover %v): %v", tc.name, tc.discover, err)
+		}
+		if maps.Equal(now, layer.Versions) {
+			t.Fatalf("%s recreated (discover %v): no change seen (versions %v)", tc.name, tc.discover, now)
+		}
+		next, err := tc.src.Refresh(t.Context(), layer, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantVars(t, next, map[string]string{tc.v: value})
+		if again, err := tc.src.Versions(t.Context(), next, tc.discover); err != nil || !maps.Equal(again, next.Versions) {
+			t.Errorf("%s: the poll after the refresh: %v, %v; want no change from %v", tc.name, again, err, next.Versions)
+		}
+	}
+}
+
+// TestParamSourceRefreshReadsOnlyWhatMoved: a change of one --param reads
+// that one again. A version-pinned parameter and a Secrets Manager
+// reference are read once, at start, as the README says: a pinned
+// version deleted since, or a referenced secret given a new value, changes
+// nothing, and fails no poll.
+func TestParamSourceRefreshReadsOnlyWhatMoved(t *testing.T) {
+	base := "/" + uniq(t)
+	putVersions(t, base+"/moving", "SecureString", "moving-1")
+	putVersions(t, base+"/pinned", "SecureString", "pinned-1", "pinned-2")
+	secret := uniq(t)
+	moto.CreateSecret(t, secret, "ref-1")
+	src := &paramSource{Clients: clientsFor(direct()), Params: []Param{
+		{Name: base + "/moving", Var: "MOVING"},
+		{Name: base + "/pinned", Selector: "1", Var: "PINNED"},
+		{Name: secretsRefPrefix + secret, Var: "REF"},
+	}}
+	layer, err := src.Load(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantVars(t, layer, map[string]string{"MOVING": "moving-1", "PINNED": "pinned-1", "REF": "ref-1"})
+
+	moto.DeleteParameter(t, base+"/pinned")
+	moto.PutSecretValue(t, secret, "ref-2")
+	putVersions(t, base+"/moving", "SecureString", "moving-2")
+	now, err := src.Versions(t.Context(), layer, false)
+	if err != nil {
+		t.Fatalf("poll: %v", err)
+	}
+	next, err := src.Refresh(t.Context(), layer, now)
+	if err != nil {
+		t.Fatalf("refresh: %v", err)
+	}
+	wantVars(t, next, map[string]string{"MOVING": "moving-2", "PINNED": "pinned-1", "REF": "ref-1"})
+	if !maps.Equal(next.Versions, now) {
+		t.Errorf("refreshed versions %v, want those the poll saw %v", next.Versions, now)
+	}
+}
+
+// TestParamSourceReferenceARNIsReadOnce: the ARN form of a
+// /aws/reference/secretsmanager/ name is a reference too, never polled.
+func TestParamSourceReferenceARNIsReadOnce(t *testing.T) {
+	ref := "arn:aws:ssm:us-east-1:123456789012:parameter" + secretsRefPrefix + "db"
+	src := &paramSource{Params: []Param{{Name: ref, Var: "DB"}, {Name: "/app/x", Var: "X"}}}
+	if got := src.requests(true); !slices.Equal(got, []string{"/app/x"}) {
+		t.Errorf("polled requests %v, want only /app/x", got)
 	}
 }

@@ -399,8 +399,8 @@ func TestRefSourceVersions(t *testing.T) {
 	poll("after the reload", false)
 	moto.PutParameter(t, base+"/p", "p-2", "SecureString")
 	poll("parameter changed", true)
-	// The parameters are read whole: p and p:1 never share a call.
-	reload(0, 2)
+	// Only what moved is read again: p, not the pinned p:1.
+	reload(0, 1)
 	wantVars(t, all(), map[string]string{"P": "p-2", "S": "s-2", "PINNED": "p-1"})
 	moveCurrent(t, u+"/s", `{"k":"s-3"}`)
 	poll("secret's stage moved", true)

@@ -65,35 +65,14 @@ func LoadWithRetry(ctx context.Context, sources []Source, budget time.Duration, 
 	// or its credentials are ready.
 	backoff := Backoff{Base: 250 * time.Millisecond, Max: 5 * time.Second}
 	layers := make([]Layer, len(sources))
-	pending := make([]int, len(sources))
-	for i := range pending {
-		pending[i] = i
-	}
+	pending := allIndexes(len(sources))
 	for failures := 0; ; failures++ {
-		batch := make([]Source, len(pending))
-		for j, i := range pending {
-			batch[j] = sources[i]
-		}
-		got, errs := loadEach(ctx, batch)
+		failed, transient, err := attempt(ctx, sources, pending, layers)
 		if stopped(parent) {
 			return nil, parent.Err()
 		}
-		// An attempt cut short by the deadline can fail in ways that do
-		// not read as transient (a credentials error wrapping it); it is
-		// still the budget that ended it.
-		expired := ctx.Err() != nil
-		var failed []int
-		var transient []error
-		for j, i := range pending {
-			switch err := errs[j]; {
-			case err == nil:
-				layers[i] = got[j]
-			case !expired && !Transient(err):
-				return nil, err
-			default:
-				failed = append(failed, i)
-				transient = append(transient, err)
-			}
+		if err != nil {
+			return nil, err
 		}
 		if len(failed) == 0 {
 			return layers, nil
@@ -103,25 +82,14 @@ func LoadWithRetry(ctx context.Context, sources []Source, budget time.Duration, 
 		giveUp := func() error {
 			return fmt.Errorf("gave up after %s of retries: %w", budget, errors.Join(transient...))
 		}
-		remaining := time.Until(deadline)
-		wait := backoff.Delay(failures)
-		switch {
-		case remaining <= 0:
-			return nil, giveUp()
-		case wait < remaining-reserve:
-		case remaining > reserve:
-			wait = remaining - reserve
-		default:
-			// Too little left for another attempt: wait out the budget, so
-			// that start-up never gives up before it.
-			<-ctx.Done()
-			if stopped(parent) {
-				return nil, parent.Err()
+		// With too little left for another attempt, the budget is waited
+		// out (a nil channel), so that start-up never gives up before it.
+		var next <-chan time.Time
+		if wait, ok := startupWait(backoff, failures, time.Until(deadline), reserve); ok {
+			for _, err := range transient {
+				log.Warn("source not readable yet, retrying", "error", err, "retry_in", wait.Round(time.Millisecond))
 			}
-			return nil, giveUp()
-		}
-		for _, err := range transient {
-			log.Warn("source not readable yet, retrying", "error", err, "retry_in", wait.Round(time.Millisecond))
+			next = time.After(wait)
 		}
 		select {
 		case <-ctx.Done():
@@ -129,10 +97,50 @@ func LoadWithRetry(ctx context.Context, sources []Source, budget time.Duration, 
 				return nil, parent.Err()
 			}
 			return nil, giveUp()
-		case <-time.After(wait):
+		case <-next:
 		}
 		pending = failed
 	}
+}
+
+// startupWait is the wait before the next start-up attempt, with remaining
+// of the budget left: the backoff's, shortened to leave reserve for the
+// last attempt. ok is false when no attempt fits any more.
+func startupWait(b Backoff, failures int, remaining, reserve time.Duration) (wait time.Duration, ok bool) {
+	wait = b.Delay(failures)
+	switch {
+	case remaining <= reserve:
+		return 0, false
+	case wait < remaining-reserve:
+		return wait, true
+	}
+	return remaining - reserve, true
+}
+
+// attempt loads the sources at pending into layers and returns those that
+// failed with a transient error and their errors, or a permanent error.
+func attempt(ctx context.Context, sources []Source, pending []int, layers []Layer) (failed []int, transient []error, err error) {
+	batch := make([]Source, len(pending))
+	for j, i := range pending {
+		batch[j] = sources[i]
+	}
+	got, errs := loadEach(ctx, batch)
+	// An attempt cut short by the deadline can fail in ways that do not
+	// read as transient (a credentials error wrapping it); it is still the
+	// budget that ended it.
+	expired := ctx.Err() != nil
+	for j, i := range pending {
+		switch err := errs[j]; {
+		case err == nil:
+			layers[i] = got[j]
+		case !expired && !Transient(err):
+			return nil, nil, err
+		default:
+			failed = append(failed, i)
+			transient = append(transient, err)
+		}
+	}
+	return failed, transient, nil
 }
 
 // stopped reports whether ctx was cancelled, rather than timed out.

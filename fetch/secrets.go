@@ -1,10 +1,8 @@
 package fetch
 
 import (
-	"bytes"
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -13,8 +11,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/secretsmanager"
-
-	"github.com/paramexec/paramexec/internal/environ"
 )
 
 // SecretsClient lists the Secrets Manager operations paramexec calls.
@@ -31,101 +27,6 @@ const currentStage = "AWSCURRENT"
 
 // batchSize is BatchGetSecretValue's limit of secrets a call.
 const batchSize = 20
-
-// A Secret is one secret asked for: a --secret flag or a reference in an
-// inherited variable.
-type Secret struct {
-	// ID is the secret's name or ARN.
-	ID string
-	// VersionStage and VersionID pin a version; both empty follow
-	// AWSCURRENT. A version id never moves; a stage may.
-	VersionStage, VersionID string
-
-	// Var, when set, makes the secret a single variable holding the whole
-	// value, or the value of JSONKey, as an ECS task definition's
-	// valueFrom does. That is what references use.
-	Var     string
-	JSONKey string
-
-	// Prefix, for --secret only, goes before the name of each variable a
-	// JSON object yields. For a secret that is not a JSON object (or is
-	// binary) it is the variable's whole name: --secret prod/api-key=API_KEY
-	// then names the variable as --param NAME=VAR would, which is what
-	// someone writing "=" after a plain secret means.
-	Prefix string
-
-	Rank int
-}
-
-// ParseSecretFlag parses a --secret value: ID[=PREFIX], ID a name or an ARN.
-// A secret name may hold "=", so the last "=" starts PREFIX; an empty
-// PREFIX means none, which lets "--secret a=b=" name the secret "a=b".
-func ParseSecretFlag(s string, rank int) (Secret, error) {
-	id, prefix := s, ""
-	if i := strings.LastIndexByte(s, '='); i >= 0 {
-		id, prefix = s[:i], s[i+1:]
-	}
-	if prefix != "" && !environ.ValidName(prefix) {
-		return Secret{}, fmt.Errorf("--secret %q: prefix %q cannot start a variable name ([A-Za-z_][A-Za-z0-9_]*)", s, prefix)
-	}
-	if a, ok := parseARN(id); ok {
-		name, isSecret := strings.CutPrefix(a.Resource, "secret:")
-		if a.Service != "secretsmanager" || !isSecret || !validSecretName(name) {
-			return Secret{}, fmt.Errorf("--secret %q: not a secret ARN (want arn:aws:secretsmanager:REGION:ACCOUNT:secret:NAME; JSON keys and versions are for references)", s)
-		}
-	} else if !validSecretName(id) {
-		return Secret{}, fmt.Errorf("--secret %q: invalid secret name (letters, digits and /_+=.@- only)", s)
-	}
-	return Secret{ID: id, Prefix: prefix, Rank: rank}, nil
-}
-
-// validSecretName accepts what Secrets Manager accepts in a name.
-func validSecretName(name string) bool {
-	if name == "" || len(name) > 512 {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("/_+=.@-", c) >= 0) {
-			return false
-		}
-	}
-	return true
-}
-
-// key identifies one read of a secret: items asking for the same secret
-// and version share it.
-func (s Secret) key() string {
-	k := s.ID
-	if stage := s.stage(); stage != currentStage || s.VersionID != "" {
-		k += " stage " + stage
-	}
-	if s.VersionID != "" {
-		k += " version " + s.VersionID
-	}
-	return k
-}
-
-// stage is the staging label followed.
-func (s Secret) stage() string {
-	if s.VersionStage == "" {
-		return currentStage
-	}
-	return s.VersionStage
-}
-
-// current reports whether the secret follows AWSCURRENT, which is all
-// BatchGetSecretValue can read.
-func (s Secret) current() bool { return s.VersionID == "" && s.stage() == currentStage }
-
-// describe names the secret in errors: the variable first when a reference
-// asked for it.
-func (s Secret) describe() string {
-	if s.Var != "" {
-		return fmt.Sprintf("variable %s (secret %s)", s.Var, s.ID)
-	}
-	return "secret " + s.ID
-}
 
 // secretValue is one read version of a secret.
 type secretValue struct {
@@ -175,92 +76,6 @@ func (s *secretSource) load(ctx context.Context, at map[string]string) (Layer, e
 	return Layer{Vars: vars, Versions: versions}, nil
 }
 
-// vars turns one read value into the secret's variables. Errors name keys
-// and secrets, never values.
-func (s Secret) vars(v secretValue) ([]Var, error) {
-	origin := v.name
-	if s.Var != "" {
-		value := v.value
-		if s.JSONKey != "" {
-			if v.binary {
-				return nil, fmt.Errorf("the secret is binary, so it has no JSON key %q", s.JSONKey)
-			}
-			fields, ok := jsonObject(v.value)
-			if !ok {
-				return nil, fmt.Errorf("the secret is not a JSON object, so it has no key %q", s.JSONKey)
-			}
-			if value, ok = fields[s.JSONKey]; !ok {
-				return nil, fmt.Errorf("the secret has no JSON key %q", s.JSONKey)
-			}
-			origin += "#" + s.JSONKey
-		}
-		return []Var{{Name: s.Var, Value: value, Origin: origin, Rank: s.Rank}}, nil
-	}
-	fields, isObject := jsonObject(v.value)
-	if v.binary || !isObject {
-		name := s.Prefix
-		if name == "" {
-			var err error
-			if name, err = VarName(lastSegment(v.name)); err != nil {
-				return nil, err
-			}
-		}
-		return []Var{{Name: name, Value: v.value, Origin: origin, Rank: s.Rank}}, nil
-	}
-	keys := make([]string, 0, len(fields))
-	for k := range fields {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys) // stable errors and output
-	var n namer
-	for _, k := range keys {
-		name, err := VarName(k)
-		if err != nil {
-			return nil, fmt.Errorf("JSON key %q: %w", k, err)
-		}
-		if err := n.add(Var{Name: s.Prefix + name, Value: fields[k], Origin: origin + "#" + k, Rank: s.Rank}); err != nil {
-			return nil, err
-		}
-	}
-	return n.vars, nil
-}
-
-// jsonObject parses s as a JSON object and returns each top-level key's
-// value as an environment value: a string unquoted, null empty, anything
-// else (number, boolean, nested object or array) as its compact JSON text.
-// Anything but a JSON object is reported as not one: a password may well
-// start with "{".
-func jsonObject(s string) (map[string]string, bool) {
-	t := strings.TrimSpace(s)
-	if !strings.HasPrefix(t, "{") {
-		return nil, false
-	}
-	var raw map[string]json.RawMessage
-	if err := json.Unmarshal([]byte(t), &raw); err != nil {
-		return nil, false
-	}
-	out := make(map[string]string, len(raw))
-	for k, r := range raw {
-		switch {
-		case len(r) > 0 && r[0] == '"':
-			var str string
-			if json.Unmarshal(r, &str) != nil {
-				return nil, false
-			}
-			out[k] = str
-		case string(r) == "null":
-			out[k] = ""
-		default:
-			var b bytes.Buffer
-			if json.Compact(&b, r) != nil {
-				return nil, false
-			}
-			out[k] = b.String()
-		}
-	}
-	return out, true
-}
-
 // fetch reads each distinct secret version once: at the version id at
 // gives for its key, if any, otherwise at its pinned version or stage.
 // Without at, secrets following AWSCURRENT in one Region go through
@@ -281,7 +96,37 @@ func (s *secretSource) fetch(ctx context.Context, at map[string]string) (map[str
 
 	var mu sync.Mutex
 	got := make(map[string]secretValue, len(keys))
+	if err := runAll(ctx, s.batches(keys, byKey, at, &mu, got)); err != nil {
+		return nil, err
+	}
 
+	var singles []func(context.Context) error
+	for _, k := range keys {
+		if _, ok := got[k]; ok {
+			continue
+		}
+		sec := byKey[k]
+		singles = append(singles, func(ctx context.Context) error {
+			v, err := getSecret(ctx, s.Clients.SecretsManager(s.Clients.region(sec.ID)), sec, at[k])
+			if err != nil {
+				return fmt.Errorf("%s: %w", sec.describe(), err)
+			}
+			mu.Lock()
+			got[k] = v
+			mu.Unlock()
+			return nil
+		})
+	}
+	if err := runAll(ctx, singles); err != nil {
+		return nil, err
+	}
+	return got, nil
+}
+
+// batches are the BatchGetSecretValue calls for the keys that follow
+// AWSCURRENT with no version given in at, by Region, when a Region has two
+// or more; each adds under mu what it read to got.
+func (s *secretSource) batches(keys []string, byKey map[string]Secret, at map[string]string, mu *sync.Mutex, got map[string]secretValue) []func(context.Context) error {
 	byRegion := make(map[string][]string)
 	var regions []string
 	for _, k := range keys {
@@ -310,31 +155,7 @@ func (s *secretSource) fetch(ctx context.Context, at map[string]string) (map[str
 			})
 		}
 	}
-	if err := runAll(ctx, batches); err != nil {
-		return nil, err
-	}
-
-	var singles []func(context.Context) error
-	for _, k := range keys {
-		if _, ok := got[k]; ok {
-			continue
-		}
-		sec := byKey[k]
-		singles = append(singles, func(ctx context.Context) error {
-			v, err := getSecret(ctx, s.Clients.SecretsManager(s.Clients.region(sec.ID)), sec, at[k])
-			if err != nil {
-				return fmt.Errorf("%s: %w", sec.describe(), err)
-			}
-			mu.Lock()
-			got[k] = v
-			mu.Unlock()
-			return nil
-		})
-	}
-	if err := runAll(ctx, singles); err != nil {
-		return nil, err
-	}
-	return got, nil
+	return batches
 }
 
 // batchGet reads up to twenty secrets' AWSCURRENT values in one call and

@@ -604,3 +604,39 @@ func TestSecretSourceStageMove(t *testing.T) {
 		t.Errorf("a read by stage answered with the old version: %v, want a transient error", err)
 	}
 }
+
+// TestSecretJSONKeyNames: a prefix makes a name valid by itself, so a key
+// that maps to nothing is no error with one, and the "_" a bare name gets
+// before a leading digit is not added after a prefix.
+func TestSecretJSONKeyNames(t *testing.T) {
+	names := func(prefix, value string) (map[string]string, error) {
+		vars, err := Secret{ID: "s", Prefix: prefix}.vars(secretValue{name: "s", value: value})
+		out := make(map[string]string)
+		for _, v := range vars {
+			out[v.Name] = v.Value
+		}
+		return out, err
+	}
+	got, err := names("APP_", `{"1pw":"v1","":"v2","db-host":"v3"}`)
+	if err != nil {
+		t.Fatalf("with a prefix: %v", err)
+	}
+	if want := map[string]string{"APP_1PW": "v1", "APP_": "v2", "APP_DB_HOST": "v3"}; !maps.Equal(got, want) {
+		t.Errorf("with prefix APP_: %v, want %v", got, want)
+	}
+	got, err = names("", `{"1pw":"v1","db-host":"v3"}`)
+	if err != nil {
+		t.Fatalf("without a prefix: %v", err)
+	}
+	if want := map[string]string{"_1PW": "v1", "DB_HOST": "v3"}; !maps.Equal(got, want) {
+		t.Errorf("without a prefix: %v, want %v", got, want)
+	}
+	// Without a prefix an empty key has no name: the error names the key.
+	if _, err := names("", `{"":"v2","ok":"v1"}`); err == nil || !strings.Contains(err.Error(), `JSON key ""`) {
+		t.Errorf("empty key without a prefix: %v, want an error naming it", err)
+	}
+	// Two keys on one name are still refused with a prefix.
+	if _, err := names("APP_", `{"":"v2","/":"v3"}`); err == nil || strings.Contains(err.Error(), "v2") {
+		t.Errorf("two keys mapping to APP_: %v, want an error without values", err)
+	}
+}

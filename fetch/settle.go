@@ -164,31 +164,31 @@ func (s *settler) pollEvery(usual time.Duration) time.Duration {
 
 // newSettler makes the Watcher's settler and the timer for its deadlines,
 // stopped until there is one.
-func (w *Watcher) newSettler(log *slog.Logger) (*settler, *time.Timer) {
+func (w *Watcher) newSettler(c clock, log *slog.Logger) (*settler, timer) {
 	maxWait := w.SettleMax
 	if maxWait <= 0 {
 		maxWait = 4 * w.Settle
 	}
-	t := time.NewTimer(time.Hour)
+	t := c.NewTimer(time.Hour)
 	t.Stop()
 	return newSettler(w.Settle, maxWait, w.Splay, log), t
 }
 
 // holdC is the channel that says the settler's deadline passed, nil (never
 // ready) while it holds nothing.
-func holdC(s *settler, t *time.Timer) <-chan time.Time {
+func holdC(s *settler, t timer) <-chan time.Time {
 	if _, ok := s.deadline(); ok {
-		return t.C
+		return t.C()
 	}
 	return nil
 }
 
 // rearm sets t to the settler's deadline.
-func rearm(s *settler, t *time.Timer) {
+func rearm(c clock, s *settler, t timer) {
 	at, ok := s.deadline()
 	if !ok {
 		t.Stop()
 		return
 	}
-	t.Reset(time.Until(at))
+	t.Reset(at.Sub(c.Now()))
 }

@@ -113,9 +113,9 @@ func (e *inconsistentError) RetryableError() bool { return true }
 
 // errStale marks a read that found an item changed again since the version
 // check it follows (a parameter the check found and the read reports gone,
-// a secret version that no longer exists): the versions the poll saw are
-// out of date, and the next poll must check again rather than repeat the
-// read.
+// a secret version that no longer exists, a file saved again): the
+// versions the poll saw are out of date. The poll fails, and the next one
+// checks again, as every poll does.
 var errStale = errors.New("changed since the version check; checking again")
 
 // namer collects the variables of one source and refuses two items that

@@ -8,9 +8,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 )
 
 // SSMClient lists the Parameter Store operations paramexec calls. Keeping
@@ -71,7 +73,7 @@ func (s *pathSource) layer(params []parameter) (Layer, error) {
 		if err := n.add(Var{Name: varName, Value: aws.ToString(p.Value), Origin: name, Rank: s.Rank}); err != nil {
 			return Layer{}, err
 		}
-		versions[name] = strconv.FormatInt(p.Version, 10)
+		versions[name] = p.Identity
 	}
 	return Layer{Vars: n.vars, Versions: versions}, nil
 }
@@ -111,7 +113,6 @@ func (s *pathSource) list(ctx context.Context, decrypt bool) ([]parameter, error
 	if limit <= 0 {
 		limit = maxListPages
 	}
-	prefix := strings.TrimSuffix(s.Path, "/") + "/"
 	var out []parameter
 	seen := make(map[string]bool)
 	tokens := make(map[string]bool)
@@ -132,13 +133,13 @@ func (s *pathSource) list(ctx context.Context, decrypt bool) ([]parameter, error
 		for _, p := range page.Parameters {
 			name := aws.ToString(p.Name)
 			switch {
-			case !strings.HasPrefix(name, prefix):
+			case !under(s.Path, name):
 				return nil, inconsistentf("the listing of %s returned %s, which is not under it", s.Path, name)
 			case seen[name]:
 				return nil, inconsistentf("the listing of %s returned %s twice", s.Path, name)
 			}
 			seen[name] = true
-			out = append(out, parameter{Name: p.Name, Value: p.Value, Version: p.Version})
+			out = append(out, fromSDK(&p))
 		}
 		if token == "" {
 			return out, nil
@@ -147,10 +148,40 @@ func (s *pathSource) list(ctx context.Context, decrypt bool) ([]parameter, error
 	}
 }
 
+// under reports whether a listing of path may return name. Under "/" that
+// is every name: GetParametersByPath with Path "/" returns root-level
+// names without a leading slash ("db_password") as well as the hierarchy,
+// on AWS and on moto.
+func under(path, name string) bool {
+	return path == "/" || strings.HasPrefix(name, strings.TrimSuffix(path, "/")+"/")
+}
+
 // parameter is the part of an SSM parameter paramexec uses.
 type parameter struct {
 	Name, Value *string
-	Version     int64
+	// Identity is what a poll compares: the version and when it was
+	// written (see identity).
+	Identity string
+}
+
+// fromSDK keeps what paramexec uses of an SDK parameter.
+func fromSDK(p *ssmtypes.Parameter) parameter {
+	return parameter{Name: p.Name, Value: p.Value, Identity: identity(p.Version, p.LastModifiedDate)}
+}
+
+// identity tells one stored version of a parameter from any other. The
+// version number alone does not: a parameter deleted and created again
+// starts again at version 1 (Terraform does that when a parameter's type
+// changes), and its new value would never be read. LastModifiedDate comes
+// with every read, decrypted or not, listing or by name, and a recreated
+// parameter has a later one. Only an answer without it falls back to the
+// number.
+func identity(version int64, modified *time.Time) string {
+	v := strconv.FormatInt(version, 10)
+	if modified == nil {
+		return v
+	}
+	return v + "@" + modified.UTC().Format(time.RFC3339Nano)
 }
 
 // Versions returns the current version of every parameter under the path
@@ -175,7 +206,7 @@ func (s *pathSource) Versions(ctx context.Context, last Layer, discover bool) (m
 			return nil, err
 		}
 		for _, p := range listed {
-			now[aws.ToString(p.Name)] = strconv.FormatInt(p.Version, 10)
+			now[aws.ToString(p.Name)] = p.Identity
 		}
 		for _, name := range known {
 			if _, ok := now[name]; !ok {
@@ -188,7 +219,7 @@ func (s *pathSource) Versions(ctx context.Context, last Layer, discover bool) (m
 			return nil, err
 		}
 		for name, p := range found {
-			now[name] = strconv.FormatInt(p.Version, 10)
+			now[name] = p.Identity
 		}
 		gone = invalid
 	}
@@ -237,7 +268,7 @@ func (s *pathSource) Refresh(ctx context.Context, last Layer, now map[string]str
 	params := make(map[string]parameter, len(now))
 	for _, v := range last.Vars {
 		if _, kept := now[v.Origin]; kept {
-			params[v.Origin] = parameter{Name: aws.String(v.Origin), Value: aws.String(v.Value), Version: versionNumber(last.Versions[v.Origin])}
+			params[v.Origin] = parameter{Name: aws.String(v.Origin), Value: aws.String(v.Value), Identity: last.Versions[v.Origin]}
 		}
 	}
 	for _, p := range fresh {
@@ -291,10 +322,4 @@ func parameterReads(client SSMClient, reqs []string, decrypt bool, mu *sync.Mute
 		})
 	}
 	return tasks
-}
-
-// versionNumber reads a version that a layer holds as text.
-func versionNumber(s string) int64 {
-	n, _ := strconv.ParseInt(s, 10, 64)
-	return n
 }

@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -8,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 
 	"github.com/paramexec/paramexec/internal/faultproxy"
 )
@@ -296,5 +299,46 @@ func TestPathListingIsBounded(t *testing.T) {
 	}
 	if maxListPages != 100_000/10+1 {
 		t.Errorf("maxListPages = %d, want a full advanced-tier account's pages plus one", maxListPages)
+	}
+}
+
+// rootRegion is a Region no other test writes to, so that the whole of its
+// Parameter Store is this test's: --path / lists every parameter.
+const rootRegion = "eu-west-3"
+
+// TestPathRootListsRootLevelNames: GetParametersByPath with Path "/"
+// returns root-level names such as db_password as well as the hierarchy
+// (AWS and moto alike); they are under "/", and each is named by its
+// whole name, a hierarchical one as VarName names it relative to "/".
+func TestPathRootListsRootLevelNames(t *testing.T) {
+	cfg := direct()
+	client := clientsFor(cfg).SSM(rootRegion)
+	put := ssm.NewFromConfig(cfg, func(o *ssm.Options) { o.Region = rootRegion })
+	params := map[string]string{"db_password": "root-level", "/app/db/host": "nested"}
+	for name, value := range params {
+		if _, err := put.PutParameter(t.Context(), &ssm.PutParameterInput{
+			Name: aws.String(name), Value: aws.String(value), Type: ssmtypes.ParameterTypeSecureString, Overwrite: aws.Bool(true),
+		}); err != nil {
+			t.Fatalf("put %s: %v", name, err)
+		}
+		t.Cleanup(func() {
+			put.DeleteParameter(context.Background(), &ssm.DeleteParameterInput{Name: aws.String(name)})
+		})
+	}
+	src, err := newPathSource("/", client, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	layer, err := src.Load(t.Context())
+	if err != nil {
+		t.Fatalf("load: %v", err)
+	}
+	want := map[string]string{"DB_PASSWORD": "root-level", "APP_DB_HOST": "nested"}
+	wantVars(t, layer, want)
+	for _, discover := range []bool{false, true} {
+		now, err := src.Versions(t.Context(), layer, discover)
+		if err != nil || !maps.Equal(now, layer.Versions) {
+			t.Errorf("poll (discover %v): %v, %v; want the versions of the load %v", discover, now, err, layer.Versions)
+		}
 	}
 }

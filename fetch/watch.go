@@ -2,10 +2,7 @@ package fetch
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"log/slog"
-	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -51,6 +48,8 @@ type Watcher struct {
 	// change is held join it. All zero, each change is handed on at once.
 	Settle, SettleMax, Splay time.Duration
 	Log                      *slog.Logger
+
+	clock clock // nil: the real one
 }
 
 // Run polls until ctx is done, starting from the layers LoadWithRetry returned
@@ -64,100 +63,149 @@ func (w *Watcher) Run(ctx context.Context, layers []Layer, onUpdate func(context
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	layers = slices.Clone(layers)
-	_, current := Merge(w.Inherited, layers, w.NoOverride)
-
-	fileEvents, fileErr, stopFiles := w.watchFiles(ctx, log)
+	r := w.newRun(layers, log, onUpdate)
+	var stopFiles func()
+	r.fileEvents, r.fileErr, stopFiles = w.watchFiles(ctx, log)
 	defer stopFiles()
-
-	timer := time.NewTimer(w.firstWait())
-	defer timer.Stop()
-	hold, holdTimer := w.newSettler(log)
-	defer holdTimer.Stop()
-	handed := current // what onUpdate was last given
-	var polls, failures int
-	pending := make(map[int]map[string]string)
+	defer r.stop()
 	for {
-		var which []int
-		discover := false
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case err := <-fileErr:
-			// The file watch only makes edits quicker; polling goes on.
-			fileErr, fileEvents = nil, nil
-			log.Warn("file watch stopped; edits to --env-file files are seen at the next poll", "error", err, "interval", w.Interval)
-			continue
-		case paths := <-fileEvents:
-			which = w.fileSources(paths)
-			log.Debug("file changed", "files", paths)
-		case <-timer.C:
-			polls++
-			discover = w.DiscoverEvery > 0 && polls%w.DiscoverEvery == 0
-			which = allIndexes(len(w.Sources))
-		case <-holdC(hold, holdTimer):
-			if hold.expired(time.Now()) {
-				handed = w.handOn(ctx, layers, handed, log, onUpdate)
-			}
-			rearm(hold, holdTimer)
-			continue
+		if err := r.step(ctx); err != nil {
+			return err
 		}
-		began := time.Now()
-		pollCtx, cancel := context.WithTimeout(ctx, w.pollTimeout())
-		next, err := w.poll(pollCtx, layers, which, discover, pending)
-		cancel()
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			failures++
-			wait := w.retryWait(failures)
-			attrs := []any{"error", err}
-			if code := errorCode(err); code != "" {
-				attrs = append(attrs, "code", code)
-			}
-			attrs = append(attrs, "retry_in", wait.Round(time.Millisecond))
-			msg := "poll failed; keeping the current environment"
-			if fileEvents != nil {
-				// A broken file is fixed by saving it again, and the file
-				// watch reads it then, without waiting for retry_in.
-				msg += " until the next poll, or the next save of an --env-file"
-			}
-			log.Warn(msg, attrs...)
-			timer.Reset(wait)
-			continue
-		}
-		if failures > 0 {
-			log.Info("poll recovered", "after_failures", failures)
-			failures = 0
-		}
-		full := which != nil && len(which) == len(w.Sources)
-		if full {
-			// Polls start an interval apart, not an interval after the last
-			// one ended, so a long poll does not stretch the wait for a
-			// change; but never closer than half an interval.
-			period := hold.pollEvery(w.wait())
-			timer.Reset(max(period-time.Since(began), period/2))
-		}
-		layers = next
-		_, effective := Merge(w.Inherited, layers, w.NoOverride)
-		changed := diffVars(current, effective)
-		if len(changed) == 0 {
-			log.Debug("poll: no change", "discover", discover)
-			if full && hold.quiet(began) {
-				handed = w.handOn(ctx, layers, handed, log, onUpdate)
-			}
-			rearm(hold, holdTimer)
-			continue
-		}
-		current = effective
-		if hold.seen(began, changed) {
-			handed = w.handOn(ctx, layers, handed, log, onUpdate)
-		} else if hold.state == settling {
-			timer.Reset(hold.pollEvery(w.wait()))
-		}
-		rearm(hold, holdTimer)
 	}
+}
+
+// newRun is the state of a Run starting from layers, its first poll due.
+func (w *Watcher) newRun(layers []Layer, log *slog.Logger, onUpdate func(context.Context, Update)) *run {
+	r := &run{w: w, log: log, onUpdate: onUpdate, polls: newPoller(w.Sources, layers, log), clock: w.clock}
+	if r.clock == nil {
+		r.clock = realClock{}
+	}
+	_, r.current = Merge(w.Inherited, layers, w.NoOverride)
+	r.handed = r.current
+	r.timer = r.clock.NewTimer(w.firstWait())
+	r.hold, r.holdTimer = w.newSettler(r.clock, log)
+	return r
+}
+
+// stop stops the run's timers.
+func (r *run) stop() {
+	r.timer.Stop()
+	r.holdTimer.Stop()
+}
+
+// A run is the state of one Watcher.Run between its steps.
+type run struct {
+	w        *Watcher
+	log      *slog.Logger
+	onUpdate func(context.Context, Update)
+	polls    *poller
+	clock    clock
+
+	current []Var // the variables the polls read last
+	handed  []Var // what onUpdate was last given
+	count   int   // timed polls made, for DiscoverEvery
+
+	timer, holdTimer timer
+	hold             *settler
+	fileEvents       <-chan []string
+	fileErr          <-chan error
+}
+
+// step waits for the next thing to do (a timed poll, a file event, the
+// settler's deadline) and does it. It returns ctx's error once ctx is done.
+func (r *run) step(ctx context.Context) error {
+	w := r.w
+	var which []int
+	discover, timed := false, false
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case err := <-r.fileErr:
+		// The file watch only makes edits quicker; polling goes on.
+		r.fileErr, r.fileEvents = nil, nil
+		r.log.Warn("file watch stopped; edits to --env-file files are seen at the next poll", "error", err, "interval", w.Interval)
+		return nil
+	case paths := <-r.fileEvents:
+		which = w.fileSources(paths)
+		r.log.Debug("file changed", "files", paths)
+	case <-r.timer.C():
+		r.count++
+		discover = w.DiscoverEvery > 0 && r.count%w.DiscoverEvery == 0
+		which, timed = allIndexes(len(w.Sources)), true
+	case <-holdC(r.hold, r.holdTimer):
+		if r.hold.expired(r.clock.Now()) {
+			r.handed = w.handOn(ctx, r.polls.layers, r.handed, r.log, r.onUpdate)
+		}
+		rearm(r.clock, r.hold, r.holdTimer)
+		return nil
+	}
+	began := r.clock.Now()
+	pollCtx, cancel := r.clock.WithTimeout(ctx, w.pollTimeout())
+	err := r.polls.poll(pollCtx, which, discover)
+	cancel()
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		r.failed(err, which, timed)
+		return nil
+	}
+	if timed {
+		// Polls start an interval apart, not an interval after the last
+		// one ended, so a long poll does not stretch the wait for a
+		// change; but never closer than half an interval.
+		period := r.hold.pollEvery(w.wait())
+		r.timer.Reset(max(period-r.clock.Now().Sub(began), period/2))
+	}
+	r.polled(ctx, began, which, discover)
+	return nil
+}
+
+// failed logs a failed poll. Only a timed poll backs off: a poll made for
+// a file event leaves the timed polls' schedule alone, and the backoff is
+// that of the sources that failed, each counting its own failures.
+func (r *run) failed(err error, which []int, timed bool) {
+	attrs := []any{"error", err}
+	if code := errorCode(err); code != "" {
+		attrs = append(attrs, "code", code)
+	}
+	if timed {
+		wait := r.w.retryWait(max(1, r.polls.worst(which)))
+		attrs = append(attrs, "retry_in", wait.Round(time.Millisecond))
+		r.timer.Reset(wait)
+	}
+	msg := "poll failed; keeping the current environment"
+	if r.fileEvents != nil {
+		// A broken file is fixed by saving it again, and the file
+		// watch reads it then, without waiting for retry_in.
+		msg += " until the next poll, or the next save of an --env-file"
+	}
+	r.log.Warn(msg, attrs...)
+}
+
+// polled takes what a successful poll read: a change goes to the settler,
+// and quiet may release what it holds.
+func (r *run) polled(ctx context.Context, began time.Time, which []int, discover bool) {
+	_, effective := Merge(r.w.Inherited, r.polls.layers, r.w.NoOverride)
+	changed := diffVars(r.current, effective)
+	if len(changed) == 0 {
+		r.log.Debug("poll: no change", "discover", discover)
+		// Quiet is the word of a poll of every source: a timed one, or a
+		// file event's when the files are all there is.
+		if len(which) == len(r.w.Sources) && r.hold.quiet(began) {
+			r.handed = r.w.handOn(ctx, r.polls.layers, r.handed, r.log, r.onUpdate)
+		}
+		rearm(r.clock, r.hold, r.holdTimer)
+		return
+	}
+	r.current = effective
+	if r.hold.seen(began, changed) {
+		r.handed = r.w.handOn(ctx, r.polls.layers, r.handed, r.log, r.onUpdate)
+	} else if r.hold.state == settling {
+		r.timer.Reset(r.hold.pollEvery(r.w.wait()))
+	}
+	rearm(r.clock, r.hold, r.holdTimer)
 }
 
 // watchFiles starts the file watch on the regular --env-file files among
@@ -212,58 +260,6 @@ func (w *Watcher) handOn(ctx context.Context, layers []Layer, handed []Var, log 
 	log.Info("change detected", "changed", changed)
 	onUpdate(ctx, Update{Env: env, Changed: changed})
 	return effective
-}
-
-// poll checks the sources at the given indexes and refreshes those that
-// changed. It is all or nothing: if any source fails, the old layers stay,
-// so a half-read configuration never reaches the child.
-//
-// pending holds the sources seen to change whose refresh has not yet taken
-// effect, with the versions that were seen. They are read again without
-// being checked again, so that a retry under throttling or faults spends
-// its calls on the refresh alone.
-func (w *Watcher) poll(ctx context.Context, layers []Layer, which []int, discover bool, pending map[int]map[string]string) ([]Layer, error) {
-	var errs []error
-	refreshed := make(map[int]Layer)
-	for _, i := range which {
-		src := w.Sources[i]
-		now, seen := pending[i]
-		if !seen {
-			var err error
-			if now, err = src.Versions(ctx, layers[i], discover); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", src, err))
-				continue
-			}
-			if maps.Equal(now, layers[i].Versions) {
-				continue
-			}
-			pending[i] = now
-		}
-		layer, err := src.Refresh(ctx, layers[i], now)
-		if err == nil {
-			err = checkValues(layer.Vars)
-		}
-		if err != nil {
-			if errors.Is(err, errStale) {
-				delete(pending, i) // what the check saw is gone: check again
-			}
-			errs = append(errs, fmt.Errorf("%s: %w", src, err))
-			continue
-		}
-		refreshed[i] = layer
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
-	}
-	if len(refreshed) == 0 {
-		return layers, nil
-	}
-	next := slices.Clone(layers)
-	for i, layer := range refreshed {
-		next[i] = layer
-		delete(pending, i)
-	}
-	return next, nil
 }
 
 // fileSources returns the indexes of the dotenv sources for paths.

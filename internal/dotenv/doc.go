@@ -8,7 +8,10 @@
 //   - KEY must be a POSIX environment variable name: `[A-Za-z_][A-Za-z0-9_]*`.
 //   - Blank lines and lines whose first non-blank character is `#` are skipped.
 //     A UTF-8 byte order mark at the start of the file is ignored, and CRLF line
-//     endings are read as LF (also inside quoted values).
+//     endings are read as LF (also inside quoted values). A carriage return not
+//     followed by a line feed is an error, wherever it is: kept, it would end up
+//     unseen in a value, and a classic Mac file would read as one line. Write
+//     `\r` inside double quotes for a CR in a value.
 //   - A line without `=` is an error; so is a bare `export KEY`.
 //   - Unquoted values are taken literally, with surrounding spaces and tabs
 //     removed. A `#` preceded by a space or tab starts a comment that runs to the

@@ -36,6 +36,15 @@ func Parse(name string, data []byte) ([]Entry, error) {
 		src:  strings.ReplaceAll(string(data), "\r\n", "\n"),
 		line: 1,
 	}
+	// A CR left now ends no line of this format, and kept it would end up
+	// in a value unseen ("A=1\r" read as "1\r"), while a classic Mac file
+	// would read as one line. Neither guess is safe for a password, so the
+	// file is refused; a CR meant as part of a value is written \r inside
+	// double quotes.
+	if i := strings.IndexByte(p.src, '\r'); i >= 0 {
+		return nil, p.errorf(1+strings.Count(p.src[:i], "\n"),
+			"carriage return without a line feed (a classic Mac line ending?): use LF or CRLF line endings, and write \\r inside double quotes for a CR in a value")
+	}
 	var entries []Entry
 	for p.pos < len(p.src) {
 		e, ok, err := p.next()
@@ -139,46 +148,10 @@ func (p *parser) quoted(open, start int) (string, error) {
 		value = p.src[i : i+n]
 		i += n + 1
 	} else {
-		var b strings.Builder
-		for {
-			if i >= len(p.src) {
-				return "", p.errorf(start, "unterminated quoted value")
-			}
-			c := p.src[i]
-			if c == '"' {
-				i++
-				break
-			}
-			if c == '\\' && i+1 < len(p.src) {
-				i++
-				switch esc := p.src[i]; esc {
-				case 'n':
-					b.WriteByte('\n')
-				case 'r':
-					b.WriteByte('\r')
-				case 't':
-					b.WriteByte('\t')
-				case '\\', '"', '$':
-					b.WriteByte(esc)
-				default:
-					// Unknown escapes stay as written, so a Windows path or a
-					// regexp survives.
-					b.WriteByte('\\')
-					b.WriteByte(esc)
-					if esc == '\n' {
-						p.line++
-					}
-				}
-				i++
-				continue
-			}
-			if c == '\n' {
-				p.line++
-			}
-			b.WriteByte(c)
-			i++
+		var err error
+		if value, i, err = p.doubleQuoted(i, start); err != nil {
+			return "", err
 		}
-		value = b.String()
 	}
 	if q == '\'' {
 		p.line += strings.Count(value, "\n")
@@ -189,6 +162,49 @@ func (p *parser) quoted(open, start int) (string, error) {
 	}
 	p.advance(end)
 	return value, nil
+}
+
+// doubleQuoted reads a double-quoted value from src[i], just after its
+// opening quote, and returns it with the index just after its closing one.
+func (p *parser) doubleQuoted(i, start int) (string, int, error) {
+	var b strings.Builder
+	for {
+		if i >= len(p.src) {
+			return "", 0, p.errorf(start, "unterminated quoted value")
+		}
+		c := p.src[i]
+		if c == '"' {
+			return b.String(), i + 1, nil
+		}
+		if c == '\\' && i+1 < len(p.src) {
+			i++
+			switch esc := p.src[i]; esc {
+			case 'n':
+				b.WriteByte('\n')
+			case 'r':
+				b.WriteByte('\r')
+			case 't':
+				b.WriteByte('\t')
+			case '\\', '"', '$':
+				b.WriteByte(esc)
+			default:
+				// Unknown escapes stay as written, so a Windows path or a
+				// regexp survives.
+				b.WriteByte('\\')
+				b.WriteByte(esc)
+				if esc == '\n' {
+					p.line++
+				}
+			}
+			i++
+			continue
+		}
+		if c == '\n' {
+			p.line++
+		}
+		b.WriteByte(c)
+		i++
+	}
 }
 
 // blank is the whitespace allowed around keys, '=' and unquoted values.

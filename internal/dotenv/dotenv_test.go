@@ -29,7 +29,6 @@ func TestParseDotenv(t *testing.T) {
 		{"BOM", "\uFEFFA=1", []kv{{"A", "1", 1}}},
 		{"CRLF", "A=1\r\nB='x'\r\n\r\nC=\"y\"\r\n", []kv{{"A", "1", 1}, {"B", "x", 2}, {"C", "y", 4}}},
 		{"CRLF inside quotes", "A='x\r\ny'\r\nB=2", []kv{{"A", "x\ny", 1}, {"B", "2", 3}}},
-		{"lone CR is kept", "A=x\ry", []kv{{"A", "x\ry", 1}}},
 		{"unquoted inline comment", "A=1 # c\nB=1\t#c\nC=a#b\nD=a #b #c", []kv{{"A", "1", 1}, {"B", "1", 2}, {"C", "a#b", 3}, {"D", "a", 4}}},
 		{"unquoted hash first", "A=#x\nB= #x", []kv{{"A", "#x", 1}, {"B", "", 2}}},
 		{"unquoted keeps inner text", `A=a b  c\n\t"q'` + "\n", []kv{{"A", `a b  c\n\t"q'`, 1}}},
@@ -95,6 +94,12 @@ func TestParseDotenvErrors(t *testing.T) {
 		{"NUL quoted", "\nA='" + secret + "\n\x00'", 2, "NUL byte"},
 		{"NUL in name", "A\x00=" + secret, 1, "invalid variable name"},
 		{"error after BOM and CRLF", "\uFEFFA=1\r\nB='" + secret, 2, "unterminated quoted value"},
+		// A lone CR is refused, never kept in a value nor taken as a line end.
+		{"lone CR inside a value", "A=" + secret + "\r" + secret, 1, "carriage return"},
+		{"lone CR at the end", "A=" + secret + "\r", 1, "carriage return"},
+		{"classic Mac line ends", "A=" + secret + "\rB=2\r", 1, "carriage return"},
+		{"lone CR after CRLF lines", "A=1\r\nB=2\n\nC='" + secret + "\r'\r\n", 4, "carriage return"},
+		{"lone CR in a comment", "# note\r\nA=1\n#\r", 3, "carriage return"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
