@@ -2,8 +2,8 @@ package fetch
 
 import (
 	"context"
-	"fmt"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"os"
@@ -254,6 +254,7 @@ func (e *credentialsFailure) Error() string {
 }
 
 func (e *credentialsFailure) Unwrap() error { return e.cause }
+
 // providerName names the credentials the configuration chose, by kind and
 // profile, never by content: a credential_process command line may carry a
 // token of its own.
