@@ -126,9 +126,27 @@ type Proxy struct {
 
 	wg sync.WaitGroup // one per connection goroutine
 
-	// bufs hold the bytes of a connection's first exchange, before the
-	// copies splice: pooled, since every connection has one each way.
-	bufs sync.Pool
+	// bufs hold the first bytes a target answers, read by the proxy to
+	// see that it answered (Answered); after them the copies splice.
+	bufs bufPool
+}
+
+// bufPool lends buffers for first reads and counts those lent: each is
+// back before its connection's copies begin, so a long-lived connection
+// holds none.
+type bufPool struct {
+	pool sync.Pool
+	out  atomic.Int64
+}
+
+func (b *bufPool) get() *[]byte {
+	b.out.Add(1)
+	return b.pool.Get().(*[]byte)
+}
+
+func (b *bufPool) put(buf *[]byte) {
+	b.out.Add(-1)
+	b.pool.Put(buf)
 }
 
 // group is the connections to one target.
@@ -163,7 +181,7 @@ func New(ln net.Listener, opts Options) *Proxy {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	p := &Proxy{ln: ln, opts: opts, changed: make(chan struct{}), groups: make(map[string]*group)}
-	p.bufs.New = func() any { b := make([]byte, 16<<10); return &b }
+	p.bufs.pool.New = func() any { b := make([]byte, 16<<10); return &b }
 	return p
 }
 
@@ -411,20 +429,18 @@ func (p *Proxy) handle(ctx context.Context, client net.Conn) {
 	defer p.wg.Done()
 	c := &pair{client: client}
 	defer c.close()
-	var replay []byte
 	for try := 1; ; try++ {
 		target, backend := p.connect(ctx, c)
 		if backend == nil {
 			return
 		}
-		again, kept := p.exchange(c, target, backend, replay)
+		again := p.exchange(c, target, backend)
 		if !again || try == dialAttempts || !p.waitChange(ctx, target) {
 			p.unregister(target, c)
 			return
 		}
 		p.unregister(target, c)
-		p.opts.Log.Debug("proxy: the old target reset a connection it never answered; replaying it to the new one", "target", target, "bytes", len(kept))
-		replay = kept
+		p.opts.Log.Debug("proxy: the old target reset a connection its server never accepted; replaying it to the new one (no byte of it had been sent)", "target", target)
 	}
 }
 
@@ -462,10 +478,6 @@ func (p *Proxy) connect(ctx context.Context, c *pair) (string, net.Conn) {
 	}
 }
 
-// replayLimit bounds the client's bytes kept until the target's first
-// byte, for a replay (see exchange).
-const replayLimit = 64 << 10
-
 // changeWait bounds how long a connection reset by a target waits for the
 // target to change before it is given up: the stop of a child and the
 // SetTarget that follows it are a few milliseconds apart.
@@ -493,50 +505,48 @@ func (p *Proxy) waitChange(ctx context.Context, old string) bool {
 	}
 }
 
-// upResult is how the client-to-target copy ended before an answer.
-type upResult struct {
-	kept []byte // what it sent, unless overflow
-	// overflow: more than replayLimit was sent; failed: the client's side
-	// failed, or the copy was stopped by a close: no replay either way.
-	overflow, failed bool
-}
-
-// exchange forwards c between its client and backend, first sending
-// replay, until both directions end. It returns again (and what the client
-// had sent) when the backend reset the connection before sending a single
-// byte: a server that closes its listening socket resets the connections
-// still in its accept queue, which is what a child stopped for a restart
-// does to the ones the proxy dialled just before its stop signal. A reset
-// means the server did not read everything it was sent, so it cannot have
-// answered the request; the caller replays it to the next target. Only the
-// first answer byte ends this chance: from then on the two directions are
-// plain copies (spliced).
-func (p *Proxy) exchange(c *pair, target string, backend net.Conn, replay []byte) (again bool, kept []byte) {
-	if p.opts.ProxyHeader {
-		if _, err := io.WriteString(backend, proxyHeader(c.client)); err != nil {
-			return false, nil
-		}
-	}
-	var answered, stopping atomic.Bool
-	up := make(chan upResult, 1)
+// exchange forwards c between its client and backend until both
+// directions end. It returns again when the backend reset the connection
+// before its server accepted it: the kernel resets the connections left
+// in a listener's accept queue when it closes, which is what a child
+// stopped for a restart does to those the proxy dialled just before its
+// stop signal. The client's bytes wait until the server has accepted the
+// connection (gate), so such a connection carried none of them, and the
+// caller sends it to the next target: no server ever sees a byte of it
+// twice, and the client loses nothing. A reset after the server accepted
+// is final, answered or not: answering is not acting, and a server may act
+// on the first part of a request (the headers of an upload), then reset.
+func (p *Proxy) exchange(c *pair, target string, backend net.Conn) (again bool) {
+	g := newGate()
+	up := make(chan struct{})
 	go func() {
-		up <- c.up(backend, replay, &answered, &stopping, &p.bufs)
-	}()
-	bp := p.bufs.Get().(*[]byte)
-	defer p.bufs.Put(bp)
-	buf := *bp
-	n, err := backend.Read(buf)
-	if n > 0 || errors.Is(err, io.EOF) {
-		answered.Store(true)
-		p.answered(target, c)
-		if n > 0 {
-			if _, werr := c.client.Write(buf[:n]); werr != nil {
+		defer close(up)
+		if !g.await(backend) {
+			return
+		}
+		if p.opts.ProxyHeader {
+			if _, err := io.WriteString(backend, proxyHeader(c.client)); err != nil {
 				c.close()
-				<-up
-				return false, nil
+				return
 			}
 		}
+		c.forward(backend, c.client)
+	}()
+	bp := p.bufs.get()
+	n, err := backend.Read(*bp)
+	if n > 0 || errors.Is(err, io.EOF) {
+		// Only a server that accepted a connection can answer on it.
+		g.open()
+		p.answered(target, c)
+		var werr error
+		if n > 0 {
+			_, werr = c.client.Write((*bp)[:n])
+		}
+		// Back before the copies, which splice and need no buffer.
+		p.bufs.put(bp)
 		switch {
+		case werr != nil:
+			c.close()
 		case err == nil:
 			c.forward(c.client, backend)
 		case errors.Is(err, io.EOF):
@@ -547,66 +557,17 @@ func (p *Proxy) exchange(c *pair, target string, backend net.Conn, replay []byte
 			c.close()
 		}
 		<-up
-		return false, nil
+		return false
 	}
-	// Nothing came back. Stop the other direction to see what it sent.
-	stopping.Store(true)
-	c.client.SetReadDeadline(time.Now())
-	r := <-up
-	c.client.SetReadDeadline(time.Time{})
-	if errors.Is(err, syscall.ECONNRESET) && !r.overflow && !r.failed && c.dropBackend(backend) {
-		return true, r.kept
+	p.bufs.put(bp)
+	if errors.Is(err, syscall.ECONNRESET) && g.shut() && c.dropBackend(backend) {
+		<-up
+		return true
 	}
+	g.shut()
 	c.close()
-	return false, nil
-}
-
-// up copies the client to backend: replay first, then what the client
-// sends, kept for a replay until the backend has answered; from then on
-// a plain copy.
-func (c *pair) up(backend net.Conn, replay []byte, answered, stopping *atomic.Bool, bufs *sync.Pool) upResult {
-	r := upResult{kept: append([]byte(nil), replay...)}
-	if len(replay) > 0 {
-		if _, err := backend.Write(replay); err != nil {
-			return r // the backend's side reports it
-		}
-	}
-	bp := bufs.Get().(*[]byte)
-	defer bufs.Put(bp)
-	buf := *bp
-	for !answered.Load() {
-		n, err := c.client.Read(buf)
-		if n > 0 {
-			if !r.overflow {
-				if len(r.kept)+n > replayLimit {
-					r.overflow, r.kept = true, nil
-				} else {
-					r.kept = append(r.kept, buf[:n]...)
-				}
-			}
-			if _, werr := backend.Write(buf[:n]); werr != nil {
-				return r
-			}
-		}
-		switch {
-		case err == nil:
-		case stopping.Load():
-			return r
-		case errors.Is(err, io.EOF):
-			// A half-close, passed on; a replay passes it on again, since
-			// the client's Read goes on returning EOF.
-			if cw, ok := backend.(interface{ CloseWrite() error }); ok {
-				cw.CloseWrite()
-			}
-			return r
-		default:
-			r.failed = true
-			c.close()
-			return r
-		}
-	}
-	c.forward(backend, c.client)
-	return r
+	<-up
+	return false
 }
 
 // pair is one client connection and, once dialled, its backend.
