@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"unicode/utf8"
 
@@ -64,6 +65,7 @@ func TestCredentialProvidersNeverLogWhatTheyRead(t *testing.T) {
 		name  string
 		setup func(t *testing.T) []string // the run's environment
 		want  []string                    // words the error must hold
+		code  int                         // exit code; 0: exitSource
 	}{
 		{
 			// The case of the issue: a notice line before valid JSON. The
@@ -121,12 +123,27 @@ func TestCredentialProvidersNeverLogWhatTheyRead(t *testing.T) {
 			},
 			want: []string{"SSO", "profile leaks-sso", "aws sso login"},
 		},
+		{
+			// The SDK quotes a configuration line it cannot parse
+			// ("account_id_endpoint_mode=…"); the files hold secret keys.
+			name: "configuration file with a bad value",
+			setup: func(t *testing.T) []string {
+				_, env := credentialsHome(t, "[profile leaks-cfg]\naccount_id_endpoint_mode = "+val("cfg-bad")+"\n", "AWS_PROFILE=leaks-cfg")
+				return env
+			},
+			want: []string{"AWS configuration", "profile leaks-cfg"},
+			code: exitUsage,
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			args, rec := childArgs(t, "-exit", "0")
 			r := runBinary(t, tc.setup(t), append([]string{"--path", path, "--startup-timeout", "3s"}, args...)...)
-			if r.code != exitSource || len(readRecords(t, rec)) != 0 {
-				t.Errorf("exit %d (want %d, command not run); stderr:\n%s", r.code, exitSource, r.stderr)
+			want := exitSource
+			if tc.code != 0 {
+				want = tc.code
+			}
+			if r.code != want || len(readRecords(t, rec)) != 0 {
+				t.Errorf("exit %d (want %d, command not run); stderr:\n%s", r.code, want, r.stderr)
 			}
 			t.Logf("stderr:\n%s", r.stderr)
 			if strings.Contains(r.stdout+r.stderr, valueMark) {
@@ -156,4 +173,43 @@ func echoSTS(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write([]byte(`<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>` +
 		`<Code>InvalidIdentityToken</Code><Message>Token ` + token + ` is not valid</Message></Error>` +
 		`<RequestId>c6104cbe-af31-11e0-8154-cbc7ccf896c7</RequestId></ErrorResponse>`))
+}
+
+// While polling, credentials that expire are fetched again: a
+// credential_process that then prints garbage around its keys fails each
+// poll, and the "poll failed" lines name the provider, never what it
+// printed. The process's first credentials expire 3 s after they are
+// printed; the test watches until a poll has failed on the garbage.
+func TestCredentialProcessGarbageWhilePolling(t *testing.T) {
+	parallelE2E(t)
+	path := uniquePath(t)
+	moto.PutParameter(t, path+"/TOKEN", val("poll-param"), "String")
+	dir := t.TempDir()
+	broken := filepath.Join(dir, "broken")
+	script := filepath.Join(dir, "creds.sh")
+	writeFile(t, script, `#!/bin/sh
+if [ -e `+broken+` ]; then
+	echo 'warning: `+val("poll-notice")+`'
+	echo '{"Version": 1, "AccessKeyId": "AKIA`+val("pollkey")+`", "SecretAccessKey": "`+val("poll-secret")+`"}'
+	exit 0
+fi
+echo "{\"Version\": 1, \"AccessKeyId\": \"AKIAGOOD\", \"SecretAccessKey\": \"good\", \"Expiration\": \"$(date -u -d '+3 seconds' +%Y-%m-%dT%H:%M:%SZ)\"}"
+`, 0o700)
+	_, env := credentialsHome(t, "[profile leaks-poll]\ncredential_process = "+script+"\n", "AWS_PROFILE=leaks-poll")
+	args, rec := childArgs(t)
+	pe := startBinary(t, env, append([]string{"--path", path, "--interval", "1s"}, args...)...)
+	waitStarts(t, rec, 1)
+	writeFile(t, broken, "", 0o600)
+	waitFor(t, "a poll failed on the credential_process's garbage", func() bool {
+		return strings.Contains(pe.stderr.String(), "not the JSON credentials document")
+	})
+	pe.signal(syscall.SIGTERM)
+	pe.wait()
+	out := pe.stderr.String()
+	if strings.Contains(out, valueMark) {
+		t.Errorf("the log holds what the process printed:\n%s", out)
+	}
+	if !strings.Contains(out, "profile leaks-poll") {
+		t.Errorf("the failed poll does not name the profile:\n%s", out)
+	}
 }

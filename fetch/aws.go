@@ -203,7 +203,7 @@ func configError(err error) error {
 	case errors.As(err, &file):
 		return fmt.Errorf("AWS configuration: %w", file)
 	}
-	return fmt.Errorf("AWS configuration (the AWS_* variables, and ~/.aws/config and ~/.aws/credentials or the files AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE name) is not valid for profile %q; the SDK's message is not shown, as it may quote a secret from them",
+	return fmt.Errorf("AWS configuration (the AWS_* variables, and ~/.aws/config and ~/.aws/credentials or the files AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE name) is not valid for profile %s; the SDK's message is not shown, as it may quote a secret from them",
 		profileName())
 }
 
