@@ -170,6 +170,70 @@ func sanitizeErrors(stack *middleware.Stack) error {
 		}), middleware.Before)
 }
 
+// vouchErrors is an SDK API option, the door every error of an SDK call
+// passes on its way into paramexec: first in the Initialize step, it sees
+// what every later step made of the call (the answer, the credentials, the
+// signing, the send) before the client wraps it in an OperationError of
+// paramexec's own service and operation. What it lets through is only an
+// error whose text is paramexec's or the SDK's fixed words around things
+// that are not secret (see vouch); everything else becomes a fixed text.
+// Like sanitizeErrors, it also runs in the clients the SDK makes for
+// itself from the Config, so that an STS or SSO call made for credentials
+// is vouched for before the credential provider wraps it.
+func vouchErrors(stack *middleware.Stack) error {
+	return stack.Initialize.Add(middleware.InitializeMiddlewareFunc("paramexec.VouchErrors",
+		func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
+			out, md, err := next.HandleInitialize(ctx, in)
+			return out, md, vouch(err)
+		}), middleware.Before)
+}
+
+// vouch keeps of err the one part of it paramexec can vouch for, dropping
+// the SDK's wrapping around it: a credential failure told in our words
+// (credentialsFailure), an answer reduced by sanitizeErrors, a request that
+// could not be sent (a URL and a network error), a call cut short, a
+// rejected input (field names only) or the retry quota. Any other error,
+// whatever wrote it, is replaced: its text might quote a credential_process
+// output, a token file or a configuration file.
+func vouch(err error) error {
+	var (
+		creds    *credentialsFailure
+		answer   *answerError
+		send     *smithyhttp.RequestSendError
+		canceled *smithy.CanceledError
+		params   smithy.InvalidParamsError
+		quota    ratelimit.QuotaExceededError
+	)
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &creds):
+		return creds
+	case errors.As(err, &answer):
+		return answer
+	case errors.As(err, &send):
+		return send
+	case errors.As(err, &canceled):
+		return canceled
+	case errors.As(err, &params):
+		return params
+	case errors.As(err, &quota):
+		return quota
+	case errors.Is(err, context.DeadlineExceeded):
+		return context.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		return context.Canceled
+	}
+	return unvouchedError{}
+}
+
+// unvouchedError stands in for an SDK error paramexec cannot vouch for.
+type unvouchedError struct{}
+
+func (unvouchedError) Error() string {
+	return "failed before any answer came (the AWS SDK's message is not shown: it may quote credentials or configuration)"
+}
+
 // answerError is what paramexec keeps of an error that came with an answer.
 type answerError struct {
 	status    int

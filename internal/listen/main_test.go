@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/paramexec/paramexec/exec"
 	"github.com/paramexec/paramexec/internal/listen"
@@ -239,7 +240,11 @@ func helperReplace() {
 	set := must(listen.Bind(context.Background(), specs))
 	f := must(os.Open("/proc/self/status"))
 	must(unix.FcntlInt(f.Fd(), unix.F_SETFD, 0))
-	err := set.Replace(os.Args[1:], []string{helperEnv + "=check", "LISTEN_FDS=7"})
+	err := set.Replace(os.Args[1:], []string{helperEnv + "=check", "LISTEN_FDS=7", "PATH=" + os.Getenv("HELPER_PATH")})
 	fmt.Fprintln(os.Stderr, "replace:", err)
+	// paramexec goes on after a failed Replace (it logs, runs its deferred
+	// closes): the runtime must still work. A sleep with every goroutine
+	// idle has the scheduler wait in the netpoller, on its epoll fd.
+	time.Sleep(20 * time.Millisecond)
 	os.Exit(exec.ExitCode(err))
 }

@@ -43,6 +43,11 @@ func (s *Set) Command(argv []string) (path string, args []string) {
 	return selfExe, args
 }
 
+// trampolineAtArg is trampolineArg for Replace: the sockets arrive at any
+// fds, listed in an extra argument, and the trampoline moves them to 3, 4,
+// … itself (see Replace for why).
+const trampolineAtArg = "__listen-exec-at"
+
 // Trampoline is the trampoline's whole job, for main to call before anything
 // else: `if ok, code := listen.Trampoline(os.Args); ok { os.Exit(code) }`.
 // When args (os.Args) are not a trampoline command line it returns false and
@@ -52,42 +57,57 @@ func (s *Set) Command(argv []string) (path string, args []string) {
 // found, 126 not executable, 2 a malformed trampoline line or a socket that
 // is not there (a bug in the caller, not the user's command).
 func Trampoline(args []string) (handled bool, code int) {
-	if len(args) < 2 || args[1] != trampolineArg {
+	if len(args) < 2 || (args[1] != trampolineArg && args[1] != trampolineAtArg) {
 		return false, 0
 	}
-	if len(args) < 6 || args[4] != "--" {
-		fmt.Fprintf(os.Stderr, "paramexec %s: want N NAMES -- COMMAND [ARGS...]\n", trampolineArg)
+	fail := func(format string, a ...any) (bool, int) {
+		fmt.Fprintf(os.Stderr, "paramexec %s: "+format+"\n", append([]any{args[1]}, a...)...)
 		return true, 2
+	}
+	at := args[1] == trampolineAtArg
+	head, usage := 4, "N NAMES" // args[head] is the "--"
+	if at {
+		head, usage = 5, "N NAMES FDS"
+	}
+	if len(args) < head+2 || args[head] != "--" {
+		return fail("want %s -- COMMAND [ARGS...]", usage)
 	}
 	n, err := strconv.Atoi(args[2])
 	names := strings.Split(args[3], ":")
 	if err != nil || n < 0 || (n > 0 && len(names) != n) {
-		fmt.Fprintf(os.Stderr, "paramexec %s: %q sockets named %q do not match\n", trampolineArg, args[2], args[3])
-		return true, 2
+		return fail("%q sockets named %q do not match", args[2], args[3])
+	}
+	if at {
+		if err := placeSockets(args, n); err != nil {
+			return fail("%v", err)
+		}
 	}
 	// A socket missing from 3..3+n-1 would have the command take whatever
 	// it finds there for one. An inherited fd has FD_CLOEXEC clear; this
 	// process's own (the Go runtime's cgroup files) have it set.
 	for fd := 3; fd < 3+n; fd++ {
-		var st unix.Stat_t
-		flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
-		if err == nil && flags&unix.FD_CLOEXEC == 0 && unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK {
-			continue
+		if !inheritedSocket(fd) {
+			return fail("fd %d is not an inherited socket", fd)
 		}
-		fmt.Fprintf(os.Stderr, "paramexec %s: fd %d is not an inherited socket\n", trampolineArg, fd)
-		return true, 2
 	}
 	// The child gets 0-2 and the sockets, nothing else: not even what
 	// paramexec's own parent let it inherit without close-on-exec.
 	if err := CloseOnExecFrom(3 + n); err != nil {
-		fmt.Fprintf(os.Stderr, "paramexec %s: %v\n", trampolineArg, err)
-		return true, 2
+		return fail("%v", err)
 	}
 	env := activationEnv(os.Environ(), n, args[3])
-	argv := args[5:]
+	argv := args[head+1:]
 	err = exec.Replace(argv, env)
 	fmt.Fprintf(os.Stderr, "paramexec: cannot run %q: %v\n", argv[0], err)
 	return true, exec.ExitCode(err)
+}
+
+// inheritedSocket reports whether fd is a socket this process inherited:
+// open, a socket, without FD_CLOEXEC.
+func inheritedSocket(fd int) bool {
+	var st unix.Stat_t
+	flags, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0)
+	return err == nil && flags&unix.FD_CLOEXEC == 0 && unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK
 }
 
 // CloseOnExecFrom sets FD_CLOEXEC on every descriptor from lowest up, so
@@ -127,36 +147,4 @@ func activationEnv(env []string, n int, names string) []string {
 		"LISTEN_PID="+strconv.Itoa(os.Getpid()),
 		"LISTEN_FDS="+strconv.Itoa(n),
 		"LISTEN_FDNAMES="+names)
-}
-
-// Replace executes argv in place of this process, as exec.Replace does, with
-// the Set's sockets on fds 3, 4, … and LISTEN_PID this process's own PID:
-// --listen without supervision needs no trampoline. Every other fd from 3
-// up is made close-on-exec. It returns only on failure, with an error for
-// exec.ExitCode; the process is then left with its fds from 3 up
-// rearranged and must exit.
-func (s *Set) Replace(argv, env []string) error {
-	n := len(s.socks)
-	// Out of the way first: a socket of the Set may sit where another is
-	// to go.
-	high := make([]int, n)
-	for i, sock := range s.socks {
-		fd, err := unix.FcntlInt(sock.file.Fd(), unix.F_DUPFD_CLOEXEC, 3+n)
-		if err != nil {
-			return fmt.Errorf("dup socket %s: %w: %w", sock.spec, exec.ErrNotExecutable, err)
-		}
-		high[i] = fd
-	}
-	names := make([]string, n)
-	for i, fd := range high {
-		// Without O_CLOEXEC: these are to survive the exec.
-		if err := unix.Dup3(fd, 3+i, 0); err != nil {
-			return fmt.Errorf("place socket %s on fd %d: %w: %w", s.socks[i].spec, 3+i, exec.ErrNotExecutable, err)
-		}
-		names[i] = s.socks[i].spec.Name
-	}
-	if err := CloseOnExecFrom(3 + n); err != nil {
-		return fmt.Errorf("%w: %w", exec.ErrNotExecutable, err)
-	}
-	return exec.Replace(argv, activationEnv(env, n, strings.Join(names, ":")))
 }

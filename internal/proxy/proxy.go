@@ -10,91 +10,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
-
-	"github.com/paramexec/paramexec/internal/listen"
 )
-
-// Spec is one parsed --proxy LISTEN=TARGET_ENV value.
-type Spec struct {
-	// Listen is the HOST:PORT paramexec listens on (HOST empty: all).
-	Listen string
-	// TargetEnv is the variable that tells each child its port.
-	TargetEnv string
-}
-
-// ParseSpec parses LISTEN=TARGET_ENV, where LISTEN is tcp://HOST:PORT,
-// HOST:PORT or :PORT and TARGET_ENV a variable name ([A-Za-z_][A-Za-z0-9_]*).
-// Errors wrap listen.ErrUsage.
-func ParseSpec(value string) (Spec, error) {
-	eq := strings.LastIndexByte(value, '=')
-	if eq < 0 {
-		return Spec{}, fmt.Errorf("--proxy %q: want LISTEN=TARGET_ENV, e.g. :8080=PORT: %w", value, listen.ErrUsage)
-	}
-	addr, env := value[:eq], value[eq+1:]
-	if !validEnvName(env) {
-		return Spec{}, fmt.Errorf("--proxy %q: %q is not a variable name: %w", value, env, listen.ErrUsage)
-	}
-	if strings.Contains(addr, "=") {
-		return Spec{}, fmt.Errorf("--proxy %q: LISTEN takes no name: %w", value, listen.ErrUsage)
-	}
-	ls, err := listen.Parse(addr, 0)
-	if err != nil {
-		return Spec{}, fmt.Errorf("--proxy %q: %w", value, err)
-	}
-	if ls.Network != "tcp" {
-		return Spec{}, fmt.Errorf("--proxy %q: LISTEN must be TCP: %w", value, listen.ErrUsage)
-	}
-	return Spec{Listen: ls.Address, TargetEnv: env}, nil
-}
-
-func validEnvName(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c != '_' && (c < 'A' || c > 'Z') && (c < 'a' || c > 'z') && (i == 0 || c < '0' || c > '9') {
-			return false
-		}
-	}
-	return s != ""
-}
-
-// Listen binds spec's address. Errors wrap listen.ErrBind (exit 3), as a
-// --listen address the machine refuses.
-func Listen(ctx context.Context, spec Spec) (net.Listener, error) {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", spec.Listen)
-	if err != nil {
-		return nil, fmt.Errorf("--proxy %s: %w: %w", spec.Listen, listen.ErrBind, err)
-	}
-	return ln, nil
-}
-
-// FreePort returns a loopback TCP port nobody listens on, for a child to
-// bind: it binds 127.0.0.1:0, reads the port the kernel chose and closes.
-//
-// The port is free when FreePort returns; between then and the child's bind
-// any other process may take it. Linux (4.6 and later) gives bind(0) ports
-// of the parity that connect(2) avoids, so outgoing connections, including
-// the proxy's own, seldom do. Readiness covers the rest: a child that cannot
-// bind exits or never becomes ready, and is a failed start; but a TCP-connect
-// readiness check cannot tell the child's listener from a stranger's, so
-// the caller should prefer a check that only the app answers (an HTTP path).
-func FreePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free loopback port: %w", err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
 
 // Options tunes a Proxy; the zero value is usable.
 type Options struct {
@@ -126,9 +47,27 @@ type Proxy struct {
 
 	wg sync.WaitGroup // one per connection goroutine
 
-	// bufs hold the bytes of a connection's first exchange, before the
-	// copies splice: pooled, since every connection has one each way.
-	bufs sync.Pool
+	// bufs hold the first bytes a target answers, read by the proxy to
+	// see that it answered (Answered); after them the copies splice.
+	bufs bufPool
+}
+
+// bufPool lends buffers for first reads and counts those lent: each is
+// back before its connection's copies begin, so a long-lived connection
+// holds none.
+type bufPool struct {
+	pool sync.Pool
+	out  atomic.Int64
+}
+
+func (b *bufPool) get() *[]byte {
+	b.out.Add(1)
+	return b.pool.Get().(*[]byte)
+}
+
+func (b *bufPool) put(buf *[]byte) {
+	b.out.Add(-1)
+	b.pool.Put(buf)
 }
 
 // group is the connections to one target.
@@ -163,7 +102,7 @@ func New(ln net.Listener, opts Options) *Proxy {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
 	p := &Proxy{ln: ln, opts: opts, changed: make(chan struct{}), groups: make(map[string]*group)}
-	p.bufs.New = func() any { b := make([]byte, 16<<10); return &b }
+	p.bufs.pool.New = func() any { b := make([]byte, 16<<10); return &b }
 	return p
 }
 
@@ -400,292 +339,4 @@ func (p *Proxy) unregister(target string, c *pair) {
 		}
 		delete(p.groups, target)
 	}
-}
-
-// dialAttempts bounds the tries of one connection: a target that refuses
-// is retried only if the target changed meanwhile (the child it named died
-// and a new one took over).
-const dialAttempts = 3
-
-func (p *Proxy) handle(ctx context.Context, client net.Conn) {
-	defer p.wg.Done()
-	c := &pair{client: client}
-	defer c.close()
-	var replay []byte
-	for try := 1; ; try++ {
-		target, backend := p.connect(ctx, c)
-		if backend == nil {
-			return
-		}
-		again, kept := p.exchange(c, target, backend, replay)
-		if !again || try == dialAttempts || !p.waitChange(ctx, target) {
-			p.unregister(target, c)
-			return
-		}
-		p.unregister(target, c)
-		p.opts.Log.Debug("proxy: the old target reset a connection it never answered; replaying it to the new one", "target", target, "bytes", len(kept))
-		replay = kept
-	}
-}
-
-// connect registers c with the current target and dials it, and returns
-// both, or a nil backend when it cannot (c is then unregistered).
-func (p *Proxy) connect(ctx context.Context, c *pair) (string, net.Conn) {
-	for attempt := 1; ; attempt++ {
-		target, ok := p.register(ctx, c)
-		if !ok {
-			if ctx.Err() == nil {
-				p.opts.Log.Warn("proxy: no target in time, closing connection", "hold", p.opts.HoldTimeout)
-			}
-			return "", nil
-		}
-		d := net.Dialer{Timeout: p.opts.DialTimeout}
-		b, err := d.DialContext(ctx, "tcp", target)
-		if err == nil {
-			if !c.setBackend(b) {
-				p.unregister(target, c)
-				return "", nil
-			}
-			return target, b
-		}
-		p.unregister(target, c)
-		// A refused dial means nothing listens on the target's port: its
-		// child got the stop signal (and closed its listener) a moment
-		// before the supervisor moved the target away, or died. Its
-		// replacement comes as a new target within a few milliseconds of
-		// a stop; wait for that, as for a reset (see waitChange), rather
-		// than fail a connection that a moment later would be served.
-		if attempt == dialAttempts || !p.waitChange(ctx, target) {
-			p.opts.Log.Warn("proxy: cannot reach target, closing connection", "target", target, "error", err)
-			return "", nil
-		}
-	}
-}
-
-// replayLimit bounds the client's bytes kept until the target's first
-// byte, for a replay (see exchange).
-const replayLimit = 64 << 10
-
-// changeWait bounds how long a connection reset by a target waits for the
-// target to change before it is given up: the stop of a child and the
-// SetTarget that follows it are a few milliseconds apart.
-const changeWait = 2 * time.Second
-
-// waitChange reports whether the target moves away from old within
-// changeWait.
-func (p *Proxy) waitChange(ctx context.Context, old string) bool {
-	t := time.NewTimer(changeWait)
-	defer t.Stop()
-	for {
-		p.mu.Lock()
-		target, changed := p.target, p.changed
-		p.mu.Unlock()
-		if target != old {
-			return true
-		}
-		select {
-		case <-changed:
-		case <-t.C:
-			return false
-		case <-ctx.Done():
-			return false
-		}
-	}
-}
-
-// upResult is how the client-to-target copy ended before an answer.
-type upResult struct {
-	kept []byte // what it sent, unless overflow
-	// overflow: more than replayLimit was sent; failed: the client's side
-	// failed, or the copy was stopped by a close: no replay either way.
-	overflow, failed bool
-}
-
-// exchange forwards c between its client and backend, first sending
-// replay, until both directions end. It returns again (and what the client
-// had sent) when the backend reset the connection before sending a single
-// byte: a server that closes its listening socket resets the connections
-// still in its accept queue, which is what a child stopped for a restart
-// does to the ones the proxy dialled just before its stop signal. A reset
-// means the server did not read everything it was sent, so it cannot have
-// answered the request; the caller replays it to the next target. Only the
-// first answer byte ends this chance: from then on the two directions are
-// plain copies (spliced).
-func (p *Proxy) exchange(c *pair, target string, backend net.Conn, replay []byte) (again bool, kept []byte) {
-	if p.opts.ProxyHeader {
-		if _, err := io.WriteString(backend, proxyHeader(c.client)); err != nil {
-			return false, nil
-		}
-	}
-	var answered, stopping atomic.Bool
-	up := make(chan upResult, 1)
-	go func() {
-		up <- c.up(backend, replay, &answered, &stopping, &p.bufs)
-	}()
-	bp := p.bufs.Get().(*[]byte)
-	defer p.bufs.Put(bp)
-	buf := *bp
-	n, err := backend.Read(buf)
-	if n > 0 || errors.Is(err, io.EOF) {
-		answered.Store(true)
-		p.answered(target, c)
-		if n > 0 {
-			if _, werr := c.client.Write(buf[:n]); werr != nil {
-				c.close()
-				<-up
-				return false, nil
-			}
-		}
-		switch {
-		case err == nil:
-			c.forward(c.client, backend)
-		case errors.Is(err, io.EOF):
-			if cw, ok := c.client.(interface{ CloseWrite() error }); !ok || cw.CloseWrite() != nil {
-				c.close()
-			}
-		default:
-			c.close()
-		}
-		<-up
-		return false, nil
-	}
-	// Nothing came back. Stop the other direction to see what it sent.
-	stopping.Store(true)
-	c.client.SetReadDeadline(time.Now())
-	r := <-up
-	c.client.SetReadDeadline(time.Time{})
-	if errors.Is(err, syscall.ECONNRESET) && !r.overflow && !r.failed && c.dropBackend(backend) {
-		return true, r.kept
-	}
-	c.close()
-	return false, nil
-}
-
-// up copies the client to backend: replay first, then what the client
-// sends, kept for a replay until the backend has answered; from then on
-// a plain copy.
-func (c *pair) up(backend net.Conn, replay []byte, answered, stopping *atomic.Bool, bufs *sync.Pool) upResult {
-	r := upResult{kept: append([]byte(nil), replay...)}
-	if len(replay) > 0 {
-		if _, err := backend.Write(replay); err != nil {
-			return r // the backend's side reports it
-		}
-	}
-	bp := bufs.Get().(*[]byte)
-	defer bufs.Put(bp)
-	buf := *bp
-	for !answered.Load() {
-		n, err := c.client.Read(buf)
-		if n > 0 {
-			if !r.overflow {
-				if len(r.kept)+n > replayLimit {
-					r.overflow, r.kept = true, nil
-				} else {
-					r.kept = append(r.kept, buf[:n]...)
-				}
-			}
-			if _, werr := backend.Write(buf[:n]); werr != nil {
-				return r
-			}
-		}
-		switch {
-		case err == nil:
-		case stopping.Load():
-			return r
-		case errors.Is(err, io.EOF):
-			// A half-close, passed on; a replay passes it on again, since
-			// the client's Read goes on returning EOF.
-			if cw, ok := backend.(interface{ CloseWrite() error }); ok {
-				cw.CloseWrite()
-			}
-			return r
-		default:
-			r.failed = true
-			c.close()
-			return r
-		}
-	}
-	c.forward(backend, c.client)
-	return r
-}
-
-// pair is one client connection and, once dialled, its backend.
-type pair struct {
-	client net.Conn
-
-	mu      sync.Mutex
-	backend net.Conn
-	closed  bool
-}
-
-// setBackend attaches b, or closes it if the pair was closed meanwhile.
-func (c *pair) setBackend(b net.Conn) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		b.Close()
-		return false
-	}
-	c.backend = b
-	return true
-}
-
-// dropBackend closes b, the backend that failed, unless the pair was
-// closed meanwhile; a later setBackend attaches the next one.
-func (c *pair) dropBackend(b net.Conn) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	b.Close()
-	if c.closed {
-		return false
-	}
-	c.backend = nil
-	return true
-}
-
-func (c *pair) close() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		return
-	}
-	c.closed = true
-	c.client.Close()
-	if c.backend != nil {
-		c.backend.Close()
-	}
-}
-
-// forward copies src to dst until src's end, which it passes on as a
-// half-close of dst; the other direction goes on. An error in either
-// direction (a reset, a Drain) closes both ends, which ends the other copy.
-// Between two *net.TCPConn, io.Copy splices on Linux.
-func (c *pair) forward(dst, src net.Conn) {
-	_, err := io.Copy(dst, src)
-	if err == nil {
-		if cw, ok := dst.(interface{ CloseWrite() error }); ok {
-			err = cw.CloseWrite()
-		} else {
-			err = errors.ErrUnsupported
-		}
-	}
-	if err != nil {
-		c.close()
-	}
-}
-
-// proxyHeader is the PROXY protocol v1 line for client: its address, then
-// the address it connected to.
-func proxyHeader(client net.Conn) string {
-	src, ok1 := client.RemoteAddr().(*net.TCPAddr)
-	dst, ok2 := client.LocalAddr().(*net.TCPAddr)
-	if !ok1 || !ok2 {
-		return "PROXY UNKNOWN\r\n"
-	}
-	family := "TCP6"
-	sip, dip := src.IP.String(), dst.IP.String()
-	if s4, d4 := src.IP.To4(), dst.IP.To4(); s4 != nil && d4 != nil {
-		family, sip, dip = "TCP4", s4.String(), d4.String()
-	}
-	return "PROXY " + family + " " + sip + " " + dip + " " + strconv.Itoa(src.Port) + " " + strconv.Itoa(dst.Port) + "\r\n"
 }

@@ -468,7 +468,9 @@ func TestReplayAfterResetInAcceptQueue(t *testing.T) {
 			t.Fatal("the connection is not counted against the queued target")
 		}
 	}
-	time.Sleep(50 * time.Millisecond) // the proxy's write of "hello", which nothing signals
+	// Give the proxy time to send "hello", were it to send it to a
+	// server that has not accepted (it must not: see exchange).
+	time.Sleep(50 * time.Millisecond)
 	p.SetTarget(b.addr())
 	queued.Close()
 	c.expect("B:hello")

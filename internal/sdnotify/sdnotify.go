@@ -32,9 +32,15 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 )
+
+// maxMessage is the largest notification systemd reads: it receives into a
+// buffer of NOTIFY_BUFFER_MAX (PIPE_BUF, 4096) bytes and drops a longer
+// datagram whole, silently, with the READY=1 or RELOADING=1 it carried.
+const maxMessage = 4096
 
 // sendTimeout bounds one notification. systemd reads its socket promptly;
 // a full receive queue must not stall the supervisor's loop, which calls
@@ -107,7 +113,7 @@ func (n *Notifier) Status(status string) error {
 	if !n.Enabled() {
 		return nil
 	}
-	_, err := n.write("STATUS=" + oneLine(status))
+	_, err := n.write("STATUS=" + bound(oneLine(status), maxMessage-len("STATUS=")))
 	return err
 }
 
@@ -127,7 +133,8 @@ func (n *Notifier) send(state, status string) error {
 	}
 	msg := state
 	if status != "" {
-		msg += "\nSTATUS=" + oneLine(status)
+		msg += "\nSTATUS="
+		msg += bound(oneLine(status), maxMessage-len(msg))
 	}
 	_, err := n.write(msg)
 	return err
@@ -153,6 +160,28 @@ func oneLine(s string) string {
 		}
 		return r
 	}, s)
+}
+
+// bound keeps a status within max bytes, so that the message it rides in
+// is never dropped. Statuses grow with lists of names joined by ", " (the
+// variables a change touched), so a long one is cut after the last whole
+// name that fits and ends saying how many were left out.
+func bound(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	const sep = ", "
+	// Room for the longest tail either way: a count has at most 8 digits
+	// in a 4 KiB message, and neither tail is longer than 30 bytes.
+	keep := max - 30
+	if cut := strings.LastIndex(s[:keep], sep); cut >= 0 {
+		return s[:cut] + fmt.Sprintf(" ... and %d more", strings.Count(s[cut:], sep))
+	}
+	// No list to cut: the text itself, cut on a rune boundary.
+	for keep > 0 && !utf8.RuneStart(s[keep]) {
+		keep--
+	}
+	return s[:keep] + fmt.Sprintf(" ... (%d bytes more)", len(s)-keep)
 }
 
 func firstKey(msg string) string {

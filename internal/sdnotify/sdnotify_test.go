@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 // waitFor is a deadline for a datagram that should already be queued; it
@@ -252,5 +253,68 @@ func TestClose(t *testing.T) {
 	}
 	if err := n.Ready(""); err == nil {
 		t.Error("Ready after Close = nil error")
+	}
+}
+
+// systemd drops a notification over 4096 bytes whole, READY=1 with it: a
+// restart that changed many variables must still say it is ready, and the
+// status must say how many names it left out.
+func TestLongStatusIsBounded(t *testing.T) {
+	srv, socket := listen(t)
+	n, err := New(socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	names := make([]string, 500)
+	for i := range names {
+		names[i] = fmt.Sprintf("VARIABLE_NUMBER_%03d", i)
+	}
+	long := "restarting server: " + strings.Join(names, ", ") + " changed"
+	for _, tc := range []struct {
+		name  string
+		send  func() error
+		state string
+	}{
+		{"Ready", func() error { return n.Ready(long) }, "READY=1\n"},
+		{"Reloading", func() error { return n.Reloading(long) }, "RELOADING=1\n"},
+		{"Status", func() error { return n.Status(long) }, ""},
+		{"no list", func() error { return n.Ready(strings.Repeat("é", 3000)) }, "READY=1\n"},
+	} {
+		if err := tc.send(); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		// A buffer larger than systemd's, so that an oversized message
+		// shows as one rather than being cut to fit.
+		if err := srv.SetReadDeadline(time.Now().Add(waitFor)); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 1<<16)
+		m, _, err := srv.ReadFromUnix(buf)
+		if err != nil {
+			t.Fatalf("%s: no datagram: %v", tc.name, err)
+		}
+		got := string(buf[:m])
+		if len(got) > maxMessage {
+			t.Errorf("%s: sent %d bytes, over systemd's %d", tc.name, len(got), maxMessage)
+		}
+		if !strings.HasPrefix(got, tc.state) {
+			t.Errorf("%s: message starts %.40q, want %q", tc.name, got, tc.state)
+		}
+		if !utf8.ValidString(got) {
+			t.Errorf("%s: status cut inside a character", tc.name)
+		}
+		if tc.name == "no list" {
+			if !strings.HasSuffix(got, " bytes more)") {
+				t.Errorf("%s: ends %q, want the bytes left out", tc.name, got[len(got)-40:])
+			}
+			continue
+		}
+		_, status, _ := strings.Cut(got, "STATUS=")
+		kept := strings.Count(status, "VARIABLE_NUMBER_")
+		want := fmt.Sprintf(" ... and %d more", len(names)-kept)
+		if kept == 0 || !strings.HasSuffix(status, want) {
+			t.Errorf("%s: status ends %q with %d names kept, want %q", tc.name, status[len(status)-40:], kept, want)
+		}
 	}
 }
