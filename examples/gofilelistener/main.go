@@ -41,6 +41,10 @@ func main() {
 }
 
 func run() error {
+	// Catch SIGTERM before READY=1: paramexec may stop a child as soon as it
+	// is ready, and the default action would kill it mid-request (exit 143).
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
 	ln, err := inherited()
 	if err != nil {
 		return err
@@ -58,8 +62,6 @@ func run() error {
 		return err
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
 	select {
 	case err := <-served:
 		return err
