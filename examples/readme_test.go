@@ -30,7 +30,7 @@ func TestREADMEFlagTableListsEveryFlag(t *testing.T) {
 	flags := configFlags(t)
 	section := readmeSection(t, "Flags")
 	listed := map[string]bool{}
-	for _, row := range regexp.MustCompile("(?m)^\\| (.*?) \\|").FindAllStringSubmatch(section, -1) {
+	for _, row := range regexp.MustCompile(`(?m)^\| (.*?) \|`).FindAllStringSubmatch(section, -1) {
 		for _, m := range regexp.MustCompile("`--([a-z][a-z0-9-]*)").FindAllStringSubmatch(row[1], -1) {
 			listed[m[1]] = true
 		}
