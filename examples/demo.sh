@@ -7,8 +7,13 @@
 # 2. runs a command with those variables;
 # 3. supervises a small "app", edits the .env file, and shows the app being
 #    restarted in place with the new value;
-# 4. if moto_server (a local AWS emulator) is installed, does the same with
-#    real Parameter Store calls: --path, a SecureString, and a live change.
+# 4. puts a small web app behind --proxy --restart overlap, sends it a
+#    steady loop of requests on loopback, changes a value (0 requests may
+#    fail: it counts them and exits 1 if one did), then sets a value the app
+#    cannot start with: the new child is rejected and the old one, the same
+#    process, serves on;
+# 5. if moto_server (a local AWS emulator) is installed, does the same as 3
+#    with real Parameter Store calls: --path, a SecureString, a live change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
@@ -38,6 +43,78 @@ sed 's/Hello from a .env file/Hello again, after an edit/' "$work/app.env" >"$wo
 mv "$work/app.env.tmp" "$work/app.env"
 sleep 1.5
 kill -TERM %1 && wait %1 || true
+
+say "a change under load, with --proxy --restart overlap: no request may fail"
+# The app is the project's test server (internal/testserver): it takes 1 s
+# to boot, answers {"pid":…,"value":…} on the port paramexec gives it in
+# $PORT, and crashes at start when VALUE is "broken", as an app does with a
+# bad database URL.
+go build -o "$work/web" ./internal/testserver
+printf 'VALUE=blue\n' >"$work/web.env"
+: >"$work/web.log"
+TESTSERVER_BOOT_DELAY=1s TESTSERVER_CRASH_IF=VALUE=broken TESTSERVER_CRASH_AFTER=300ms \
+	"$pe" --env-file "$work/web.env" --interval 1h --proxy 127.0.0.1:0=PORT \
+	--restart overlap --ready 'http://127.0.0.1:{port}/up' --grace 5s \
+	-- "$work/web" 2>"$work/web.log" &
+web=$!
+# Every wait below is bounded: a demo that hangs teaches nothing.
+waitfor() { # seconds, then a command that succeeds when the wait is over
+	local until=$((SECONDS + $1)); shift
+	until "$@"; do
+		if ((SECONDS >= until)); then echo "demo: gave up waiting for: $*" >&2; exit 1; fi
+		sleep 0.1
+	done
+}
+waitfor 20 grep -q 'msg="proxy switched"' "$work/web.log"
+addr=$(sed -n 's/.*msg="proxy listening".* address=\([^ ]*\).*/\1/p' "$work/web.log")
+url="http://$addr/"
+echo "paramexec listens on $addr; the app (VALUE=blue) boots behind it"
+
+# The load: one request after another, each bounded to 5 s, until told to
+# stop (at most 3000), each on a new connection. It records every answer,
+# {"pid":N,"value":"…"} on a line of its own, or FAIL.
+load() {
+	local n=0
+	while [ ! -e "$work/stop" ] && ((n < 3000)); do
+		curl -fsS --max-time 5 "$url" 2>/dev/null || echo FAIL
+		n=$((n + 1))
+	done >"$work/answers"
+}
+load &
+loader=$!
+# served prints "PID VALUE" of the latest whole answer.
+served() { sed -n 's/.*"pid":\([0-9]*\).*"value":"\([^"]*\)".*/\1 \2/p' "$work/answers" | tail -n 1; }
+serving() { served | grep -q " $1\$"; }
+waitfor 10 test -s "$work/answers"
+sleep 1
+
+echo '(changing VALUE to green: the new child boots while the old one serves)'
+printf 'VALUE=green\n' >"$work/web.env.tmp" && mv "$work/web.env.tmp" "$work/web.env"
+waitfor 20 grep -q 'msg="old child exited"' "$work/web.log"
+waitfor 10 serving green
+read -r good_pid _ < <(served)
+sleep 1
+
+echo '(changing VALUE to broken: the app cannot start with it)'
+printf 'VALUE=broken\n' >"$work/web.env.tmp" && mv "$work/web.env.tmp" "$work/web.env"
+waitfor 20 grep -q 'msg="rollback finished' "$work/web.log"
+sleep 1
+touch "$work/stop"
+wait "$loader"
+read -r last_pid last_value < <(served)
+
+grep -E 'msg="?(overlap begun|switched|old child exited|change rejected|rollback finished)' "$work/web.log" |
+	sed -E 's/^time=[^ ]*T([0-9:.]{12})[^ ]* level=([A-Z]+)/\1 \2/; s/ app=paramexec//'
+total=$(grep -c . "$work/answers" || true)
+failed=$(grep -c FAIL "$work/answers" || true)
+count() { grep -c "\"value\":\"$1\"" "$work/answers" || true; }
+echo "requests: $total, failed: $failed; answered with VALUE=blue: $(count blue), green: $(count green), broken: $(count broken)"
+echo "after the bad value: pid $last_pid serves VALUE=$last_value; pid $good_pid served green before it, so the same process kept serving"
+kill -TERM "$web" && wait "$web" || true
+if [ "$failed" != 0 ] || [ "$last_pid" != "$good_pid" ] || [ "$last_value" != green ]; then
+	echo "demo: FAILED: a request failed, or the bad value was not rolled back" >&2
+	exit 1
+fi
 
 if ! command -v moto_server >/dev/null; then
 	say "moto_server is not installed: skipping the Parameter Store part"

@@ -380,18 +380,19 @@ func TestIAMMatch(t *testing.T) {
 	}
 }
 
-// TestREADMEListsTheIAMActions keeps the README's IAM section, which is what
-// a reader copies into a role, to exactly the actions iam-policy.json allows
-// (and TestIAMPolicyCoversEveryAWSCall ties those to the code): its table of
-// actions and its policy example may name no other and leave none out.
-func TestREADMEListsTheIAMActions(t *testing.T) {
-	data, err := os.ReadFile(filepath.Join(repoRoot(t), "README.md"))
+// TestIAMDocListsTheIAMActions keeps the IAM section of docs/iam.md (the
+// README links it), which is what a reader copies into a role, to exactly
+// the actions iam-policy.json allows (and TestIAMPolicyCoversEveryAWSCall
+// ties those to the code): its table of actions and its policy example may
+// name no other and leave none out.
+func TestIAMDocListsTheIAMActions(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(repoRoot(t), "docs", "iam.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, section, ok := strings.Cut(string(data), "\n## IAM\n")
 	if !ok {
-		t.Fatal("README.md has no ## IAM section")
+		t.Fatal("docs/iam.md has no ## IAM section")
 	}
 	section, _, _ = strings.Cut(section, "\n## ")
 
@@ -423,12 +424,12 @@ func TestREADMEListsTheIAMActions(t *testing.T) {
 	for name, got := range map[string]map[string]bool{"table of actions": table, "policy example": block} {
 		for a := range want {
 			if !got[a] {
-				t.Errorf("README IAM %s lacks %s, which iam-policy.json allows", name, a)
+				t.Errorf("docs/iam.md %s lacks %s, which iam-policy.json allows", name, a)
 			}
 		}
 		for a := range got {
 			if !want[a] {
-				t.Errorf("README IAM %s names %s, which iam-policy.json does not allow", name, a)
+				t.Errorf("docs/iam.md %s names %s, which iam-policy.json does not allow", name, a)
 			}
 		}
 	}
