@@ -237,3 +237,24 @@ func procStatus(t *testing.T, pid int) map[string]string {
 func gone(pid int) bool { return errors.Is(syscall.Kill(pid, 0), syscall.ESRCH) }
 
 type recordT = childrec.Record
+
+func runcState(id string) ([]byte, error) { return exec.Command("runc", "state", id).CombinedOutput() }
+
+// childrenOf lists the host pids whose parent is pid, zombies included.
+func childrenOf(t *testing.T, pid int) []int {
+	t.Helper()
+	tasks, err := filepath.Glob(filepath.Join("/proc", strconv.Itoa(pid), "task", "*", "children"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kids []int
+	for _, task := range tasks {
+		data, _ := os.ReadFile(task) // a thread may have ended since
+		for _, f := range strings.Fields(string(data)) {
+			if n, err := strconv.Atoi(f); err == nil {
+				kids = append(kids, n)
+			}
+		}
+	}
+	return kids
+}
