@@ -81,6 +81,7 @@ func TestRelease(t *testing.T) {
 		}
 	})
 	t.Run("sbom", func(t *testing.T) { checkSBOM(t, d) })
+	t.Run("image", func(t *testing.T) { testImage(t, d) })
 	t.Run("arm64", func(t *testing.T) { testARM64(t, d) })
 	t.Run("version", func(t *testing.T) {
 		commit := strings.TrimSpace(run(t, d.repo, "git", "rev-parse", "HEAD"))
