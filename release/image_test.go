@@ -16,8 +16,8 @@ import (
 )
 
 type ociDescriptor struct {
-	MediaType   string            `json:"mediaType"`
-	Digest      string            `json:"digest"`
+	MediaType   string `json:"mediaType"`
+	Digest      string `json:"digest"`
 	Platform    *struct{ Architecture, OS string }
 	Annotations map[string]string `json:"annotations"`
 }

@@ -62,7 +62,7 @@ func run(args []string) error {
 		return err
 	}
 	if *layout == "" || *tag == "" || fs.NArg() == 0 {
-		return errors.New("usage: ociindex -layout DIR -tag TAG REF...")
+		return errors.New("usage: ociindex -layout DIR -tag TAG REF [REF ...]")
 	}
 	var top index
 	if err := readJSON(filepath.Join(*layout, "index.json"), &top); err != nil {

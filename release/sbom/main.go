@@ -40,7 +40,7 @@ func run(args []string, stdout io.Writer) error {
 		return err
 	}
 	if *version == "" || fs.NArg() == 0 {
-		return errors.New("usage: sbom -version V [-created T] BINARY...")
+		return errors.New("usage: sbom -version V [-created T] BINARY [BINARY ...]")
 	}
 	when := time.Now().UTC()
 	if *created != "" {
