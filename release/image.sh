@@ -3,7 +3,10 @@
 # Docker engine: one image per architecture from build.sh's binaries, and a
 # multi-arch image index over them.
 #
-#   bash release/build.sh VERSION && bash release/image.sh [VERSION]
+#   bash release/image.sh [VERSION]
+#
+# It uses the binaries release/build.sh wrote to dist/, and runs build.sh
+# first when they are missing.
 #
 # The image is Dockerfile.example's final stage without the application:
 # /paramexec, a CA bundle at /etc/ssl/certs/ca-certificates.crt (the AWS SDK
@@ -32,8 +35,9 @@ layout="$dist/oci"
 
 for arch in $archs; do
 	if [ ! -f "$dist/paramexec-linux-$arch" ]; then
-		echo "image.sh: $dist/paramexec-linux-$arch is missing: run release/build.sh first" >&2
-		exit 1
+		echo "image.sh: no $dist/paramexec-linux-$arch; running release/build.sh $version" >&2
+		DIST=$dist ARCHS=$archs bash release/build.sh "$version"
+		break
 	fi
 done
 rm -rf "$layout"

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -70,8 +71,8 @@ func runContainer(t *testing.T, args, env []string) *container {
 // writeConfig adapts umoci's runtime config to what Docker would run: the
 // image's read-only root (docker run --read-only), the host's network
 // namespace (--network host, to reach moto on the loopback), no
-// capabilities for the non-root user (as Docker gives a non-root USER), a
-// writable /out volume, and the process given.
+// capabilities for the non-root user (as Docker gives a non-root USER),
+// Docker's environment, a writable /out volume, and the process given.
 func writeConfig(t *testing.T, c *container, args, env []string) {
 	t.Helper()
 	var cfg map[string]any
@@ -81,7 +82,10 @@ func writeConfig(t *testing.T, c *container, args, env []string) {
 	proc := cfg["process"].(map[string]any)
 	proc["terminal"] = false
 	proc["args"] = args
-	proc["env"] = append(anyStrings(proc["env"]), env...)
+	// umoci's TERM=xterm is for a terminal; Docker sets HOSTNAME, and
+	// HOME=/ for a user without an /etc/passwd entry.
+	base := slices.DeleteFunc(anyStrings(proc["env"]), func(kv string) bool { return strings.HasPrefix(kv, "TERM=") })
+	proc["env"] = append(append(base, "HOSTNAME="+c.id, "HOME=/"), env...)
 	caps := proc["capabilities"].(map[string]any)
 	for _, set := range []string{"effective", "permitted", "inheritable", "ambient"} {
 		caps[set] = []string{}
