@@ -1,13 +1,5 @@
-// Package container_test runs the release image in a real OCI runtime: runc,
-// as under Docker, containerd and ECS, from an image built with umoci.
-//
-// TestMain builds what a release builds (release/build.sh, release/image.sh,
-// amd64 only), adds a static test application the way Dockerfile.example's
-// final stage adds its application, unpacks the result with umoci into one
-// read-only root shared by every container, and starts moto behind a TLS
-// terminator on the host's loopback. Each test then runs containers with
-// `runc run` and stops them as `docker stop` does. It needs root, runc and
-// umoci; with CI=true their absence fails the run instead of skipping it.
+// Package container_test runs the release image in a real OCI runtime, runc,
+// as Docker, containerd and ECS run it, from an image built with umoci.
 package container_test
 
 import (
@@ -55,6 +47,14 @@ type fixture struct {
 	endpoint string   // https://127.0.0.1:PORT, TLS in front of moto
 }
 
+// TestMain builds what a release builds (release/build.sh and
+// release/image.sh, amd64 only), adds a static test application the way
+// Dockerfile.example's final stage adds its application, unpacks the result
+// with umoci into one read-only root shared by every container, and starts
+// moto behind a TLS terminator on the host's loopback. The tests run
+// containers with `runc run` and stop them as `docker stop` does. They need
+// root, runc and umoci; with CI=true their absence fails the run instead of
+// skipping it.
 func TestMain(m *testing.M) { os.Exit(mainCode(m)) }
 
 func mainCode(m *testing.M) int {
