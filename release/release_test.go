@@ -81,6 +81,7 @@ func TestRelease(t *testing.T) {
 		}
 	})
 	t.Run("sbom", func(t *testing.T) { checkSBOM(t, d) })
+	t.Run("reproducible", func(t *testing.T) { testReproducible(t, d) })
 	t.Run("image", func(t *testing.T) { testImage(t, d) })
 	t.Run("arm64", func(t *testing.T) { testARM64(t, d) })
 	t.Run("version", func(t *testing.T) {
@@ -98,6 +99,30 @@ func TestRelease(t *testing.T) {
 			}
 		}
 	})
+}
+
+// testReproducible builds the amd64 binary again elsewhere with the same
+// version and SOURCE_DATE_EPOCH: docs/release.md promises the same bytes,
+// which is what lets anyone check a release's SHA256SUMS by a rebuild.
+func testReproducible(t *testing.T, d dist) {
+	again := t.TempDir()
+	cmd := exec.Command("bash", "release/build.sh", stampVersion)
+	cmd.Dir = d.repo
+	cmd.Env = append(os.Environ(), "DIST="+again, "ARCHS=amd64", "SOURCE_DATE_EPOCH=1000000000")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("release/build.sh: %v\n%s", err, out)
+	}
+	a, err := os.ReadFile(d.path("paramexec-linux-amd64"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(again, "paramexec-linux-amd64"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a, b) {
+		t.Errorf("two builds of one commit with one SOURCE_DATE_EPOCH differ (%d and %d bytes)", len(a), len(b))
+	}
 }
 
 // checkStatic fails unless bin is an ELF for machine with no dynamic loader.
