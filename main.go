@@ -28,8 +28,10 @@ import (
 	"github.com/paramexec/paramexec/signals"
 )
 
-// version is set at build time with -ldflags "-X main.version=v1.2.3".
-var version = ""
+// release/build.sh stamps these with -ldflags "-X main.version=v1.2.3 -X
+// main.commit=... -X main.buildDate=...". A build without them (go build,
+// go install) reports what the Go toolchain recorded instead.
+var version, commit, buildDate string
 
 func main() {
 	// paramexec re-executed as --listen's trampoline: set LISTEN_PID to
@@ -264,9 +266,23 @@ const (
 	logFlushTimeout = 2 * time.Second
 )
 
+// buildVersion is what --version prints after "paramexec ": for a release
+// build "VERSION (commit COMMIT, built DATE)"; otherwise versionOf's best
+// guess, which already names the commit and its time when Go recorded them.
 func buildVersion() string {
 	info, _ := debug.ReadBuildInfo()
-	return versionOf(version, info)
+	v := versionOf(version, info)
+	if commit == "" && buildDate == "" {
+		return v
+	}
+	return fmt.Sprintf("%s (commit %s, built %s)", v, orUnknown(commit), orUnknown(buildDate))
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
 }
 
 // versionOf picks the most telling version a build carries: one stamped

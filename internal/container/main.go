@@ -1,18 +1,19 @@
-// Command container runs a program the way a container runtime runs the
-// entrypoint of a scratch image, for tests that need one without Docker.
+// Command container runs a program as the barest container runtime would run
+// the entrypoint of a scratch image: no /proc, no /dev, only the given root.
 //
 // Usage (as root, started with CLONE_NEWPID|CLONE_NEWNS so that it is PID 1
 // of a new PID namespace, in a mount namespace of its own):
 //
-//	container -root DIR [-bind HOST:PATH]... [-proc] [-dev] [-user UID:GID] -- PROG [ARGS...]
+//	container -root DIR [-bind HOST:PATH]... [-user UID:GID] -- PROG [ARGS...]
 //
-// It makes DIR a read-only mount, mounts a fresh proc at /proc (-proc, as
-// Docker does), a tmpfs /dev holding the device nodes Docker creates (-dev)
-// and writable binds of host directories (-bind), chroots into DIR, drops to
-// the numeric UID and GID (no supplementary groups, no capabilities left)
-// and execs PROG in its own place, so PROG is PID 1 with the environment this
-// command was given. Every mount point must already exist in DIR: the root
-// is read-only. Exit codes follow docker run: 125 when the set-up fails, 126
+// It makes DIR a read-only mount with writable binds of host directories
+// (-bind), chroots into DIR, drops to the numeric UID and GID (no
+// supplementary groups, no capabilities left) and execs PROG in its own
+// place, so PROG is PID 1 with the environment this command was given.
+// Every mount point must already exist in DIR: the root is read-only.
+//
+// Real runtimes are tested in e2e/container with runc; runc cannot run a
+// container without /proc, which is what this one is for. Exit codes follow docker run: 125 when the set-up fails, 126
 // when PROG cannot be executed, 127 when it does not exist.
 package main
 
@@ -48,8 +49,6 @@ type bind struct{ host, path string }
 type options struct {
 	root     string
 	binds    []bind
-	proc     bool
-	dev      bool
 	uid, gid int
 	argv     []string
 }
@@ -66,8 +65,6 @@ func parse(args []string) (options, error) {
 		o.binds = append(o.binds, bind{host, path})
 		return nil
 	})
-	fs.BoolVar(&o.proc, "proc", false, "mount a fresh proc at /proc")
-	fs.BoolVar(&o.dev, "dev", false, "mount a tmpfs /dev with null, zero, full, random, urandom, tty")
 	fs.Func("user", "run as the numeric `UID:GID`", func(s string) error {
 		u, g, ok := strings.Cut(s, ":")
 		var err1, err2 error
@@ -132,16 +129,6 @@ func setUp(o options) error {
 	if err := unix.Mount(root, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("bind root: %w", err)
 	}
-	if o.proc {
-		if err := unix.Mount("proc", filepath.Join(root, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
-			return fmt.Errorf("mount /proc: %w", err)
-		}
-	}
-	if o.dev {
-		if err := mountDev(filepath.Join(root, "dev")); err != nil {
-			return err
-		}
-	}
 	for _, b := range o.binds {
 		if err := unix.Mount(b.host, filepath.Join(root, b.path), "", unix.MS_BIND, ""); err != nil {
 			return fmt.Errorf("bind %s at %s: %w", b.host, b.path, err)
@@ -158,36 +145,6 @@ func setUp(o options) error {
 		return fmt.Errorf("chroot: %w", err)
 	}
 	return unix.Chdir("/")
-}
-
-// mountDev makes what Docker makes of /dev: a small tmpfs with the usual
-// character devices and the links into /proc.
-func mountDev(dev string) error {
-	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_STRICTATIME, "mode=755,size=65536k"); err != nil {
-		return fmt.Errorf("mount /dev: %w", err)
-	}
-	for _, name := range []string{"null", "zero", "full", "random", "urandom", "tty"} {
-		var st unix.Stat_t
-		if err := unix.Stat("/dev/"+name, &st); err != nil {
-			return fmt.Errorf("host device: %w", err)
-		}
-		node := filepath.Join(dev, name)
-		if err := unix.Mknod(node, unix.S_IFCHR|0o666, int(st.Rdev)); err != nil {
-			return fmt.Errorf("mknod %s: %w", node, err)
-		}
-		// mknod applied the umask.
-		if err := unix.Chmod(node, 0o666); err != nil {
-			return err
-		}
-	}
-	for link, target := range map[string]string{
-		"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2",
-	} {
-		if err := os.Symlink(target, filepath.Join(dev, link)); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // dropTo becomes uid:gid with no supplementary groups. Leaving uid 0 for
