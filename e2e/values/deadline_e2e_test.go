@@ -1,4 +1,4 @@
-package main
+package values
 
 import (
 	"encoding/json"
@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/paramexec/paramexec/internal/faultproxy"
+	"github.com/paramexec/paramexec/internal/harness"
 )
 
 // These tests check that --startup-timeout is a deadline, kept in both
@@ -62,52 +63,52 @@ func (h *hungServer) answer(f http.HandlerFunc) {
 }
 
 // timedRun runs paramexec to completion and says how long it took.
-func timedRun(t *testing.T, env []string, args ...string) (result, time.Duration) {
+func timedRun(t *testing.T, env []string, args ...string) (harness.Result, time.Duration) {
 	t.Helper()
 	began := time.Now()
-	r := runBinary(t, env, args...)
+	r := harness.RunBinary(t, env, args...)
 	return r, time.Since(began)
 }
 
-func checkDeadline(t *testing.T, r result, took, budget time.Duration, lowerBound bool) {
+func checkDeadline(t *testing.T, r harness.Result, took, budget time.Duration, lowerBound bool) {
 	t.Helper()
-	t.Logf("exit %d after %s; stderr:\n%s", r.code, took, r.stderr)
-	if r.code != exitSource {
-		t.Fatalf("exit %d, want %d; stderr:\n%s", r.code, exitSource, r.stderr)
+	t.Logf("exit %d after %s; stderr:\n%s", r.Code, took, r.Stderr)
+	if r.Code != harness.ExitSource {
+		t.Fatalf("exit %d, want %d; stderr:\n%s", r.Code, harness.ExitSource, r.Stderr)
 	}
 	if took > budget+deadlineMargin {
-		t.Errorf("start-up took %s with --startup-timeout %s: the deadline was not kept; stderr:\n%s", took, budget, r.stderr)
+		t.Errorf("start-up took %s with --startup-timeout %s: the deadline was not kept; stderr:\n%s", took, budget, r.Stderr)
 	}
 	if lowerBound && took < budget {
-		t.Errorf("start-up gave up after %s, before its --startup-timeout %s; stderr:\n%s", took, budget, r.stderr)
+		t.Errorf("start-up gave up after %s, before its --startup-timeout %s; stderr:\n%s", took, budget, r.Stderr)
 	}
-	if want := "gave up after " + budget.String(); !strings.Contains(r.stderr, want) {
-		t.Errorf("stderr lacks %q:\n%s", want, r.stderr)
+	if want := "gave up after " + budget.String(); !strings.Contains(r.Stderr, want) {
+		t.Errorf("stderr lacks %q:\n%s", want, r.Stderr)
 	}
 }
 
 func TestStartupTimeoutHungEndpoint(t *testing.T) {
-	e2e(t)
+	harness.E2E(t)
 	h := startHungServer(t)
-	args, rec := childArgs(t, "-exit", "0")
-	r, took := timedRun(t, baseEnv(h.URL), append([]string{"--path", "/app", "--startup-timeout", "1s"}, args...)...)
+	args, rec := harness.ChildArgs(t, "-exit", "0")
+	r, took := timedRun(t, harness.BaseEnv(h.URL), append([]string{"--path", "/app", "--startup-timeout", "1s"}, args...)...)
 	// Hung for the whole budget: no attempt ever failed fast, so the
 	// budget is both bounds.
 	checkDeadline(t, r, took, time.Second, true)
-	if len(readRecords(t, rec)) != 0 {
+	if len(harness.ReadRecords(t, rec)) != 0 {
 		t.Error("the command ran without its configuration")
 	}
 }
 
 func TestStartupTimeoutKeptOnFastErrors(t *testing.T) {
-	e2e(t)
+	harness.E2E(t)
 	const budget = 2 * time.Second
 	for _, fault := range []faultproxy.Fault{faultproxy.Unavailable, faultproxy.ExpiredToken} {
 		t.Run(fault.String(), func(t *testing.T) {
-			p := proxied(t)
+			p := harness.Proxied(t)
 			p.Inject(faultproxy.Rule{Fault: fault})
-			args, _ := childArgs(t, "-exit", "0")
-			r, took := timedRun(t, baseEnv(p.URL()), append([]string{"--path", "/app", "--startup-timeout", budget.String()}, args...)...)
+			args, _ := harness.ChildArgs(t, "-exit", "0")
+			r, took := timedRun(t, harness.BaseEnv(p.URL()), append([]string{"--path", "/app", "--startup-timeout", budget.String()}, args...)...)
 			checkDeadline(t, r, took, budget, true)
 			// The last wait was shortened, not skipped: more than the first
 			// attempt was made, and the budget held them all.
@@ -121,7 +122,7 @@ func TestStartupTimeoutKeptOnFastErrors(t *testing.T) {
 // credentialsEnv is baseEnv with credentials from a container credentials
 // endpoint (loopback http is allowed by the SDK) instead of the environment.
 func credentialsEnv(endpoint, credentialsURL string) []string {
-	env := slices.DeleteFunc(baseEnv(endpoint), func(kv string) bool {
+	env := slices.DeleteFunc(harness.BaseEnv(endpoint), func(kv string) bool {
 		return strings.HasPrefix(kv, "AWS_ACCESS_KEY_ID=") || strings.HasPrefix(kv, "AWS_SECRET_ACCESS_KEY=")
 	})
 	return append(env, "AWS_CONTAINER_CREDENTIALS_FULL_URI="+credentialsURL+"/creds")
@@ -143,16 +144,16 @@ func serveCredentials(validFor time.Duration) http.HandlerFunc {
 }
 
 func TestHungCredentialsEndpointAtStartup(t *testing.T) {
-	e2e(t)
+	harness.E2E(t)
 	creds := startHungServer(t)
 	const budget = 2 * time.Second
-	args, rec := childArgs(t, "-exit", "0")
-	r, took := timedRun(t, credentialsEnv(moto.URL, creds.URL), append([]string{"--path", "/app", "--startup-timeout", budget.String()}, args...)...)
+	args, rec := harness.ChildArgs(t, "-exit", "0")
+	r, took := timedRun(t, credentialsEnv(harness.Moto.URL, creds.URL), append([]string{"--path", "/app", "--startup-timeout", budget.String()}, args...)...)
 	checkDeadline(t, r, took, budget, true)
-	if !strings.Contains(r.stderr, "credentials") {
-		t.Errorf("the error does not say credentials were the trouble:\n%s", r.stderr)
+	if !strings.Contains(r.Stderr, "credentials") {
+		t.Errorf("the error does not say credentials were the trouble:\n%s", r.Stderr)
 	}
-	if len(readRecords(t, rec)) != 0 {
+	if len(harness.ReadRecords(t, rec)) != 0 {
 		t.Error("the command ran without its configuration")
 	}
 }
@@ -160,34 +161,34 @@ func TestHungCredentialsEndpointAtStartup(t *testing.T) {
 // A credentials refresh that hangs while polling is a failed poll, logged and
 // retried; polling goes on once the endpoint answers again.
 func TestHungCredentialsRefreshWhilePolling(t *testing.T) {
-	e2e(t)
+	harness.E2E(t)
 	creds := startHungServer(t)
 	creds.answer(serveCredentials(2 * time.Second))
-	path := uniquePath(t)
-	moto.PutParameter(t, path+"/TOKEN", val("one"), "String")
-	args, rec := childArgs(t)
-	pe := startBinary(t, credentialsEnv(moto.URL, creds.URL), append([]string{"--path", path, "--interval", "1s"}, args...)...)
-	waitStarts(t, rec, 1)
+	path := harness.UniquePath(t)
+	harness.Moto.PutParameter(t, path+"/TOKEN", harness.Val("one"), "String")
+	args, rec := harness.ChildArgs(t)
+	pe := harness.StartBinary(t, credentialsEnv(harness.Moto.URL, creds.URL), append([]string{"--path", path, "--interval", "1s"}, args...)...)
+	harness.WaitStarts(t, rec, 1)
 
 	creds.answer(nil) // the next refresh, at most 2 s away, hangs
-	waitFor(t, "a failed poll logged while credentials hang", func() bool {
-		return strings.Contains(pe.stderr.String(), "poll failed")
+	harness.WaitFor(t, "a failed poll logged while credentials hang", func() bool {
+		return strings.Contains(pe.Stderr.String(), "poll failed")
 	})
-	if !strings.Contains(pe.stderr.String(), "credentials") {
-		t.Errorf("the failed poll does not say credentials were the trouble:\n%s", pe.stderr.String())
+	if !strings.Contains(pe.Stderr.String(), "credentials") {
+		t.Errorf("the failed poll does not say credentials were the trouble:\n%s", pe.Stderr.String())
 	}
 
 	creds.answer(serveCredentials(time.Minute))
-	moto.PutParameter(t, path+"/TOKEN", val("two"), "String")
-	if got := waitStarts(t, rec, 2)[1].Env["TOKEN"]; got != val("two") {
-		t.Errorf("after the credentials came back, TOKEN=%q, want %q", got, val("two"))
+	harness.Moto.PutParameter(t, path+"/TOKEN", harness.Val("two"), "String")
+	if got := harness.WaitStarts(t, rec, 2)[1].Env["TOKEN"]; got != harness.Val("two") {
+		t.Errorf("after the credentials came back, TOKEN=%q, want %q", got, harness.Val("two"))
 	}
-	if !strings.Contains(pe.stderr.String(), "poll recovered") {
-		t.Errorf("no recovery logged:\n%s", pe.stderr.String())
+	if !strings.Contains(pe.Stderr.String(), "poll recovered") {
+		t.Errorf("no recovery logged:\n%s", pe.Stderr.String())
 	}
-	pe.signal(syscall.SIGTERM)
-	if code := pe.wait(); code != 0 {
-		t.Errorf("exit %d after SIGTERM; stderr:\n%s", code, pe.stderr.String())
+	pe.Signal(syscall.SIGTERM)
+	if code := pe.Wait(); code != 0 {
+		t.Errorf("exit %d after SIGTERM; stderr:\n%s", code, pe.Stderr.String())
 	}
 }
 
@@ -195,7 +196,7 @@ func TestHungCredentialsRefreshWhilePolling(t *testing.T) {
 // own IMDS timeouts cover only the connection and the headers) cannot
 // hold start-up past its budget while paramexec asks it for the Region.
 func TestStalledRegionLookupKeepsTheBudget(t *testing.T) {
-	e2e(t)
+	harness.E2E(t)
 	imds := startHungServer(t)
 	imds.answer(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Length", "100")
@@ -206,23 +207,23 @@ func TestStalledRegionLookupKeepsTheBudget(t *testing.T) {
 		case <-imds.release:
 		}
 	})
-	env := slices.DeleteFunc(baseEnv(moto.URL), func(kv string) bool {
+	env := slices.DeleteFunc(harness.BaseEnv(harness.Moto.URL), func(kv string) bool {
 		return strings.HasPrefix(kv, "AWS_REGION=") || strings.HasPrefix(kv, "AWS_EC2_METADATA_DISABLED=")
 	})
 	env = append(env, "AWS_EC2_METADATA_SERVICE_ENDPOINT="+imds.URL, "AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null")
 	// Below the SDK's own 5 s bound on a metadata call, which is what held
 	// start-up before the budget did.
 	const budget = time.Second
-	args, rec := childArgs(t, "-exit", "0")
+	args, rec := harness.ChildArgs(t, "-exit", "0")
 	r, took := timedRun(t, env, append([]string{"--path", "/app", "--startup-timeout", budget.String()}, args...)...)
-	t.Logf("exit %d after %s; stderr:\n%s", r.code, took, r.stderr)
-	if r.code != exitUsage || !strings.Contains(r.stderr, "no AWS region") {
-		t.Errorf("exit %d, want %d and 'no AWS region'; stderr:\n%s", r.code, exitUsage, r.stderr)
+	t.Logf("exit %d after %s; stderr:\n%s", r.Code, took, r.Stderr)
+	if r.Code != harness.ExitUsage || !strings.Contains(r.Stderr, "no AWS region") {
+		t.Errorf("exit %d, want %d and 'no AWS region'; stderr:\n%s", r.Code, harness.ExitUsage, r.Stderr)
 	}
 	if took > budget+deadlineMargin {
 		t.Errorf("start-up took %s with --startup-timeout %s", took, budget)
 	}
-	if len(readRecords(t, rec)) != 0 {
+	if len(harness.ReadRecords(t, rec)) != 0 {
 		t.Error("the command ran without its configuration")
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package values
 
 import (
 	"encoding/json"
@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/paramexec/paramexec/internal/harness"
 )
 
 // Without credentials off EC2, the SDK's default chain ends at instance
@@ -16,7 +18,7 @@ import (
 // json every line paramexec writes, the SDK's warning included, is JSON,
 // and the error says what to set.
 func TestMissingCredentialsSayWhatToSetInJSON(t *testing.T) {
-	parallelE2E(t)
+	harness.ParallelE2E(t)
 	var tokens, roles int
 	var mu sync.Mutex
 	imds := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -36,17 +38,17 @@ func TestMissingCredentialsSayWhatToSetInJSON(t *testing.T) {
 	defer imds.Close()
 	env := []string{
 		"PATH=" + os.Getenv("PATH"),
-		"AWS_ENDPOINT_URL=" + moto.URL,
+		"AWS_ENDPOINT_URL=" + harness.Moto.URL,
 		"AWS_REGION=us-east-1",
 		"AWS_EC2_METADATA_SERVICE_ENDPOINT=" + imds.URL,
 		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null",
 	}
-	r := runBinary(t, env, "--log-format", "json", "--startup-timeout", "5s", "--path", "/app", "--print")
-	if r.code != exitSource {
-		t.Errorf("exit %d, want %d; stderr:\n%s", r.code, exitSource, r.stderr)
+	r := harness.RunBinary(t, env, "--log-format", "json", "--startup-timeout", "5s", "--path", "/app", "--print")
+	if r.Code != harness.ExitSource {
+		t.Errorf("exit %d, want %d; stderr:\n%s", r.Code, harness.ExitSource, r.Stderr)
 	}
 	var sdkWarned, hinted bool
-	for _, line := range strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n") {
+	for _, line := range strings.Split(strings.TrimSuffix(r.Stderr, "\n"), "\n") {
 		var rec map[string]any
 		if err := json.Unmarshal([]byte(line), &rec); err != nil {
 			t.Errorf("a stderr line is not JSON (%v): %q", err, line)
@@ -63,20 +65,20 @@ func TestMissingCredentialsSayWhatToSetInJSON(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	if tokens == 0 || roles == 0 {
-		t.Fatalf("the stand-in was not asked (%d token, %d role requests): the test proves nothing; stderr:\n%s", tokens, roles, r.stderr)
+		t.Fatalf("the stand-in was not asked (%d token, %d role requests): the test proves nothing; stderr:\n%s", tokens, roles, r.Stderr)
 	}
 	if !sdkWarned {
-		t.Errorf("the SDK's IMDSv1 fallback warning did not come through the logger; stderr:\n%s", r.stderr)
+		t.Errorf("the SDK's IMDSv1 fallback warning did not come through the logger; stderr:\n%s", r.Stderr)
 	}
 	if !hinted {
-		t.Errorf("the error does not say what to set; stderr:\n%s", r.stderr)
+		t.Errorf("the error does not say what to set; stderr:\n%s", r.Stderr)
 	}
 }
 
 // Usage errors all have one shape, "paramexec: …" and the --help hint,
 // and say what a value should look like.
 func TestUsageErrorsHaveOneShape(t *testing.T) {
-	parallelE2E(t)
+	harness.ParallelE2E(t)
 	for _, tc := range []struct {
 		env  []string
 		args []string
@@ -93,16 +95,16 @@ func TestUsageErrorsHaveOneShape(t *testing.T) {
 		{nil, []string{"--log-level", "loud", "--", "true"}, `--log-level "loud": want debug, info, warn or error`},
 		{nil, []string{"--param", "a b", "--", "true"}, `--param "a b": invalid parameter name`},
 	} {
-		r := runBinary(t, append(baseEnv(""), tc.env...), tc.args...)
+		r := harness.RunBinary(t, append(harness.BaseEnv(""), tc.env...), tc.args...)
 		want := "paramexec: " + tc.want
-		if r.code != exitUsage || !strings.HasPrefix(r.stderr, want) || !strings.HasSuffix(r.stderr, "\nRun 'paramexec --help' for usage.\n") {
-			t.Errorf("%v %v: exit %d, stderr %q; want exit %d and %q, then the --help hint", tc.env, tc.args, r.code, r.stderr, exitUsage, want)
+		if r.Code != harness.ExitUsage || !strings.HasPrefix(r.Stderr, want) || !strings.HasSuffix(r.Stderr, "\nRun 'paramexec --help' for usage.\n") {
+			t.Errorf("%v %v: exit %d, stderr %q; want exit %d and %q, then the --help hint", tc.env, tc.args, r.Code, r.Stderr, harness.ExitUsage, want)
 		}
-		if n := strings.Count(r.stderr, "\n"); n != 2 {
+		if n := strings.Count(r.Stderr, "\n"); n != 2 {
 			t.Errorf("%v: %d lines, want the error and the hint", tc.args, n)
 		}
-		if strings.Contains(r.stderr, "on-change \"reboot\": on-change") {
-			t.Errorf("%v: the setting named twice: %q", tc.args, r.stderr)
+		if strings.Contains(r.Stderr, "on-change \"reboot\": on-change") {
+			t.Errorf("%v: the setting named twice: %q", tc.args, r.Stderr)
 		}
 	}
 }

@@ -1,4 +1,4 @@
-package main
+package ready
 
 import (
 	"regexp"
@@ -7,6 +7,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/paramexec/paramexec/internal/harness"
 )
 
 // rollbackRun is paramexec watching one SSM parameter, DB_URL, with the
@@ -15,8 +17,8 @@ type rollbackRun struct {
 	t    *testing.T
 	path string
 	port string
-	sd   *fakeSystemd
-	pe   *running
+	sd   *harness.FakeSystemd
+	pe   *harness.Running
 }
 
 // startRollback seeds DB_URL with good and starts paramexec with flags;
@@ -25,28 +27,28 @@ type rollbackRun struct {
 // {port} in a flag stands for the child's port.
 func startRollback(t *testing.T, flags ...string) *rollbackRun {
 	t.Helper()
-	rr := &rollbackRun{t: t, path: uniquePath(t), port: strconv.Itoa(freePort(t)), sd: listenSystemd(t)}
+	rr := &rollbackRun{t: t, path: harness.UniquePath(t), port: strconv.Itoa(harness.FreePort(t)), sd: harness.ListenSystemd(t)}
 	for i, f := range flags {
 		flags[i] = strings.ReplaceAll(f, "{port}", rr.port)
 	}
-	moto.PutParameter(t, rr.path+"/DB_URL", val("good"), "String")
-	env := append(baseEnv(moto.URL), "NOTIFY_SOCKET="+rr.sd.path, "PORT="+rr.port,
+	harness.Moto.PutParameter(t, rr.path+"/DB_URL", harness.Val("good"), "String")
+	env := append(harness.BaseEnv(harness.Moto.URL), "NOTIFY_SOCKET="+rr.sd.Path, "PORT="+rr.port,
 		"TESTSERVER_VALUE_ENV=DB_URL", "TESTSERVER_BOOT_DELAY=300ms",
-		"TESTSERVER_CRASH_IF=DB_URL="+val("crash"), "TESTSERVER_CRASH_CODE=3",
-		"TESTSERVER_HANG_IF=DB_URL="+val("hang"))
+		"TESTSERVER_CRASH_IF=DB_URL="+harness.Val("crash"), "TESTSERVER_CRASH_CODE=3",
+		"TESTSERVER_HANG_IF=DB_URL="+harness.Val("hang"))
 	args := append([]string{"--path", rr.path, "--interval", "1s", "--grace", "2s"}, flags...)
-	rr.pe = startBinary(t, env, append(args, "--", serverBin)...)
-	rr.serving(val("good"), 45*time.Second)
+	rr.pe = harness.StartBinary(t, env, append(args, "--", harness.ServerBin)...)
+	rr.serving(harness.Val("good"), 45*time.Second)
 	return rr
 }
 
 // serving waits until the child serves value, and returns its pid.
 func (rr *rollbackRun) serving(value string, within time.Duration) int {
 	rr.t.Helper()
-	var s served
-	waitForWithin(rr.t, within, "the child to serve "+value, func() bool {
+	var s harness.Served
+	harness.WaitForWithin(rr.t, within, "the child to serve "+value, func() bool {
 		var ok bool
-		s, ok = get(rr.port)
+		s, ok = harness.Get(rr.port)
 		return ok && s.Value == value
 	})
 	return s.Pid
@@ -54,25 +56,25 @@ func (rr *rollbackRun) serving(value string, within time.Duration) int {
 
 func (rr *rollbackRun) put(value string) {
 	rr.t.Helper()
-	moto.PutParameter(rr.t, rr.path+"/DB_URL", value, "String")
+	harness.Moto.PutParameter(rr.t, rr.path+"/DB_URL", value, "String")
 }
 
-func (rr *rollbackRun) log() string { return rr.pe.stderr.String() }
+func (rr *rollbackRun) log() string { return rr.pe.Stderr.String() }
 
 // starts is how many children paramexec's log says it started.
-func (rr *rollbackRun) starts() int { return len(childPids(rr.log())) }
+func (rr *rollbackRun) starts() int { return len(harness.ChildPids(rr.log())) }
 
 func (rr *rollbackRun) waitLog(what string) {
 	rr.t.Helper()
-	waitFor(rr.t, what+" in the log", func() bool { return strings.Contains(rr.log(), what) })
+	harness.WaitFor(rr.t, what+" in the log", func() bool { return strings.Contains(rr.log(), what) })
 }
 
 // alive fails the test if paramexec has exited.
 func (rr *rollbackRun) alive() {
 	rr.t.Helper()
 	select {
-	case <-rr.pe.done:
-		rr.t.Fatalf("paramexec exited with %d; stderr:\n%s", rr.pe.code, rr.log())
+	case <-rr.pe.Done():
+		rr.t.Fatalf("paramexec exited with %d; stderr:\n%s", rr.pe.Code(), rr.log())
 	default:
 	}
 }
@@ -89,18 +91,18 @@ func (rr *rollbackRun) rejectedOnce(startsAfterRollback int) {
 		rr.t.Errorf("%d children started after the rollback settled, want %d: the rejected value was tried again", n, startsAfterRollback)
 	}
 	rr.alive()
-	rr.put(val("better"))
-	rr.serving(val("better"), 45*time.Second)
+	rr.put(harness.Val("better"))
+	rr.serving(harness.Val("better"), 45*time.Second)
 	rr.waitLog(`msg="restart finished"`)
 	time.Sleep(2 * time.Second) // two more polls: one restart, not more
 	if n := rr.starts(); n != startsAfterRollback+1 {
 		rr.t.Errorf("%d children after a further good change, want %d", n, startsAfterRollback+1)
 	}
-	if strings.Contains(rr.log(), valueMark) {
+	if strings.Contains(rr.log(), harness.ValueMark) {
 		rr.t.Errorf("the log holds a value:\n%s", rr.log())
 	}
-	rr.pe.signal(syscall.SIGTERM)
-	if code := rr.pe.wait(); code != 0 {
+	rr.pe.Signal(syscall.SIGTERM)
+	if code := rr.pe.Wait(); code != 0 {
 		rr.t.Errorf("exit %d after SIGTERM; stderr:\n%s", code, rr.log())
 	}
 }
@@ -112,13 +114,13 @@ var rejectedRe = regexp.MustCompile(`level=ERROR msg="change rejected; rolling b
 // which variable was rejected (never its value), does not try that value
 // again, and takes a further good change.
 func TestRollbackOnCrash(t *testing.T) {
-	e2e(t)
+	harness.E2E(t)
 	rr := startRollback(t, "--ready", "http://127.0.0.1:{port}/up", "--ready-timeout", "10s")
-	first := rr.serving(val("good"), time.Second)
-	rr.put(val("crash"))
+	first := rr.serving(harness.Val("good"), time.Second)
+	rr.put(harness.Val("crash"))
 	rr.waitLog(`msg="change rejected; rolling back"`)
 	// The restored child within --ready-timeout + --grace of the failure.
-	back := rr.serving(val("good"), 12*time.Second)
+	back := rr.serving(harness.Val("good"), 12*time.Second)
 	rr.alive()
 	if back == first {
 		t.Errorf("the child serving after the rollback is the first one (%d): no restart happened", back)
@@ -131,15 +133,15 @@ func TestRollbackOnCrash(t *testing.T) {
 	if n := rr.starts(); n != 3 {
 		t.Errorf("%d children started; want 3: good, crash, good", n)
 	}
-	waitFor(t, "the rollback in systemd's STATUS", func() bool { return rr.sd.with("STATUS=testserver: rolled back at ") })
-	if !rr.sd.with("STATUS=testserver running (pid ") || rr.sd.count("READY=1") < 2 {
-		t.Errorf("systemd did not get READY=1 for the restored child: %q", rr.sd.received())
+	harness.WaitFor(t, "the rollback in systemd's STATUS", func() bool { return rr.sd.With("STATUS=testserver: rolled back at ") })
+	if !rr.sd.With("STATUS=testserver running (pid ") || rr.sd.Count("READY=1") < 2 {
+		t.Errorf("systemd did not get READY=1 for the restored child: %q", rr.sd.Received())
 	}
-	for _, msg := range rr.sd.received() {
+	for _, msg := range rr.sd.Received() {
 		if strings.Contains(msg, "rolled back") && !strings.Contains(msg, "DB_URL rejected (exit 3)") {
 			t.Errorf("rollback STATUS does not name DB_URL and exit 3: %q", msg)
 		}
-		if strings.Contains(msg, valueMark) {
+		if strings.Contains(msg, harness.ValueMark) {
 			t.Errorf("a notification holds a value: %q", msg)
 		}
 	}
@@ -148,11 +150,11 @@ func TestRollbackOnCrash(t *testing.T) {
 
 // The same with a child that never gets ready instead of crashing.
 func TestRollbackOnReadyTimeout(t *testing.T) {
-	e2e(t)
+	harness.E2E(t)
 	rr := startRollback(t, "--ready", "tcp:{port}", "--ready-timeout", "3s")
-	rr.put(val("hang"))
+	rr.put(harness.Val("hang"))
 	rr.waitLog(`msg="change rejected; rolling back"`)
-	rr.serving(val("good"), 2*time.Second+10*time.Second)
+	rr.serving(harness.Val("good"), 2*time.Second+10*time.Second)
 	rr.alive()
 	m := rejectedRe.FindStringSubmatch(rr.log())
 	if m == nil || !strings.Contains(m[1], `not_ready="ready check tcp:`+rr.port) {
@@ -164,11 +166,11 @@ func TestRollbackOnReadyTimeout(t *testing.T) {
 // Without --ready, --rollback-window judges: a child that exits within it
 // is rolled back.
 func TestRollbackWindowWithoutReady(t *testing.T) {
-	e2e(t)
+	harness.E2E(t)
 	rr := startRollback(t, "--rollback-window", "5s")
-	rr.put(val("crash"))
+	rr.put(harness.Val("crash"))
 	rr.waitLog(`msg="change rejected; rolling back"`)
-	rr.serving(val("good"), 12*time.Second)
+	rr.serving(harness.Val("good"), 12*time.Second)
 	rr.alive()
 	if m := rejectedRe.FindStringSubmatch(rr.log()); m == nil || !strings.Contains(m[1], "exit_code=3") {
 		t.Errorf("no rollback ERROR naming DB_URL and exit_code=3:\n%s", rr.log())
@@ -179,27 +181,27 @@ func TestRollbackWindowWithoutReady(t *testing.T) {
 // A change back to the good value after a rollback is no change: the
 // restored child keeps running.
 func TestChangeBackToGoodIsNoChange(t *testing.T) {
-	e2e(t)
+	harness.E2E(t)
 	rr := startRollback(t, "--ready", "http://127.0.0.1:{port}/up")
-	rr.put(val("crash"))
+	rr.put(harness.Val("crash"))
 	rr.waitLog(`msg="rollback finished"`)
-	back := rr.serving(val("good"), 12*time.Second)
-	rr.put(val("good"))
+	back := rr.serving(harness.Val("good"), 12*time.Second)
+	rr.put(harness.Val("good"))
 	rr.waitLog(`msg="no change: the child runs with this environment already"`)
-	if s, ok := get(rr.port); !ok || s.Pid != back || rr.starts() != 3 {
+	if s, ok := harness.Get(rr.port); !ok || s.Pid != back || rr.starts() != 3 {
 		t.Errorf("after the change back: serving %+v (ok %v), %d starts; want pid %d, 3 starts", s, ok, rr.starts(), back)
 	}
-	rr.pe.signal(syscall.SIGTERM)
-	rr.pe.wait()
+	rr.pe.Signal(syscall.SIGTERM)
+	rr.pe.Wait()
 }
 
 // --on-change exit is not rolled back: a change ends paramexec with the
 // child's status, for the orchestrator to start anew, as without --ready.
 func TestOnChangeExitIsNotRolledBack(t *testing.T) {
-	parallelE2E(t)
+	harness.ParallelE2E(t)
 	rr := startRollback(t, "--ready", "tcp:{port}", "--on-change", "exit")
-	rr.put(val("crash"))
-	if code := rr.pe.wait(); code != 0 {
+	rr.put(harness.Val("crash"))
+	if code := rr.pe.Wait(); code != 0 {
 		t.Errorf("exit %d, want the child's 0 after its SIGTERM", code)
 	}
 	if strings.Contains(rr.log(), "rolling back") || rr.starts() != 1 {

@@ -1,4 +1,4 @@
-package main
+package supervise
 
 import (
 	"bytes"
@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/paramexec/paramexec/internal/harness"
 )
 
 // Supervision must not depend on whoever reads paramexec's stderr: a log
@@ -28,8 +30,8 @@ func startWithStderr(t *testing.T, stderr *os.File, args ...string) (cmd *osexec
 // startCmd starts paramexec with args, setup adjusting the command first.
 func startCmd(t *testing.T, setup func(*osexec.Cmd), args ...string) (cmd *osexec.Cmd, wait func() int) {
 	t.Helper()
-	cmd = osexec.Command(binPath, args...)
-	cmd.Env = baseEnv("")
+	cmd = osexec.Command(harness.BinPath, args...)
+	cmd.Env = harness.BaseEnv("")
 	// Descendants that outlive a killed paramexec keep a stderr pipe open;
 	// do not let them hang the test.
 	cmd.WaitDelay = 5 * time.Second
@@ -109,66 +111,66 @@ func fillPipe(t *testing.T, w *os.File) int {
 }
 
 func TestBrokenStderrDoesNotKillTheSupervisor(t *testing.T) {
-	parallelE2E(t)
+	harness.ParallelE2E(t)
 	r, w, err := os.Pipe()
-	mustDo(t, err)
+	harness.MustDo(t, err)
 	r.Close() // the reader is gone before paramexec writes its first line
-	args, rec := childArgs(t, "-term-exit", "7")
+	args, rec := harness.ChildArgs(t, "-term-exit", "7")
 	pe, wait := startWithStderr(t, w, append([]string{"--init", "--log-level", "debug"}, args...)...)
 	w.Close()
-	child := waitStarts(t, rec, 1)[0]
+	child := harness.WaitStarts(t, rec, 1)[0]
 	killAfter(t, child.Pid)
 	// A forwarded SIGHUP proves paramexec lived through its "child started"
 	// and "forwarding signal" lines, both written to the broken pipe.
-	mustDo(t, pe.Process.Signal(syscall.SIGHUP))
-	waitFor(t, "SIGHUP at the child", func() bool { return hasSignal(t, rec, "SIGHUP") })
-	mustDo(t, pe.Process.Signal(syscall.SIGTERM))
+	harness.MustDo(t, pe.Process.Signal(syscall.SIGHUP))
+	harness.WaitFor(t, "SIGHUP at the child", func() bool { return hasSignal(t, rec, "SIGHUP") })
+	harness.MustDo(t, pe.Process.Signal(syscall.SIGTERM))
 	if code := wait(); code != 7 {
 		t.Errorf("exit %d, want the child's 7", code)
 	}
 	if !hasSignal(t, rec, "SIGTERM") {
 		t.Error("SIGTERM was not forwarded")
 	}
-	if !gone(child.Pid) {
+	if !harness.Gone(child.Pid) {
 		t.Errorf("child %d outlived paramexec", child.Pid)
 	}
 }
 
 func TestStalledStderrDoesNotStallTheSupervisor(t *testing.T) {
-	parallelE2E(t)
+	harness.ParallelE2E(t)
 	r, w, err := os.Pipe()
-	mustDo(t, err)
+	harness.MustDo(t, err)
 	defer r.Close()
 	fillPipe(t, w)
-	args, rec := childArgs(t, "-term-exit", "7")
+	args, rec := harness.ChildArgs(t, "-term-exit", "7")
 	pe, wait := startWithStderr(t, w, append([]string{"--init", "--log-level", "debug"}, args...)...)
 	w.Close()
-	child := waitStarts(t, rec, 1)[0]
+	child := harness.WaitStarts(t, rec, 1)[0]
 	killAfter(t, child.Pid)
 	// Nobody reads r: paramexec's "child started" line is stuck in the
 	// full pipe, and so is every line after it.
-	mustDo(t, pe.Process.Signal(syscall.SIGTERM))
-	waitFor(t, "SIGTERM at the child", func() bool { return hasSignal(t, rec, "SIGTERM") })
+	harness.MustDo(t, pe.Process.Signal(syscall.SIGTERM))
+	harness.WaitFor(t, "SIGTERM at the child", func() bool { return hasSignal(t, rec, "SIGTERM") })
 	// paramexec gives up on its queued lines after a bounded flush rather
 	// than wait for a reader that never comes.
 	if code := wait(); code != 7 {
 		t.Errorf("exit %d, want the child's 7", code)
 	}
-	if !gone(child.Pid) {
+	if !harness.Gone(child.Pid) {
 		t.Errorf("child %d outlived paramexec", child.Pid)
 	}
 }
 
 func TestDroppedLogLinesAreCounted(t *testing.T) {
-	e2e(t)
+	harness.E2E(t)
 	r, w, err := os.Pipe()
-	mustDo(t, err)
+	harness.MustDo(t, err)
 	defer r.Close()
 	filled := fillPipe(t, w)
-	args, rec := childArgs(t)
+	args, rec := harness.ChildArgs(t)
 	pe, wait := startWithStderr(t, w, append([]string{"--init", "--log-level", "debug"}, args...)...)
 	w.Close()
-	child := waitStarts(t, rec, 1)[0]
+	child := harness.WaitStarts(t, rec, 1)[0]
 	killAfter(t, child.Pid)
 
 	// Every SIGWINCH the child records was forwarded, and logged at debug,
@@ -176,7 +178,7 @@ func TestDroppedLogLinesAreCounted(t *testing.T) {
 	// bytes each) are more than paramexec's 64 KiB queue can hold.
 	const want = 1500
 	for sent := 0; ; sent++ {
-		mustDo(t, pe.Process.Signal(syscall.SIGWINCH))
+		harness.MustDo(t, pe.Process.Signal(syscall.SIGWINCH))
 		time.Sleep(time.Millisecond)
 		if sent%100 == 99 && countSignal(t, rec, "SIGWINCH") >= want {
 			break
@@ -188,12 +190,12 @@ func TestDroppedLogLinesAreCounted(t *testing.T) {
 	forwarded := countSignal(t, rec, "SIGWINCH")
 
 	// Now the reader catches up.
-	var out syncBuffer
+	var out harness.SyncBuffer
 	var drain sync.WaitGroup
 	drain.Go(func() { io.Copy(&out, r) })
 	dropped := regexp.MustCompile(`msg="(\d+) log lines dropped"`)
-	waitFor(t, "the dropped-lines report", func() bool { return dropped.MatchString(out.String()) })
-	mustDo(t, pe.Process.Signal(syscall.SIGTERM))
+	harness.WaitFor(t, "the dropped-lines report", func() bool { return dropped.MatchString(out.String()) })
+	harness.MustDo(t, pe.Process.Signal(syscall.SIGTERM))
 	if code := wait(); code != 0 {
 		t.Errorf("exit %d, want the child's 0", code)
 	}
@@ -226,7 +228,7 @@ func hasSignal(t *testing.T, rec, name string) bool { return countSignal(t, rec,
 
 func countSignal(t *testing.T, rec, name string) int {
 	n := 0
-	for _, r := range readRecords(t, rec) {
+	for _, r := range harness.ReadRecords(t, rec) {
 		if r.Signal == name {
 			n++
 		}

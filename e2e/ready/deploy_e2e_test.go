@@ -1,4 +1,4 @@
-package main
+package ready
 
 import (
 	"context"
@@ -15,12 +15,13 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
 	"github.com/aws/aws-sdk-go-v2/service/ssm/types"
+	"github.com/paramexec/paramexec/internal/harness"
 )
 
 // TestSystemdNotify runs paramexec as a Type=notify unit would, with a real
 // unixgram socket standing in for systemd.
 func TestSystemdNotify(t *testing.T) {
-	parallelE2E(t)
+	harness.ParallelE2E(t)
 	sock := filepath.Join(t.TempDir(), "notify.sock")
 	conn, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
 	if err != nil {
@@ -58,18 +59,18 @@ func TestSystemdNotify(t *testing.T) {
 	}
 
 	file := filepath.Join(t.TempDir(), "app.env")
-	os.WriteFile(file, []byte("SETTING="+val("one")+"\n"), 0o600)
-	args, rec := childArgs(t)
-	pe := startBinary(t, append(baseEnv(""), "NOTIFY_SOCKET="+sock), append([]string{"--env-file", file, "--interval", "1h"}, args...)...)
-	first := waitStarts(t, rec, 1)[0]
-	waitFor(t, "READY=1", has("READY=1"))
+	os.WriteFile(file, []byte("SETTING="+harness.Val("one")+"\n"), 0o600)
+	args, rec := harness.ChildArgs(t)
+	pe := harness.StartBinary(t, append(harness.BaseEnv(""), "NOTIFY_SOCKET="+sock), append([]string{"--env-file", file, "--interval", "1h"}, args...)...)
+	first := harness.WaitStarts(t, rec, 1)[0]
+	harness.WaitFor(t, "READY=1", has("READY=1"))
 	if _, leaked := first.Env["NOTIFY_SOCKET"]; leaked {
 		t.Error("the child saw NOTIFY_SOCKET: it could report readiness for paramexec")
 	}
 
-	os.WriteFile(file, []byte("SETTING="+val("two")+"\n"), 0o600)
-	waitStarts(t, rec, 2)
-	waitFor(t, "READY=1 after the restart", func() bool {
+	os.WriteFile(file, []byte("SETTING="+harness.Val("two")+"\n"), 0o600)
+	harness.WaitStarts(t, rec, 2)
+	harness.WaitFor(t, "READY=1 after the restart", func() bool {
 		n := 0
 		for _, m := range received() {
 			if strings.HasPrefix(m, "READY=1") {
@@ -78,9 +79,9 @@ func TestSystemdNotify(t *testing.T) {
 		}
 		return n == 2
 	})
-	pe.signal(syscall.SIGTERM)
-	pe.wait()
-	waitFor(t, "STOPPING=1", has("STOPPING=1"))
+	pe.Signal(syscall.SIGTERM)
+	pe.Wait()
+	harness.WaitFor(t, "STOPPING=1", has("STOPPING=1"))
 
 	// The order systemd needs: ready, reloading, ready again, stopping.
 	var kinds []string
@@ -89,7 +90,7 @@ func TestSystemdNotify(t *testing.T) {
 		if kind != "" && !strings.HasPrefix(kind, "STATUS=") {
 			kinds = append(kinds, kind)
 		}
-		if strings.Contains(m, valueMark) {
+		if strings.Contains(m, harness.ValueMark) {
 			t.Errorf("a notification holds a value: %q", m)
 		}
 	}
@@ -106,7 +107,7 @@ func TestSystemdNotify(t *testing.T) {
 // TestRegionFromIMDS plays EC2's instance metadata service (IMDSv2: a token
 // first, then the identity document) with no AWS_REGION set.
 func TestRegionFromIMDS(t *testing.T) {
-	parallelE2E(t)
+	harness.ParallelE2E(t)
 	const region = "eu-west-3"
 	var tokens, documents int
 	var mu sync.Mutex
@@ -127,25 +128,25 @@ func TestRegionFromIMDS(t *testing.T) {
 	}))
 	defer imds.Close()
 
-	cfg := moto.Config(context.Background())
+	cfg := harness.Moto.Config(context.Background())
 	cfg.Region = region
-	path := uniquePath(t)
+	path := harness.UniquePath(t)
 	_, err := ssm.NewFromConfig(cfg).PutParameter(t.Context(), &ssm.PutParameterInput{
-		Name: aws.String(path + "/WHERE"), Value: aws.String(val("paris")), Type: types.ParameterTypeString,
+		Name: aws.String(path + "/WHERE"), Value: aws.String(harness.Val("paris")), Type: types.ParameterTypeString,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	env := []string{
 		"PATH=" + os.Getenv("PATH"),
-		"AWS_ENDPOINT_URL=" + moto.URL,
+		"AWS_ENDPOINT_URL=" + harness.Moto.URL,
 		"AWS_ACCESS_KEY_ID=testing", "AWS_SECRET_ACCESS_KEY=testing",
 		"AWS_EC2_METADATA_SERVICE_ENDPOINT=" + imds.URL,
 		"AWS_CONFIG_FILE=/dev/null", "AWS_SHARED_CREDENTIALS_FILE=/dev/null",
 	}
-	r := runBinary(t, env, "--path", path, "--print")
-	if r.code != 0 || !strings.Contains(r.stdout, "WHERE=") {
-		t.Fatalf("exit %d, stdout %q, stderr: %q", r.code, r.stdout, r.stderr)
+	r := harness.RunBinary(t, env, "--path", path, "--print")
+	if r.Code != 0 || !strings.Contains(r.Stdout, "WHERE=") {
+		t.Fatalf("exit %d, stdout %q, stderr: %q", r.Code, r.Stdout, r.Stderr)
 	}
 	mu.Lock()
 	defer mu.Unlock()

@@ -1,4 +1,4 @@
-package main
+package values
 
 import (
 	"bytes"
@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"testing"
+
+	"github.com/paramexec/paramexec/internal/harness"
 )
 
 // garbler is a reverse proxy in front of moto that spoils real answers the
@@ -30,7 +32,7 @@ var garbleModes = []string{"denial", "code", "request-id", "version", "number"}
 
 func startGarbler(t *testing.T) *garbler {
 	t.Helper()
-	target, err := url.Parse(moto.URL)
+	target, err := url.Parse(harness.Moto.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,14 +105,14 @@ func (g *garbler) spoil(resp *http.Response, body []byte) ([]byte, bool) {
 // No text of a spoilt answer reaches the log, at start-up or while polling;
 // the suite's log scan (logScan) checks the same for every run.
 func TestGarbledAnswersNeverLogValues(t *testing.T) {
-	parallelE2E(t)
+	harness.ParallelE2E(t)
 	g := startGarbler(t)
-	path := uniquePath(t)
-	value := val("garbled-" + strconv.FormatInt(int64(len(path)), 10))
-	moto.PutParameter(t, path+"/TOKEN", value, "String")
-	secret := moto.CreateSecret(t, strings.TrimPrefix(path, "/")+"-secret", val("secret-garbled"))
+	path := harness.UniquePath(t)
+	value := harness.Val("garbled-" + strconv.FormatInt(int64(len(path)), 10))
+	harness.Moto.PutParameter(t, path+"/TOKEN", value, "String")
+	secret := harness.Moto.CreateSecret(t, strings.TrimPrefix(path, "/")+"-secret", harness.Val("secret-garbled"))
 	leaks := func(stderr string) bool {
-		return strings.Contains(stderr, valueMark) || strings.Contains(stderr, "12345678901234567890123") ||
+		return strings.Contains(stderr, harness.ValueMark) || strings.Contains(stderr, "12345678901234567890123") ||
 			strings.Contains(stderr, "98765432109876543210")
 	}
 
@@ -118,13 +120,13 @@ func TestGarbledAnswersNeverLogValues(t *testing.T) {
 		for _, mode := range garbleModes {
 			for _, source := range [][]string{{"--path", path}, {"--secret", secret}} {
 				g.mode.Store(mode)
-				args, rec := childArgs(t, "-exit", "0")
-				r := runBinary(t, baseEnv(g.url), append(append(source, "--startup-timeout", "1s"), args...)...)
-				if r.code != exitSource || len(readRecords(t, rec)) != 0 {
-					t.Errorf("%s %v: exit %d (want %d, command not run); stderr:\n%s", mode, source, r.code, exitSource, r.stderr)
+				args, rec := harness.ChildArgs(t, "-exit", "0")
+				r := harness.RunBinary(t, harness.BaseEnv(g.url), append(append(source, "--startup-timeout", "1s"), args...)...)
+				if r.Code != harness.ExitSource || len(harness.ReadRecords(t, rec)) != 0 {
+					t.Errorf("%s %v: exit %d (want %d, command not run); stderr:\n%s", mode, source, r.Code, harness.ExitSource, r.Stderr)
 				}
-				if leaks(r.stderr) {
-					t.Errorf("%s %v: the log holds text of the answer:\n%s", mode, source, r.stderr)
+				if leaks(r.Stderr) {
+					t.Errorf("%s %v: the log holds text of the answer:\n%s", mode, source, r.Stderr)
 				}
 			}
 		}
@@ -132,53 +134,53 @@ func TestGarbledAnswersNeverLogValues(t *testing.T) {
 
 	t.Run("polling", func(t *testing.T) {
 		g.mode.Store("")
-		args, rec := childArgs(t)
-		pe := startBinary(t, baseEnv(g.url), append([]string{"--path", path, "--secret", secret, "--interval", "1s"}, args...)...)
-		waitStarts(t, rec, 1)
+		args, rec := harness.ChildArgs(t)
+		pe := harness.StartBinary(t, harness.BaseEnv(g.url), append([]string{"--path", path, "--secret", secret, "--interval", "1s"}, args...)...)
+		harness.WaitStarts(t, rec, 1)
 		for _, mode := range garbleModes {
-			before := strings.Count(pe.stderr.String(), "poll failed")
+			before := strings.Count(pe.Stderr.String(), "poll failed")
 			g.mode.Store(mode)
-			waitFor(t, "a failed poll on a "+mode+" answer", func() bool {
-				return strings.Count(pe.stderr.String(), "poll failed") > before
+			harness.WaitFor(t, "a failed poll on a "+mode+" answer", func() bool {
+				return strings.Count(pe.Stderr.String(), "poll failed") > before
 			})
 		}
 		g.mode.Store("")
-		waitFor(t, "polling to recover", func() bool { return strings.Contains(pe.stderr.String(), "poll recovered") })
-		if n := len(starts(readRecords(t, rec))); n != 1 {
+		harness.WaitFor(t, "polling to recover", func() bool { return strings.Contains(pe.Stderr.String(), "poll recovered") })
+		if n := len(harness.Starts(harness.ReadRecords(t, rec))); n != 1 {
 			t.Errorf("%d child starts; a garbled answer must never restart the child", n)
 		}
-		pe.signal(syscall.SIGTERM)
-		pe.wait()
-		if leaks(pe.stderr.String()) {
-			t.Errorf("the log holds text of the answer:\n%s", pe.stderr.String())
+		pe.Signal(syscall.SIGTERM)
+		pe.Wait()
+		if leaks(pe.Stderr.String()) {
+			t.Errorf("the log holds text of the answer:\n%s", pe.Stderr.String())
 		}
-		t.Logf("%d answers spoilt; stderr:\n%s", g.hits.Load(), pe.stderr.String())
+		t.Logf("%d answers spoilt; stderr:\n%s", g.hits.Load(), pe.Stderr.String())
 	})
 }
 
 // The SDK's own clients, made from the same configuration, are sanitised
 // too: a credentials endpoint's error text never reaches the log.
 func TestCredentialsAnswerNeverLogged(t *testing.T) {
-	parallelE2E(t)
+	harness.ParallelE2E(t)
 	creds := startHungServer(t)
 	for _, answer := range []http.HandlerFunc{
 		func(w http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusBadRequest)
-			json.NewEncoder(w).Encode(map[string]string{"code": val("creds-code"), "message": val("creds-message")})
+			json.NewEncoder(w).Encode(map[string]string{"code": harness.Val("creds-code"), "message": harness.Val("creds-message")})
 		},
 		func(w http.ResponseWriter, r *http.Request) {
-			json.NewEncoder(w).Encode(map[string]string{"AccessKeyId": "a", "SecretAccessKey": "s", "Expiration": val("creds-expiration")})
+			json.NewEncoder(w).Encode(map[string]string{"AccessKeyId": "a", "SecretAccessKey": "s", "Expiration": harness.Val("creds-expiration")})
 		},
 	} {
 		creds.answer(answer)
-		args, rec := childArgs(t, "-exit", "0")
-		r := runBinary(t, credentialsEnv(moto.URL, creds.URL), append([]string{"--path", "/app", "--startup-timeout", "1s"}, args...)...)
-		t.Logf("exit %d; stderr:\n%s", r.code, r.stderr)
-		if r.code != exitSource || len(readRecords(t, rec)) != 0 {
-			t.Errorf("exit %d, want %d, command not run; stderr:\n%s", r.code, exitSource, r.stderr)
+		args, rec := harness.ChildArgs(t, "-exit", "0")
+		r := harness.RunBinary(t, credentialsEnv(harness.Moto.URL, creds.URL), append([]string{"--path", "/app", "--startup-timeout", "1s"}, args...)...)
+		t.Logf("exit %d; stderr:\n%s", r.Code, r.Stderr)
+		if r.Code != harness.ExitSource || len(harness.ReadRecords(t, rec)) != 0 {
+			t.Errorf("exit %d, want %d, command not run; stderr:\n%s", r.Code, harness.ExitSource, r.Stderr)
 		}
-		if strings.Contains(r.stderr, valueMark) {
-			t.Errorf("the log holds the credentials endpoint's text:\n%s", r.stderr)
+		if strings.Contains(r.Stderr, harness.ValueMark) {
+			t.Errorf("the log holds the credentials endpoint's text:\n%s", r.Stderr)
 		}
 	}
 }

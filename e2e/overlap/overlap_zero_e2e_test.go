@@ -1,4 +1,4 @@
-package main
+package overlap
 
 import (
 	"encoding/json"
@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/paramexec/paramexec/internal/harness"
 )
 
 const overlapChanges = 10
@@ -37,32 +39,32 @@ func checkOverlapLog(t *testing.T, log string, n int) {
 // later gets an older one, but within an overlap, where both children
 // accept on the shared socket (see sharedWindows).
 func TestZeroDowntimeListenOverlap(t *testing.T) {
-	e2e(t)
-	port := freePort(t)
+	harness.E2E(t)
+	port := harness.FreePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
-	pe, c, samples, values := zeroScenario(t, url, "TESTSERVER_NOTIFY_DELAY=1ms\n", overlapChanges,
+	pe, c, samples, values := harness.ZeroScenario(t, url, "TESTSERVER_NOTIFY_DELAY=1ms\n", overlapChanges,
 		"--listen", fmt.Sprintf("web=tcp://127.0.0.1:%d", port), "--restart", "overlap", "--ready", "notify", "--grace", "5s")
-	checkNothingLost(t, pe, c, samples, values, overlapChanges+1)
-	checkOverlapLog(t, pe.stderr.String(), overlapChanges)
-	stopAndCheckChildren(t, pe, c.pids)
+	harness.CheckNothingLost(t, pe, c, samples, values, overlapChanges+1)
+	checkOverlapLog(t, pe.Stderr.String(), overlapChanges)
+	harness.StopAndCheckChildren(t, pe, c.Pids)
 }
 
 // With --proxy and --restart overlap the new child boots on a new port;
 // the proxy switches to it once its check passes ({port} is its port),
 // and the old child's connections drain.
 func TestZeroDowntimeProxyOverlap(t *testing.T) {
-	e2e(t)
-	port := freePort(t)
+	harness.E2E(t)
+	port := harness.FreePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
-	pe, c, samples, values := zeroScenario(t, url, "TESTSERVER_PORT_ENV=APP_PORT\n", overlapChanges,
+	pe, c, samples, values := harness.ZeroScenario(t, url, "TESTSERVER_PORT_ENV=APP_PORT\n", overlapChanges,
 		"--proxy", fmt.Sprintf("127.0.0.1:%d=APP_PORT", port), "--restart", "overlap", "--ready", "http://127.0.0.1:{port}/up", "--grace", "5s")
-	checkNothingLost(t, pe, c, samples, values, overlapChanges+1)
-	log := pe.stderr.String()
+	harness.CheckNothingLost(t, pe, c, samples, values, overlapChanges+1)
+	log := pe.Stderr.String()
 	checkOverlapLog(t, log, overlapChanges)
 	if n := strings.Count(log, `msg="proxy switched"`); n != overlapChanges+1 {
 		t.Errorf("%d proxy switched lines, want %d (the first child's too)", n, overlapChanges+1)
 	}
-	stopAndCheckChildren(t, pe, c.pids)
+	harness.StopAndCheckChildren(t, pe, c.Pids)
 }
 
 // A server with no graceful stop at all (at SIGTERM it exits, dropping
@@ -72,7 +74,7 @@ func TestZeroDowntimeProxyOverlap(t *testing.T) {
 // takes 20 ms, so that at every restart about six requests are in flight
 // to that child: without the wait, each restart loses them.
 func TestProxySparesAnAbruptServer(t *testing.T) {
-	e2e(t)
+	harness.E2E(t)
 	for _, tc := range []struct {
 		mode  string
 		flags []string
@@ -81,12 +83,12 @@ func TestProxySparesAnAbruptServer(t *testing.T) {
 		{"overlap", []string{"--restart", "overlap", "--ready", "http://127.0.0.1:{port}/up"}},
 	} {
 		t.Run(tc.mode, func(t *testing.T) {
-			port := freePort(t)
+			port := harness.FreePort(t)
 			url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 			args := append([]string{"--proxy", fmt.Sprintf("127.0.0.1:%d=APP_PORT", port), "--grace", "5s"}, tc.flags...)
-			pe, c, samples, values := zeroScenario(t, url, "TESTSERVER_PORT_ENV=APP_PORT\nTESTSERVER_STOP=abrupt\nTESTSERVER_ANSWER_DELAY=20ms\n", zeroChanges, args...)
-			checkNothingLost(t, pe, c, samples, values, zeroChanges+1)
-			stopAndCheckChildren(t, pe, c.pids)
+			pe, c, samples, values := harness.ZeroScenario(t, url, "TESTSERVER_PORT_ENV=APP_PORT\nTESTSERVER_STOP=abrupt\nTESTSERVER_ANSWER_DELAY=20ms\n", harness.ZeroChanges, args...)
+			harness.CheckNothingLost(t, pe, c, samples, values, harness.ZeroChanges+1)
+			harness.StopAndCheckChildren(t, pe, c.Pids)
 		})
 	}
 }
@@ -95,49 +97,49 @@ func TestProxySparesAnAbruptServer(t *testing.T) {
 // serves throughout (0 failed requests, answers from it alone), one
 // rollback is logged, and a later good change switches as usual.
 func TestOverlapCrashUnderLoad(t *testing.T) {
-	e2e(t)
+	harness.E2E(t)
 	for _, mode := range []string{"listen", "proxy"} {
 		t.Run(mode, func(t *testing.T) {
-			port := freePort(t)
+			port := harness.FreePort(t)
 			url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 			file := filepath.Join(t.TempDir(), "app.env")
-			common := "TESTSERVER_BOOT_DELAY=1s\nTESTSERVER_CRASH_IF=VALUE=" + val("crash") + "\nTESTSERVER_CRASH_AFTER=500ms\nTESTSERVER_CRASH_CODE=3\nTESTSERVER_PORT_ENV=APP_PORT\nTESTSERVER_NOTIFY_DELAY=1ms\n"
-			write := func(v string) { mustDo(t, os.WriteFile(file, []byte("VALUE="+v+"\n"+common), 0o600)) }
-			write(val("v0"))
+			common := "TESTSERVER_BOOT_DELAY=1s\nTESTSERVER_CRASH_IF=VALUE=" + harness.Val("crash") + "\nTESTSERVER_CRASH_AFTER=500ms\nTESTSERVER_CRASH_CODE=3\nTESTSERVER_PORT_ENV=APP_PORT\nTESTSERVER_NOTIFY_DELAY=1ms\n"
+			write := func(v string) { harness.MustDo(t, os.WriteFile(file, []byte("VALUE="+v+"\n"+common), 0o600)) }
+			write(harness.Val("v0"))
 			args := []string{"--env-file", file, "--interval", "1h", "--restart", "overlap", "--grace", "5s"}
 			if mode == "listen" {
 				args = append(args, "--listen", fmt.Sprintf("tcp://127.0.0.1:%d", port), "--ready", "notify")
 			} else {
 				args = append(args, "--proxy", fmt.Sprintf("127.0.0.1:%d=APP_PORT", port))
 			}
-			pe := startBinary(t, baseEnv(""), append(args, "--", serverBin)...)
+			pe := harness.StartBinary(t, harness.BaseEnv(""), append(args, "--", harness.ServerBin)...)
 			client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-			first := getInfo(t, client, url+"info")
-			load := startLoad(url)
+			first := harness.GetInfo(t, client, url+"info")
+			load := harness.StartLoad(url)
 			time.Sleep(300 * time.Millisecond)
-			write(val("crash"))
-			waitFor(t, "the rollback", func() bool {
-				return strings.Contains(pe.stderr.String(), "rollback finished; the old child kept serving")
+			write(harness.Val("crash"))
+			harness.WaitFor(t, "the rollback", func() bool {
+				return strings.Contains(pe.Stderr.String(), "rollback finished; the old child kept serving")
 			})
 			time.Sleep(300 * time.Millisecond)
-			write(val("v1"))
-			waitFor(t, "the good change to be served", func() bool { return load.latest.Load() == val("v1") })
+			write(harness.Val("v1"))
+			harness.WaitFor(t, "the good change to be served", func() bool { return load.Latest.Load() == harness.Val("v1") })
 			time.Sleep(300 * time.Millisecond)
-			samples := load.stop()
-			c := count(samples)
-			t.Logf("%d requests, %d refused, %d failed, %d children answered", c.total, c.refused, c.failed, len(c.pids))
-			if c.refused != 0 || c.failed != 0 {
-				t.Errorf("%d refused, %d failed of %d requests, want none (first failure: %v); log:\n%s", c.refused, c.failed, c.total, c.firstFailure, pe.stderr.String())
+			samples := load.Stop()
+			c := harness.Count(samples)
+			t.Logf("%d requests, %d refused, %d failed, %d children answered", c.Total, c.Refused, c.Failed, len(c.Pids))
+			if c.Refused != 0 || c.Failed != 0 {
+				t.Errorf("%d refused, %d failed of %d requests, want none (first failure: %v); log:\n%s", c.Refused, c.Failed, c.Total, c.FirstFailure, pe.Stderr.String())
 			}
-			if len(c.pids) != 2 || !slices.Contains(c.pids, first.Pid) {
-				t.Errorf("children %v answered; want the first %d and the good change's, never the crashed one", c.pids, first.Pid)
+			if len(c.Pids) != 2 || !slices.Contains(c.Pids, first.Pid) {
+				t.Errorf("children %v answered; want the first %d and the good change's, never the crashed one", c.Pids, first.Pid)
 			}
-			checkOrder(t, samples, []string{val("v0"), val("v1")}, sharedWindows(t, pe.stderr.String()))
-			log := pe.stderr.String()
+			harness.CheckOrder(t, samples, []string{harness.Val("v0"), harness.Val("v1")}, harness.SharedWindows(t, pe.Stderr.String()))
+			log := pe.Stderr.String()
 			if n := strings.Count(log, `msg="change rejected; rolling back"`); n != 1 || !strings.Contains(log, "exit_code=3") {
 				t.Errorf("%d rollbacks logged, want 1 with exit_code=3:\n%s", n, log)
 			}
-			stopAndCheckChildren(t, pe, c.pids)
+			harness.StopAndCheckChildren(t, pe, c.Pids)
 		})
 	}
 }
@@ -146,37 +148,37 @@ func TestOverlapCrashUnderLoad(t *testing.T) {
 // both children and starts nothing; paramexec exits with the new child's
 // status, and neither child outlives it.
 func TestOverlapTerminateDuringOverlap(t *testing.T) {
-	e2e(t)
-	port := freePort(t)
+	harness.E2E(t)
+	port := harness.FreePort(t)
 	file := filepath.Join(t.TempDir(), "app.env")
-	common := "TESTSERVER_HANG_IF=VALUE=" + val("hang") + "\nTESTSERVER_NOTIFY_DELAY=1ms\n"
-	write := func(v string) { mustDo(t, os.WriteFile(file, []byte("VALUE="+v+"\n"+common), 0o600)) }
-	write(val("v0"))
-	pe := startBinary(t, baseEnv(""), "--env-file", file, "--interval", "1h", "--restart", "overlap", "--ready", "notify",
-		"--listen", fmt.Sprintf("tcp://127.0.0.1:%d", port), "--grace", "5s", "--", serverBin)
+	common := "TESTSERVER_HANG_IF=VALUE=" + harness.Val("hang") + "\nTESTSERVER_NOTIFY_DELAY=1ms\n"
+	write := func(v string) { harness.MustDo(t, os.WriteFile(file, []byte("VALUE="+v+"\n"+common), 0o600)) }
+	write(harness.Val("v0"))
+	pe := harness.StartBinary(t, harness.BaseEnv(""), "--env-file", file, "--interval", "1h", "--restart", "overlap", "--ready", "notify",
+		"--listen", fmt.Sprintf("tcp://127.0.0.1:%d", port), "--grace", "5s", "--", harness.ServerBin)
 	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	first := getInfo(t, client, fmt.Sprintf("http://127.0.0.1:%d/info", port))
-	write(val("hang"))
-	waitFor(t, "the overlap", func() bool { return strings.Contains(pe.stderr.String(), `msg="overlap begun"`) })
-	pids := childPids(pe.stderr.String())
+	first := harness.GetInfo(t, client, fmt.Sprintf("http://127.0.0.1:%d/info", port))
+	write(harness.Val("hang"))
+	harness.WaitFor(t, "the overlap", func() bool { return strings.Contains(pe.Stderr.String(), `msg="overlap begun"`) })
+	pids := harness.ChildPids(pe.Stderr.String())
 	if len(pids) != 2 {
 		t.Fatalf("children %v; want the first and the hung one", pids)
 	}
-	pe.signal(syscall.SIGTERM)
+	pe.Signal(syscall.SIGTERM)
 	// The new child has just started: it may take SIGTERM before its
 	// handler is installed (143) or after (0). Either is its own status.
-	if code := pe.wait(); code != 0 && code != 128+int(syscall.SIGTERM) {
-		t.Errorf("exit %d, want the new child's 0 or 143 after SIGTERM; log:\n%s", code, pe.stderr.String())
+	if code := pe.Wait(); code != 0 && code != 128+int(syscall.SIGTERM) {
+		t.Errorf("exit %d, want the new child's 0 or 143 after SIGTERM; log:\n%s", code, pe.Stderr.String())
 	}
-	log := pe.stderr.String()
+	log := pe.Stderr.String()
 	if !strings.Contains(log, `msg="old child draining" app=paramexec pid=`+strconv.Itoa(first.Pid)) || !strings.Contains(log, `why="received SIGTERM"`) {
 		t.Errorf("the serving child was not asked to stop by the signal:\n%s", log)
 	}
-	if n := len(childPids(log)); n != 2 || strings.Contains(log, "rolling back") {
+	if n := len(harness.ChildPids(log)); n != 2 || strings.Contains(log, "rolling back") {
 		t.Errorf("%d children started, or a rollback, after a terminating signal:\n%s", n, log)
 	}
 	for _, pid := range pids {
-		if isAlive(pid) {
+		if harness.IsAlive(pid) {
 			t.Errorf("child %d outlived paramexec", pid)
 		}
 	}
@@ -187,35 +189,35 @@ func TestOverlapTerminateDuringOverlap(t *testing.T) {
 // of sending them to the dead child's port, so a request made then waits
 // for the boot and is answered with the new value.
 func TestOverlapProxyHoldsWhenServingChildDies(t *testing.T) {
-	e2e(t)
-	port := freePort(t)
+	harness.E2E(t)
+	port := harness.FreePort(t)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	file := filepath.Join(t.TempDir(), "app.env")
 	write := func(v string) {
-		mustDo(t, os.WriteFile(file, []byte("VALUE="+v+"\nTESTSERVER_PORT_ENV=APP_PORT\nTESTSERVER_BOOT_DELAY=1500ms\n"), 0o600))
+		harness.MustDo(t, os.WriteFile(file, []byte("VALUE="+v+"\nTESTSERVER_PORT_ENV=APP_PORT\nTESTSERVER_BOOT_DELAY=1500ms\n"), 0o600))
 	}
-	write(val("v0"))
-	pe := startBinary(t, baseEnv(""), "--env-file", file, "--interval", "1h", "--restart", "overlap", "--grace", "5s",
-		"--proxy", fmt.Sprintf("127.0.0.1:%d=APP_PORT", port), "--", serverBin)
+	write(harness.Val("v0"))
+	pe := harness.StartBinary(t, harness.BaseEnv(""), "--env-file", file, "--interval", "1h", "--restart", "overlap", "--grace", "5s",
+		"--proxy", fmt.Sprintf("127.0.0.1:%d=APP_PORT", port), "--", harness.ServerBin)
 	client := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	first := getInfo(t, client, url+"info")
-	write(val("v1"))
-	waitFor(t, "the overlap", func() bool { return strings.Contains(pe.stderr.String(), `msg="overlap begun"`) })
-	mustDo(t, syscall.Kill(first.Pid, syscall.SIGKILL))
-	waitFor(t, "paramexec to reap the serving child", func() bool { return syscall.Kill(first.Pid, 0) == syscall.ESRCH })
+	first := harness.GetInfo(t, client, url+"info")
+	write(harness.Val("v1"))
+	harness.WaitFor(t, "the overlap", func() bool { return strings.Contains(pe.Stderr.String(), `msg="overlap begun"`) })
+	harness.MustDo(t, syscall.Kill(first.Pid, syscall.SIGKILL))
+	harness.WaitFor(t, "paramexec to reap the serving child", func() bool { return syscall.Kill(first.Pid, 0) == syscall.ESRCH })
 	// One request, not a retrying wait: a refused or reset one is the bug.
 	resp, err := client.Get(url + "info")
 	if err != nil {
-		t.Fatalf("a request while the new child boots failed: %v; log:\n%s", err, pe.stderr.String())
+		t.Fatalf("a request while the new child boots failed: %v; log:\n%s", err, pe.Stderr.String())
 	}
-	var got info
+	var got harness.Info
 	err = json.NewDecoder(resp.Body).Decode(&got)
 	resp.Body.Close()
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("status %d, decode error %v", resp.StatusCode, err)
 	}
-	if got.Pid == first.Pid || got.Value != val("v1") {
+	if got.Pid == first.Pid || got.Value != harness.Val("v1") {
 		t.Errorf("answered by pid %d with %q; want the new child (not %d) with the new value", got.Pid, got.Value, first.Pid)
 	}
-	stopAndCheckChildren(t, pe, []int{first.Pid, got.Pid})
+	harness.StopAndCheckChildren(t, pe, []int{first.Pid, got.Pid})
 }

@@ -1,6 +1,6 @@
 //go:build race
 
-package main
+package harness
 
 // raceEnabled builds the binary under test with -race too, so the race
 // detector also watches the process a user would run.

@@ -1,4 +1,4 @@
-package main
+package supervise
 
 import (
 	"fmt"
@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/paramexec/paramexec/internal/environ"
+	"github.com/paramexec/paramexec/internal/harness"
 	"github.com/paramexec/paramexec/internal/testenv"
 )
 
@@ -17,48 +18,48 @@ import (
 // watch cannot start.
 
 // polled waits until paramexec has logged n polls that found no change.
-func polled(t *testing.T, stderr *syncBuffer, n int) {
+func polled(t *testing.T, stderr *harness.SyncBuffer, n int) {
 	t.Helper()
-	waitFor(t, fmt.Sprintf("%d polls", n), func() bool {
+	harness.WaitFor(t, fmt.Sprintf("%d polls", n), func() bool {
 		return strings.Count(stderr.String(), `msg="poll: no change"`) >= n
 	})
 }
 
 func TestEnvFileFromProcessSubstitution(t *testing.T) {
-	parallelE2E(t)
+	harness.ParallelE2E(t)
 	// What bash hands over for --env-file <(printf ...): a /dev/fd path
 	// to a pipe.
 	r, w, err := os.Pipe()
-	mustDo(t, err)
+	harness.MustDo(t, err)
 	_, err = w.WriteString("GREETING=hello\n")
-	mustDo(t, err)
+	harness.MustDo(t, err)
 	w.Close()
-	var stderr syncBuffer
-	args, rec := childArgs(t)
+	var stderr harness.SyncBuffer
+	args, rec := harness.ChildArgs(t)
 	pe, wait := startCmd(t, func(cmd *osexec.Cmd) {
 		cmd.ExtraFiles = []*os.File{r}
 		cmd.Stderr = &stderr
 	}, append([]string{"--env-file", "/dev/fd/3", "--interval", "1s", "--log-level", "debug"}, args...)...)
 	r.Close()
-	if got := waitStarts(t, rec, 1)[0].Env["GREETING"]; got != "hello" {
+	if got := harness.WaitStarts(t, rec, 1)[0].Env["GREETING"]; got != "hello" {
 		t.Fatalf("GREETING=%q", got)
 	}
 	// Two polls: a pipe re-read is empty, and would have restarted the
 	// child without GREETING at the first.
 	polled(t, &stderr, 2)
-	if n := len(starts(readRecords(t, rec))); n != 1 {
+	if n := len(harness.Starts(harness.ReadRecords(t, rec))); n != 1 {
 		t.Errorf("%d child starts; the pipe was re-read:\n%s", n, stderr.String())
 	}
-	mustDo(t, pe.Process.Signal(syscall.SIGTERM))
+	harness.MustDo(t, pe.Process.Signal(syscall.SIGTERM))
 	if code := wait(); code != 0 {
 		t.Errorf("exit %d", code)
 	}
 }
 
 func TestEnvFileFIFOAtStartUp(t *testing.T) {
-	parallelE2E(t)
+	harness.ParallelE2E(t)
 	fifo := filepath.Join(t.TempDir(), "app.env")
-	mustDo(t, syscall.Mkfifo(fifo, 0o600))
+	harness.MustDo(t, syscall.Mkfifo(fifo, 0o600))
 	go func() {
 		// Blocks until paramexec opens the FIFO for reading.
 		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
@@ -68,73 +69,73 @@ func TestEnvFileFIFOAtStartUp(t *testing.T) {
 		f.WriteString("GREETING=hello\n")
 		f.Close()
 	}()
-	args, rec := childArgs(t)
-	pe := startBinary(t, baseEnv(""), append([]string{"--env-file", fifo, "--interval", "1s", "--log-level", "debug"}, args...)...)
-	if got := waitStarts(t, rec, 1)[0].Env["GREETING"]; got != "hello" {
+	args, rec := harness.ChildArgs(t)
+	pe := harness.StartBinary(t, harness.BaseEnv(""), append([]string{"--env-file", fifo, "--interval", "1s", "--log-level", "debug"}, args...)...)
+	if got := harness.WaitStarts(t, rec, 1)[0].Env["GREETING"]; got != "hello" {
 		t.Fatalf("GREETING=%q", got)
 	}
 	// A poll that opened the FIFO again would wait for a writer forever.
-	polled(t, pe.stderr, 2)
-	pe.signal(syscall.SIGTERM)
-	if code := pe.wait(); code != 0 {
+	polled(t, pe.Stderr, 2)
+	pe.Signal(syscall.SIGTERM)
+	if code := pe.Wait(); code != 0 {
 		t.Errorf("exit %d", code)
 	}
-	if n := len(starts(readRecords(t, rec))); n != 1 {
+	if n := len(harness.Starts(harness.ReadRecords(t, rec))); n != 1 {
 		t.Errorf("%d child starts", n)
 	}
 }
 
 func TestEnvFileFIFOSwappedInForAWatchedFile(t *testing.T) {
-	parallelE2E(t)
+	harness.ParallelE2E(t)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "app.env")
-	mustDo(t, os.WriteFile(file, []byte("GREETING=hello\n"), 0o600))
-	args, rec := childArgs(t)
-	pe := startBinary(t, baseEnv(""), append([]string{"--env-file", file, "--interval", "1s"}, args...)...)
-	waitStarts(t, rec, 1)
+	harness.MustDo(t, os.WriteFile(file, []byte("GREETING=hello\n"), 0o600))
+	args, rec := harness.ChildArgs(t)
+	pe := harness.StartBinary(t, harness.BaseEnv(""), append([]string{"--env-file", file, "--interval", "1s"}, args...)...)
+	harness.WaitStarts(t, rec, 1)
 	fifo := filepath.Join(dir, "fifo")
-	mustDo(t, syscall.Mkfifo(fifo, 0o600))
-	mustDo(t, os.Rename(fifo, file))
-	waitFor(t, "a failed poll", func() bool { return strings.Contains(pe.stderr.String(), "no longer a regular file") })
+	harness.MustDo(t, syscall.Mkfifo(fifo, 0o600))
+	harness.MustDo(t, os.Rename(fifo, file))
+	harness.WaitFor(t, "a failed poll", func() bool { return strings.Contains(pe.Stderr.String(), "no longer a regular file") })
 	// A poll blocked on the FIFO would hold paramexec's shutdown forever.
-	pe.signal(syscall.SIGTERM)
-	if code := pe.wait(); code != 0 {
-		t.Errorf("exit %d:\n%s", code, pe.stderr.String())
+	pe.Signal(syscall.SIGTERM)
+	if code := pe.Wait(); code != 0 {
+		t.Errorf("exit %d:\n%s", code, pe.Stderr.String())
 	}
-	if n := len(starts(readRecords(t, rec))); n != 1 {
+	if n := len(harness.Starts(harness.ReadRecords(t, rec))); n != 1 {
 		t.Errorf("%d child starts", n)
 	}
 }
 
 func TestEnvFileEndless(t *testing.T) {
-	parallelE2E(t)
-	args, rec := childArgs(t)
-	r := runBinary(t, baseEnv(""), append([]string{"--env-file", "/dev/zero"}, args...)...)
-	if r.code != exitSource || !strings.Contains(r.stderr, "1048576 bytes") {
-		t.Errorf("exit %d, stderr:\n%s", r.code, r.stderr)
+	harness.ParallelE2E(t)
+	args, rec := harness.ChildArgs(t)
+	r := harness.RunBinary(t, harness.BaseEnv(""), append([]string{"--env-file", "/dev/zero"}, args...)...)
+	if r.Code != harness.ExitSource || !strings.Contains(r.Stderr, "1048576 bytes") {
+		t.Errorf("exit %d, stderr:\n%s", r.Code, r.Stderr)
 	}
-	if len(readRecords(t, rec)) != 0 {
+	if len(harness.ReadRecords(t, rec)) != 0 {
 		t.Error("the child ran")
 	}
 }
 
 func TestBrokenEnvFileWhileWatchingSaysWhatHappens(t *testing.T) {
-	parallelE2E(t)
+	harness.ParallelE2E(t)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "app.env")
-	mustDo(t, os.WriteFile(file, []byte("GREETING=one\n"), 0o600))
-	args, rec := childArgs(t)
-	pe := startBinary(t, baseEnv(""), append([]string{"--env-file", file, "--interval", "1h"}, args...)...)
-	waitStarts(t, rec, 1)
+	harness.MustDo(t, os.WriteFile(file, []byte("GREETING=one\n"), 0o600))
+	args, rec := harness.ChildArgs(t)
+	pe := harness.StartBinary(t, harness.BaseEnv(""), append([]string{"--env-file", file, "--interval", "1h"}, args...)...)
+	harness.WaitStarts(t, rec, 1)
 	save := func(text string) {
 		tmp := filepath.Join(dir, ".app.env.tmp")
-		mustDo(t, os.WriteFile(tmp, []byte(text), 0o600))
-		mustDo(t, os.Rename(tmp, file))
+		harness.MustDo(t, os.WriteFile(tmp, []byte(text), 0o600))
+		harness.MustDo(t, os.Rename(tmp, file))
 	}
 	save("GREETING='one\n")
 	var line string
-	waitFor(t, "the failed read", func() bool {
-		for l := range strings.SplitSeq(pe.stderr.String(), "\n") {
+	harness.WaitFor(t, "the failed read", func() bool {
+		for l := range strings.SplitSeq(pe.Stderr.String(), "\n") {
 			if strings.Contains(l, "unterminated quoted value") {
 				line = l
 				return true
@@ -147,11 +148,11 @@ func TestBrokenEnvFileWhileWatchingSaysWhatHappens(t *testing.T) {
 	}
 	// The fix is read on its save, not after retry_in (about an hour).
 	save("GREETING=two\n")
-	if got := waitStarts(t, rec, 2)[1].Env["GREETING"]; got != "two" {
+	if got := harness.WaitStarts(t, rec, 2)[1].Env["GREETING"]; got != "two" {
 		t.Errorf("GREETING=%q after the fix", got)
 	}
-	pe.signal(syscall.SIGTERM)
-	pe.wait()
+	pe.Signal(syscall.SIGTERM)
+	pe.Wait()
 }
 
 // noInotifyEnv names the paramexec binary that this test binary, started
@@ -179,14 +180,14 @@ func init() {
 }
 
 func TestPollingGoesOnWithoutInotify(t *testing.T) {
-	parallelE2E(t)
+	harness.ParallelE2E(t)
 	self, err := os.Executable()
-	mustDo(t, err)
+	harness.MustDo(t, err)
 	dir := t.TempDir()
 	file := filepath.Join(dir, "app.env")
-	mustDo(t, os.WriteFile(file, []byte("GREETING=one\n"), 0o600))
-	var stderr syncBuffer
-	args, rec := childArgs(t)
+	harness.MustDo(t, os.WriteFile(file, []byte("GREETING=one\n"), 0o600))
+	var stderr harness.SyncBuffer
+	args, rec := harness.ChildArgs(t)
 	probe := osexec.Command("/bin/true")
 	probe.SysProcAttr = userNS()
 	if err := probe.Run(); err != nil {
@@ -194,24 +195,24 @@ func TestPollingGoesOnWithoutInotify(t *testing.T) {
 	}
 	pe, wait := startCmd(t, func(cmd *osexec.Cmd) {
 		cmd.Path = self
-		cmd.Env = append(cmd.Env, noInotifyEnv+"="+binPath)
+		cmd.Env = append(cmd.Env, noInotifyEnv+"="+harness.BinPath)
 		cmd.SysProcAttr = userNS()
 		cmd.Stderr = &stderr
 	}, append([]string{"--env-file", file, "--interval", "1s"}, args...)...)
-	waitStarts(t, rec, 1)
+	harness.WaitStarts(t, rec, 1)
 	// The edit is seen by a poll: nothing else is left to see it.
 	tmp := filepath.Join(dir, ".app.env.tmp")
-	mustDo(t, os.WriteFile(tmp, []byte("GREETING=two\n"), 0o600))
-	mustDo(t, os.Rename(tmp, file))
-	if got := waitStarts(t, rec, 2)[1].Env["GREETING"]; got != "two" {
+	harness.MustDo(t, os.WriteFile(tmp, []byte("GREETING=two\n"), 0o600))
+	harness.MustDo(t, os.Rename(tmp, file))
+	if got := harness.WaitStarts(t, rec, 2)[1].Env["GREETING"]; got != "two" {
 		t.Errorf("GREETING=%q after the edit", got)
 	}
 	warn := "cannot watch --env-file files; edits are seen at the next poll"
-	waitFor(t, "the warning that the file watch is off", func() bool { return strings.Contains(stderr.String(), warn) })
+	harness.WaitFor(t, "the warning that the file watch is off", func() bool { return strings.Contains(stderr.String(), warn) })
 	if !strings.Contains(stderr.String(), "too many open files") {
 		t.Errorf("the warning does not say why:\n%s", stderr.String())
 	}
-	mustDo(t, pe.Process.Signal(syscall.SIGTERM))
+	harness.MustDo(t, pe.Process.Signal(syscall.SIGTERM))
 	if code := wait(); code != 0 {
 		t.Errorf("exit %d:\n%s", code, stderr.String())
 	}

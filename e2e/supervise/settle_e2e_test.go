@@ -1,4 +1,4 @@
-package main
+package supervise
 
 import (
 	"bufio"
@@ -8,84 +8,86 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/paramexec/paramexec/internal/harness"
 )
 
 // Two parameters changed 2 s apart, polled every second: with --settle 3s
 // they are one restart whose child has both new values; without, two.
 func TestSettleJoinsChanges(t *testing.T) {
-	e2e(t)
+	harness.E2E(t)
 	t.Run("settle", func(t *testing.T) {
-		path := uniquePath(t)
-		moto.PutParameter(t, path+"/A", val("a1"), "String")
-		moto.PutParameter(t, path+"/B", val("b1"), "String")
-		args, rec := childArgs(t)
-		pe := startBinary(t, baseEnv(moto.URL), append([]string{"--path", path, "--interval", "1s", "--settle", "3s"}, args...)...)
-		waitStarts(t, rec, 1)
+		path := harness.UniquePath(t)
+		harness.Moto.PutParameter(t, path+"/A", harness.Val("a1"), "String")
+		harness.Moto.PutParameter(t, path+"/B", harness.Val("b1"), "String")
+		args, rec := harness.ChildArgs(t)
+		pe := harness.StartBinary(t, harness.BaseEnv(harness.Moto.URL), append([]string{"--path", path, "--interval", "1s", "--settle", "3s"}, args...)...)
+		harness.WaitStarts(t, rec, 1)
 
-		moto.PutParameter(t, path+"/A", val("a2"), "String")
+		harness.Moto.PutParameter(t, path+"/A", harness.Val("a2"), "String")
 		changedA := time.Now()
-		waitFor(t, "the first change to be seen", func() bool { return strings.Contains(pe.stderr.String(), "change seen; settling") })
+		harness.WaitFor(t, "the first change to be seen", func() bool { return strings.Contains(pe.Stderr.String(), "change seen; settling") })
 		time.Sleep(time.Until(changedA.Add(2 * time.Second))) // the scenario: B changes 2 s after A
-		moto.PutParameter(t, path+"/B", val("b2"), "String")
+		harness.Moto.PutParameter(t, path+"/B", harness.Val("b2"), "String")
 
 		// The first restart already has both values, so no restart with A
 		// alone came before it.
-		second := waitStarts(t, rec, 2)[1]
-		if second.Env["A"] != val("a2") || second.Env["B"] != val("b2") {
+		second := harness.WaitStarts(t, rec, 2)[1]
+		if second.Env["A"] != harness.Val("a2") || second.Env["B"] != harness.Val("b2") {
 			t.Errorf("the restarted child has A=%q B=%q, want both new values", second.Env["A"], second.Env["B"])
 		}
 		// None after it either: a restart handed on twice, or B handed on
 		// again, would come within a settle (3 s) and a poll of the first;
 		// 5 s of 1 s polls cover that.
 		time.Sleep(5 * time.Second)
-		if n := len(starts(readRecords(t, rec))); n != 2 {
+		if n := len(harness.Starts(harness.ReadRecords(t, rec))); n != 2 {
 			t.Errorf("%d child starts, want 2 (one restart for both changes)", n)
 		}
-		log := pe.stderr.String()
+		log := pe.Stderr.String()
 		if strings.Count(log, "change seen; settling") != 2 || !strings.Contains(log, `changed="[A B]" by=quiet`) {
 			t.Errorf("the log does not show both changes settling into one:\n%s", log)
 		}
-		pe.signal(syscall.SIGTERM)
-		pe.wait()
+		pe.Signal(syscall.SIGTERM)
+		pe.Wait()
 	})
 	t.Run("no settle", func(t *testing.T) {
-		path := uniquePath(t)
-		moto.PutParameter(t, path+"/A", val("a1"), "String")
-		moto.PutParameter(t, path+"/B", val("b1"), "String")
-		args, rec := childArgs(t)
-		pe := startBinary(t, baseEnv(moto.URL), append([]string{"--path", path, "--interval", "1s"}, args...)...)
-		waitStarts(t, rec, 1)
+		path := harness.UniquePath(t)
+		harness.Moto.PutParameter(t, path+"/A", harness.Val("a1"), "String")
+		harness.Moto.PutParameter(t, path+"/B", harness.Val("b1"), "String")
+		args, rec := harness.ChildArgs(t)
+		pe := harness.StartBinary(t, harness.BaseEnv(harness.Moto.URL), append([]string{"--path", path, "--interval", "1s"}, args...)...)
+		harness.WaitStarts(t, rec, 1)
 
-		moto.PutParameter(t, path+"/A", val("a2"), "String")
+		harness.Moto.PutParameter(t, path+"/A", harness.Val("a2"), "String")
 		changedA := time.Now()
-		second := waitStarts(t, rec, 2)[1]
-		if second.Env["A"] != val("a2") || second.Env["B"] != val("b1") {
+		second := harness.WaitStarts(t, rec, 2)[1]
+		if second.Env["A"] != harness.Val("a2") || second.Env["B"] != harness.Val("b1") {
 			t.Errorf("first restart: A=%q B=%q, want only A new", second.Env["A"], second.Env["B"])
 		}
 		time.Sleep(time.Until(changedA.Add(2 * time.Second)))
-		moto.PutParameter(t, path+"/B", val("b2"), "String")
-		third := waitStarts(t, rec, 3)[2]
-		if third.Env["A"] != val("a2") || third.Env["B"] != val("b2") {
+		harness.Moto.PutParameter(t, path+"/B", harness.Val("b2"), "String")
+		third := harness.WaitStarts(t, rec, 3)[2]
+		if third.Env["A"] != harness.Val("a2") || third.Env["B"] != harness.Val("b2") {
 			t.Errorf("second restart: A=%q B=%q, want both new", third.Env["A"], third.Env["B"])
 		}
-		if strings.Contains(pe.stderr.String(), "settl") {
-			t.Errorf("settled without --settle:\n%s", pe.stderr.String())
+		if strings.Contains(pe.Stderr.String(), "settl") {
+			t.Errorf("settled without --settle:\n%s", pe.Stderr.String())
 		}
-		pe.signal(syscall.SIGTERM)
-		pe.wait()
+		pe.Signal(syscall.SIGTERM)
+		pe.Wait()
 	})
 }
 
 // Changes every second never give --settle 5s its quiet: --settle-max 8s
 // restarts anyway, while they still come, with what the polls last read.
 func TestSettleMaxBoundsTheWait(t *testing.T) {
-	e2e(t)
-	path := uniquePath(t)
-	moto.PutParameter(t, path+"/A", val("0"), "String")
-	moto.PutParameter(t, path+"/B", val("0"), "String")
-	args, rec := childArgs(t)
-	pe := startBinary(t, baseEnv(moto.URL), append([]string{"--path", path, "--interval", "1s", "--settle", "5s", "--settle-max", "8s"}, args...)...)
-	waitStarts(t, rec, 1)
+	harness.E2E(t)
+	path := harness.UniquePath(t)
+	harness.Moto.PutParameter(t, path+"/A", harness.Val("0"), "String")
+	harness.Moto.PutParameter(t, path+"/B", harness.Val("0"), "String")
+	args, rec := harness.ChildArgs(t)
+	pe := harness.StartBinary(t, harness.BaseEnv(harness.Moto.URL), append([]string{"--path", path, "--interval", "1s", "--settle", "5s", "--settle-max", "8s"}, args...)...)
+	harness.WaitStarts(t, rec, 1)
 
 	// Change A and B by turns every second until the restart. Without the
 	// bound there would be none while this goes on; 60 changes are far
@@ -96,40 +98,40 @@ func TestSettleMaxBoundsTheWait(t *testing.T) {
 		if i%2 == 0 {
 			name = "/B"
 		}
-		moto.PutParameter(t, path+name, val(strconv.Itoa(i)), "String")
+		harness.Moto.PutParameter(t, path+name, harness.Val(strconv.Itoa(i)), "String")
 		time.Sleep(time.Second)
-		restarted = len(starts(readRecords(t, rec))) >= 2
+		restarted = len(harness.Starts(harness.ReadRecords(t, rec))) >= 2
 	}
 	if !restarted {
-		t.Fatalf("no restart within 60 changes a second apart; log:\n%s", pe.stderr.String())
+		t.Fatalf("no restart within 60 changes a second apart; log:\n%s", pe.Stderr.String())
 	}
-	second := starts(readRecords(t, rec))[1]
-	if second.Env["A"] == val("0") || second.Env["B"] == val("0") {
+	second := harness.Starts(harness.ReadRecords(t, rec))[1]
+	if second.Env["A"] == harness.Val("0") || second.Env["B"] == harness.Val("0") {
 		t.Errorf("the restarted child has A=%q B=%q; want both changed", second.Env["A"], second.Env["B"])
 	}
-	if log := pe.stderr.String(); !strings.Contains(log, "by=settle-max") {
+	if log := pe.Stderr.String(); !strings.Contains(log, "by=settle-max") {
 		t.Errorf("the log does not say settle-max ended the wait:\n%s", log)
 	}
-	pe.signal(syscall.SIGTERM)
-	pe.wait()
+	pe.Signal(syscall.SIGTERM)
+	pe.Wait()
 }
 
 // With --splay the restart waits the delay the log names, which is within
 // the bound. Both are read from the log; no speed is measured.
 func TestSplayDelaysTheRestart(t *testing.T) {
-	e2e(t)
+	harness.E2E(t)
 	const splay = 3 * time.Second
-	path := uniquePath(t)
-	moto.PutParameter(t, path+"/A", val("a1"), "String")
-	args, rec := childArgs(t)
-	pe := startBinary(t, baseEnv(moto.URL), append([]string{"--path", path, "--interval", "1s", "--splay", splay.String(), "--log-format", "json"}, args...)...)
-	waitStarts(t, rec, 1)
-	moto.PutParameter(t, path+"/A", val("a2"), "String")
-	if got := waitStarts(t, rec, 2)[1].Env["A"]; got != val("a2") {
+	path := harness.UniquePath(t)
+	harness.Moto.PutParameter(t, path+"/A", harness.Val("a1"), "String")
+	args, rec := harness.ChildArgs(t)
+	pe := harness.StartBinary(t, harness.BaseEnv(harness.Moto.URL), append([]string{"--path", path, "--interval", "1s", "--splay", splay.String(), "--log-format", "json"}, args...)...)
+	harness.WaitStarts(t, rec, 1)
+	harness.Moto.PutParameter(t, path+"/A", harness.Val("a2"), "String")
+	if got := harness.WaitStarts(t, rec, 2)[1].Env["A"]; got != harness.Val("a2") {
 		t.Errorf("restarted child has A=%q", got)
 	}
-	pe.signal(syscall.SIGTERM)
-	pe.wait()
+	pe.Signal(syscall.SIGTERM)
+	pe.Wait()
 
 	type line struct {
 		Time  time.Time     `json:"time"`
@@ -138,7 +140,7 @@ func TestSplayDelaysTheRestart(t *testing.T) {
 		Until time.Time     `json:"until"`
 	}
 	var splaying, begun []line
-	sc := bufio.NewScanner(strings.NewReader(pe.stderr.String()))
+	sc := bufio.NewScanner(strings.NewReader(pe.Stderr.String()))
 	for sc.Scan() {
 		var l line
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
@@ -152,7 +154,7 @@ func TestSplayDelaysTheRestart(t *testing.T) {
 		}
 	}
 	if len(splaying) != 1 || len(begun) != 1 {
-		t.Fatalf("%d splay and %d restart lines, want 1 each; log:\n%s", len(splaying), len(begun), pe.stderr.String())
+		t.Fatalf("%d splay and %d restart lines, want 1 each; log:\n%s", len(splaying), len(begun), pe.Stderr.String())
 	}
 	s := splaying[0]
 	if s.Delay < 0 || s.Delay >= splay {
@@ -169,7 +171,7 @@ func TestSplayDelaysTheRestart(t *testing.T) {
 }
 
 func TestSettleUsageErrors(t *testing.T) {
-	parallelE2E(t)
+	harness.ParallelE2E(t)
 	for _, tc := range []struct {
 		args []string
 		env  string
@@ -186,18 +188,18 @@ func TestSettleUsageErrors(t *testing.T) {
 		{[]string{"--interval", "1s"}, "PARAMEXEC_SPLAY=-1s", "--splay -1s: must not be negative"},
 		{[]string{"--interval", "1s"}, "PARAMEXEC_SETTLE_MAX=1m", "--settle-max 1m0s: bounds --settle"},
 	} {
-		env := baseEnv("")
+		env := harness.BaseEnv("")
 		if tc.env != "" {
 			env = append(env, tc.env)
 		}
-		r := runBinary(t, env, append(tc.args, "true")...)
-		if r.code != exitUsage || !strings.Contains(r.stderr, tc.want) {
-			t.Errorf("%v %s: exit %d, stderr %q; want exit %d and %q", tc.args, tc.env, r.code, r.stderr, exitUsage, tc.want)
+		r := harness.RunBinary(t, env, append(tc.args, "true")...)
+		if r.Code != harness.ExitUsage || !strings.Contains(r.Stderr, tc.want) {
+			t.Errorf("%v %s: exit %d, stderr %q; want exit %d and %q", tc.args, tc.env, r.Code, r.Stderr, harness.ExitUsage, tc.want)
 		}
 	}
 	// What is allowed: settle-max equal to settle, and the variables.
-	env := append(baseEnv(""), "PARAMEXEC_SETTLE=2s", "PARAMEXEC_SETTLE_MAX=2s", "PARAMEXEC_SPLAY=1s")
-	if r := runBinary(t, env, "--interval", "1s", "--print"); r.code != 0 {
-		t.Errorf("valid settings refused: exit %d, stderr %q", r.code, r.stderr)
+	env := append(harness.BaseEnv(""), "PARAMEXEC_SETTLE=2s", "PARAMEXEC_SETTLE_MAX=2s", "PARAMEXEC_SPLAY=1s")
+	if r := harness.RunBinary(t, env, "--interval", "1s", "--print"); r.Code != 0 {
+		t.Errorf("valid settings refused: exit %d, stderr %q", r.Code, r.Stderr)
 	}
 }
