@@ -44,7 +44,7 @@ type config struct {
 	// fetch.Watcher.
 	settle, settleMax, splay time.Duration
 
-	// listen and proxy are --listen and --proxy, parsed: see handoff.go.
+	// listen and proxy are --listen and --proxy, parsed: see flags.go.
 	listen        []listen.Spec
 	proxy         []proxy.Spec
 	proxyProtocol bool

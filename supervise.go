@@ -16,6 +16,7 @@ import (
 	"github.com/paramexec/paramexec/exec"
 	"github.com/paramexec/paramexec/fetch"
 	"github.com/paramexec/paramexec/internal/environ"
+	"github.com/paramexec/paramexec/internal/handoff"
 	"github.com/paramexec/paramexec/internal/ready"
 	"github.com/paramexec/paramexec/internal/sdnotify"
 	"github.com/paramexec/paramexec/signals"
@@ -28,7 +29,7 @@ const fileDebounce = 300 * time.Millisecond
 // supervise runs the command as paramexec's child and stays its parent:
 // forwarding signals, reaping orphans and, when watching, restarting the
 // child on change. It returns the exit code for paramexec.
-func supervise(startup *startupSignals, cfg *config, inherited []string, sources []fetch.Source, layers []fetch.Layer, handoff *handoff, log *slog.Logger) int {
+func supervise(startup *startupSignals, cfg *config, inherited []string, sources []fetch.Source, layers []fetch.Layer, sockets *handoff.Handoff, log *slog.Logger) int {
 	// Under a systemd Type=notify unit, a supervising paramexec speaks the
 	// notify protocol itself; the child must not report readiness for it.
 	// Exec-ing in place leaves the socket to the command, which becomes
@@ -124,14 +125,15 @@ func supervise(startup *startupSignals, cfg *config, inherited []string, sources
 			events(e)
 		}
 	}
-	// With --proxy, {port} in a check is the child's port; with --restart
-	// overlap and no --ready, a connect to it is the check (the old child
-	// is stopped only once the new one accepts).
-	if len(cfg.ready) > 0 || (cfg.restart == exec.Overlap && len(cfg.proxy) > 0) {
-		sup.Ready = readiness(cfg.ready, relay, procs, inherited, handoff.portsFunc())
+	// With --proxy, a child is ready once it also accepts on its ports
+	// ({port} in a check is the first): the proxies send to it only then,
+	// and one that does not within --ready-timeout is judged as --ready
+	// judges (see handoff.route).
+	if len(cfg.ready) > 0 || len(cfg.proxy) > 0 {
+		sup.Ready = readiness(cfg.ready, relay, procs, inherited, sockets.Ports())
 	}
-	handoff.attach(ctx, sup)
-	handoff.serve(ctx)
+	sockets.Attach(ctx, sup)
+	sockets.Serve(ctx)
 	// Start-up is over: keep the supervisor small for the long run.
 	released, err := releaseStartupPages()
 	log.Debug("memory settled", "limit", limitMemory(), "released_binary_bytes", released, "release_error", err)
@@ -184,7 +186,7 @@ func reaper(procs *ready.Procs) func(func(int, syscall.WaitStatus)) {
 // check judges the child from outside and needs no secret to do it.
 //
 // ports, when not nil (--proxy), gives the child's ports: the first fills
-// in {port}, and without checks a TCP connect to each is the check.
+// in {port}, and a TCP connect to each is a check besides.
 func readiness(checks []ready.Check, relay *notifyRelay, procs *ready.Procs, env []string, ports func() []int) func(context.Context, int) error {
 	env = environ.Without(env, "NOTIFY_SOCKET")
 	return func(ctx context.Context, pid int) error {
@@ -205,16 +207,14 @@ func withPorts(checks []ready.Check, ports func() []int) []ready.Check {
 	if len(p) == 0 {
 		return checks
 	}
-	out := make([]ready.Check, 0, max(len(checks), len(p)))
+	out := make([]ready.Check, 0, len(checks)+len(p))
 	for _, c := range checks {
 		out = append(out, c.WithPort(p[0]))
 	}
-	if len(checks) == 0 {
-		for _, port := range p {
-			// A literal loopback address and port: Parse cannot fail.
-			if c, err := ready.Parse("tcp:127.0.0.1:" + strconv.Itoa(port)); err == nil {
-				out = append(out, c)
-			}
+	for _, port := range p {
+		// A literal loopback address and port: Parse cannot fail.
+		if c, err := ready.Parse("tcp:127.0.0.1:" + strconv.Itoa(port)); err == nil {
+			out = append(out, c)
 		}
 	}
 	return out
