@@ -43,10 +43,7 @@ func main() {
 
 // run is paramexec without the process around it, so tests can drive it.
 func run(args, osEnv []string, stdout, stderr io.Writer) int {
-	cfg, err := parseConfig(args, envLookup(osEnv))
-	if err == nil && !cfg.version {
-		err = fetch.CheckSpecs(cfg.specs())
-	}
+	cfg, err := configure(args, osEnv)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		fmt.Fprint(stdout, usage)
@@ -101,6 +98,16 @@ func run(args, osEnv []string, stdout, stderr io.Writer) int {
 	err = sockets.Replace(cfg.argv, env)
 	log.Error("cannot run command", "command", cfg.argv[0], "error", err)
 	return exec.ExitCode(err)
+}
+
+// configure reads the flags and their PARAMEXEC_* variables, and checks
+// the sources' syntax: every usage error but the log's settings.
+func configure(args, osEnv []string) (*config, error) {
+	cfg, err := parseConfig(args, envLookup(osEnv))
+	if err == nil && !cfg.version {
+		err = fetch.CheckSpecs(cfg.specs())
+	}
+	return cfg, err
 }
 
 // load builds the sources and reads them. --startup-timeout is a deadline
