@@ -2,13 +2,10 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -43,6 +40,8 @@ func supervise(startup *startupSignals, cfg *config, inherited []string, sources
 		notify = nil // a nil Notifier is a no-op
 	}
 	defer notify.Close()
+	notes := newNotifier(notify, log)
+	defer notes.close()
 
 	if os.Getpid() != 1 {
 		// As PID 1 the kernel already hands us every orphan; elsewhere we
@@ -68,7 +67,7 @@ func supervise(startup *startupSignals, cfg *config, inherited []string, sources
 			log.Error("--ready notify", "error", err)
 			return exitUsage
 		}
-		relay = newNotifyRelay(rcv, notify, log)
+		relay = newNotifyRelay(rcv, notes, log)
 		defer relay.close()
 		socket := "NOTIFY_SOCKET=" + rcv.Path()
 		env = append(environ.Without(env, "NOTIFY_SOCKET"), socket)
@@ -107,7 +106,7 @@ func supervise(startup *startupSignals, cfg *config, inherited []string, sources
 		StopSignal: cfg.stopSignal,
 		Log:        log,
 		Reap:       reaper(procs),
-		OnEvent:    notifyEvents(notify, cfg.argv[0], log),
+		OnEvent:    notifyEvents(notes, cfg.argv[0]),
 
 		ReadyTimeout:   cfg.readyTimeout,
 		RollbackWindow: cfg.rollbackWindow,
@@ -220,91 +219,6 @@ func withPorts(checks []ready.Check, ports func() []int) []ready.Check {
 	return out
 }
 
-// notifyRelay reads the child's notify socket. Only the current child's
-// messages count (its pid as the kernel gives it): its READY=1 passes the
-// notify check, its STATUS= lines go on to systemd unchanged (never to the
-// log: paramexec cannot know what they say). paramexec reports READY=1 and
-// RELOADING=1 itself, from the supervisor's events, so the child's are not
-// relayed.
-type notifyRelay struct {
-	rcv  *sdnotify.Receiver
-	sd   *sdnotify.Notifier
-	log  *slog.Logger
-	done sync.WaitGroup
-
-	mu    sync.Mutex
-	pid   int           // the child being watched
-	ready chan struct{} // closed on its READY=1
-	early map[int]bool  // READY=1 from pids not (yet) watched
-}
-
-// earlyLimit bounds early: a READY=1 can beat watch by a moment only, so
-// a handful of pids is plenty, and a chatty process cannot grow it.
-const earlyLimit = 16
-
-func newNotifyRelay(rcv *sdnotify.Receiver, sd *sdnotify.Notifier, log *slog.Logger) *notifyRelay {
-	n := &notifyRelay{rcv: rcv, sd: sd, log: log, early: make(map[int]bool)}
-	n.done.Go(n.relay)
-	return n
-}
-
-// watch makes pid the current child and returns what closes on its
-// READY=1, already closed if it came before watch.
-func (n *notifyRelay) watch(pid int) <-chan struct{} {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.pid, n.ready = pid, make(chan struct{})
-	if n.early[pid] {
-		close(n.ready)
-	}
-	clear(n.early)
-	return n.ready
-}
-
-// follow makes pid, a child that is ready already, the current one, if it
-// is not: its messages count from now on.
-func (n *notifyRelay) follow(pid int) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.pid == pid {
-		return
-	}
-	n.pid, n.ready = pid, make(chan struct{})
-	close(n.ready)
-}
-
-func (n *notifyRelay) relay() {
-	for m := range n.rcv.Messages() {
-		n.mu.Lock()
-		current := m.Pid != 0 && m.Pid == n.pid
-		if m.Ready && current && n.ready != nil {
-			select {
-			case <-n.ready:
-			default:
-				close(n.ready)
-			}
-		} else if m.Ready && m.Pid != 0 && !current && len(n.early) < earlyLimit {
-			n.early[m.Pid] = true
-		}
-		n.mu.Unlock()
-		if !current {
-			n.log.Debug("notify message ignored: not from the current child", "sender", m.Pid)
-			continue
-		}
-		if m.HasStatus {
-			if err := n.sd.Status(m.Status); err != nil {
-				n.log.Debug("systemd notification failed", "event", "child status", "error", err)
-			}
-		}
-	}
-}
-
-// close stops the relay and removes the socket.
-func (n *notifyRelay) close() {
-	n.rcv.Close()
-	n.done.Wait()
-}
-
 // grace maps --grace to the supervisor's: --grace 0 is read as "no grace",
 // SIGKILL right after the stop signal, where exec's zero means its default.
 func grace(d time.Duration) time.Duration {
@@ -312,55 +226,4 @@ func grace(d time.Duration) time.Duration {
 		return exec.NoGrace
 	}
 	return d
-}
-
-// notifyEvents reports the child's lifecycle to systemd (a no-op without
-// NOTIFY_SOCKET). The texts, shown by systemctl status, carry the command,
-// pids, exit codes and the names that changed: never a value.
-func notifyEvents(n *sdnotify.Notifier, command string, log *slog.Logger) func(exec.Event) {
-	name := filepath.Base(command)
-	var rolledBack string // the last rollback, until a restart succeeds
-	return func(e exec.Event) {
-		var err error
-		switch e.Kind {
-		case exec.Started:
-			err = n.Status(fmt.Sprintf("%s starting (pid %d)", name, e.Pid))
-		case exec.Ready:
-			// READY=1 once the child is ready (at its start without
-			// --ready); after a rollback, the status keeps saying why.
-			status := fmt.Sprintf("%s running (pid %d)", name, e.Pid)
-			if rolledBack != "" {
-				status += ", " + rolledBack
-			}
-			err = n.Ready(status)
-		case exec.RestartBegun:
-			err = n.Reloading(fmt.Sprintf("restarting %s: %s", name, e.Reason))
-		case exec.OverlapBegun:
-			err = n.Reloading(fmt.Sprintf("overlapping %s: new child (pid %d) starting while the old one serves: %s", name, e.Pid, e.Reason))
-		case exec.Draining:
-			err = n.Status(fmt.Sprintf("%s: old child (pid %d) draining (%s)", name, e.Pid, e.Reason))
-		case exec.Restarted:
-			rolledBack = ""
-			err = n.Ready(fmt.Sprintf("%s running (pid %d), restarted in %s at %s: %s",
-				name, e.Pid, e.Took.Round(time.Millisecond), time.Now().Format(time.TimeOnly), e.Reason))
-		case exec.RolledBack:
-			how := "not ready"
-			if e.Code >= 0 {
-				how = fmt.Sprintf("exit %d", e.Code)
-			}
-			rolledBack = fmt.Sprintf("rolled back at %s: %s rejected (%s)", time.Now().Format(time.TimeOnly), strings.Join(e.Changed, ", "), how)
-			err = n.Status(fmt.Sprintf("%s: %s", name, rolledBack))
-		case exec.Stopping:
-			err = n.Stopping(fmt.Sprintf("stopping %s (pid %d): %s", name, e.Pid, e.Reason))
-		case exec.Killed:
-			err = n.Status(fmt.Sprintf("%s (pid %d) outlived --grace; its process group was killed", name, e.Pid))
-		case exec.Rejected:
-			err = n.Status(fmt.Sprintf("%s (pid %d) keeps running: new environment rejected: %s", name, e.Pid, e.Reason))
-		case exec.Exited:
-			err = n.Status(fmt.Sprintf("%s (pid %d) exited with status %d", name, e.Pid, e.Code))
-		}
-		if err != nil {
-			log.Debug("systemd notification failed", "event", e.Kind.String(), "error", err)
-		}
-	}
 }
