@@ -165,17 +165,21 @@ func newWatcher(cfg *config, sources []fetch.Source, inherited []string, log *sl
 }
 
 // reaper is signals.Reap with the exec: checks' processes taken out first:
-// they are the checks' to collect, not the supervisor's.
+// they are the checks' to collect, not the supervisor's. An exit reaped
+// while a check forks waits in procs for that fork's pid (see
+// ready.Procs.Release), never the reaper for the fork.
 func reaper(procs *ready.Procs) func(func(int, syscall.WaitStatus)) {
 	if procs == nil {
 		return signals.Reap
 	}
 	return func(onExit func(int, syscall.WaitStatus)) {
+		procs.Release(onExit)
 		signals.Reap(func(pid int, ws syscall.WaitStatus) {
 			if !procs.Exited(pid, ws) {
 				onExit(pid, ws)
 			}
 		})
+		procs.Release(onExit) // what a fork that ended meanwhile did not claim
 	}
 }
 
