@@ -34,22 +34,10 @@ func supervise(startup *startupSignals, cfg *config, inherited []string, sources
 	notifySocket, _ := environ.Lookup(inherited, "NOTIFY_SOCKET")
 	inherited = environ.Without(inherited, "NOTIFY_SOCKET")
 	env, _ := resolve(inherited, layers, cfg.noOverride, log)
-	notify, err := sdnotify.New(notifySocket)
-	if err != nil {
-		log.Warn("cannot reach systemd's notify socket; readiness will not be reported", "error", err)
-		notify = nil // a nil Notifier is a no-op
-	}
-	defer notify.Close()
-	notes := newNotifier(notify, log)
-	defer notes.close()
+	notes, closeNotes := openNotifier(notifySocket, log)
+	defer closeNotes()
 
-	if os.Getpid() != 1 {
-		// As PID 1 the kernel already hands us every orphan; elsewhere we
-		// ask for them, so grandchildren left by the child are reaped here.
-		if err := signals.SetSubreaper(); err != nil {
-			log.Warn("cannot become a child subreaper; orphaned grandchildren will not be reaped", "error", err)
-		}
-	}
+	becomeSubreaper(log)
 	sigs := make(chan os.Signal, 128)
 	stopSignals, caught := startup.HandOver(sigs)
 	defer stopSignals()
@@ -73,32 +61,85 @@ func supervise(startup *startupSignals, cfg *config, inherited []string, sources
 		env = append(environ.Without(env, "NOTIFY_SOCKET"), socket)
 		childInherited = append(slices.Clip(inherited), socket)
 	}
+
+	ctx, cancel := context.WithCancel(startup.Context())
+	changes, watching := watch(ctx, newWatcher(cfg, sources, childInherited, log), layers, log)
+	defer watching.Wait()
+	defer cancel()
+
+	sup := newSupervisor(cfg, notes, relay, inherited, sockets, log)
+	sockets.Attach(ctx, sup)
+	sockets.Serve(ctx)
+	// Start-up is over: keep the supervisor small for the long run.
+	released, err := releaseStartupPages()
+	log.Debug("memory settled", "limit", limitMemory(), "released_binary_bytes", released, "release_error", err)
+	code, err := sup.Run(ctx, env, changes, sigs)
+	if err != nil {
+		log.Error("cannot run command", "command", cfg.argv[0], "error", err)
+	}
+	return code
+}
+
+// openNotifier connects to systemd's notify socket (none: every
+// notification is a no-op) and starts the notifier that writes to it;
+// closeNotes writes what is pending and closes both.
+func openNotifier(socket string, log *slog.Logger) (notes *notifier, closeNotes func()) {
+	sd, err := sdnotify.New(socket)
+	if err != nil {
+		log.Warn("cannot reach systemd's notify socket; readiness will not be reported", "error", err)
+		sd = nil // a nil Notifier is a no-op
+	}
+	notes = newNotifier(sd, log)
+	return notes, func() {
+		notes.close()
+		sd.Close()
+	}
+}
+
+// becomeSubreaper makes orphaned grandchildren paramexec's to reap. As
+// PID 1 the kernel already hands it every orphan.
+func becomeSubreaper(log *slog.Logger) {
+	if os.Getpid() == 1 {
+		return
+	}
+	if err := signals.SetSubreaper(); err != nil {
+		log.Warn("cannot become a child subreaper; orphaned grandchildren will not be reaped", "error", err)
+	}
+}
+
+// watch runs w, if any, until ctx ends, handing each new environment to
+// the supervisor through changes and waiting while the supervisor is
+// busy: never two at once. Wait for it with watching.
+func watch(ctx context.Context, w *fetch.Watcher, layers []fetch.Layer, log *slog.Logger) (changes chan exec.Change, watching *sync.WaitGroup) {
+	changes, watching = make(chan exec.Change), &sync.WaitGroup{}
+	if w == nil {
+		return changes, watching
+	}
+	watching.Go(func() {
+		err := w.Run(ctx, layers, func(ctx context.Context, u fetch.Update) {
+			select {
+			case changes <- exec.Change{Env: u.Env, Reason: u.Reason()}:
+			case <-ctx.Done():
+			}
+		})
+		if err != nil && ctx.Err() == nil {
+			log.Error("watching stopped; the child keeps its current environment", "error", err)
+		}
+	})
+	return changes, watching
+}
+
+// newSupervisor is the exec.Supervisor of cfg: its events go to systemd
+// (and, with --ready notify, name the child whose messages count), and its
+// readiness is cfg's checks plus, with --proxy, a connect to the child's
+// ports: the proxies send to a child only then, and one that does not
+// accept within --ready-timeout is judged as --ready judges (see
+// internal/handoff's route).
+func newSupervisor(cfg *config, notes *notifier, relay *notifyRelay, inherited []string, sockets *handoff.Handoff, log *slog.Logger) *exec.Supervisor {
 	var procs *ready.Procs
 	if slices.ContainsFunc(cfg.ready, func(c ready.Check) bool { return c.Kind() == ready.Exec }) {
 		procs = ready.NewProcs()
 	}
-
-	ctx, cancel := context.WithCancel(startup.Context())
-	changes := make(chan exec.Change)
-	var watching sync.WaitGroup
-	if w := newWatcher(cfg, sources, childInherited, log); w != nil {
-		watching.Go(func() {
-			// The watcher hands each new environment to the supervisor,
-			// waiting while the supervisor is busy: never two at once.
-			err := w.Run(ctx, layers, func(ctx context.Context, u fetch.Update) {
-				select {
-				case changes <- exec.Change{Env: u.Env, Reason: u.Reason()}:
-				case <-ctx.Done():
-				}
-			})
-			if err != nil && ctx.Err() == nil {
-				log.Error("watching stopped; the child keeps its current environment", "error", err)
-			}
-		})
-	}
-	defer watching.Wait()
-	defer cancel()
-
 	sup := &exec.Supervisor{
 		Argv:       cfg.argv,
 		OnChange:   cfg.onChange,
@@ -124,23 +165,10 @@ func supervise(startup *startupSignals, cfg *config, inherited []string, sources
 			events(e)
 		}
 	}
-	// With --proxy, a child is ready once it also accepts on its ports
-	// ({port} in a check is the first): the proxies send to it only then,
-	// and one that does not within --ready-timeout is judged as --ready
-	// judges (see handoff.route).
 	if len(cfg.ready) > 0 || len(cfg.proxy) > 0 {
 		sup.Ready = readiness(cfg.ready, relay, procs, inherited, sockets.Ports())
 	}
-	sockets.Attach(ctx, sup)
-	sockets.Serve(ctx)
-	// Start-up is over: keep the supervisor small for the long run.
-	released, err := releaseStartupPages()
-	log.Debug("memory settled", "limit", limitMemory(), "released_binary_bytes", released, "release_error", err)
-	code, err := sup.Run(ctx, env, changes, sigs)
-	if err != nil {
-		log.Error("cannot run command", "command", cfg.argv[0], "error", err)
-	}
-	return code
+	return sup
 }
 
 // newWatcher is the watcher of the sources, nil when nothing is watched
