@@ -4,7 +4,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -44,7 +43,7 @@ type config struct {
 	// fetch.Watcher.
 	settle, settleMax, splay time.Duration
 
-	// listen and proxy are --listen and --proxy, parsed: see handoff.go.
+	// listen and proxy are --listen and --proxy, parsed: see flags.go.
 	listen        []listen.Spec
 	proxy         []proxy.Spec
 	proxyProtocol bool
@@ -102,66 +101,32 @@ func (s sourceList) Set(v string) error {
 // line, from its PARAMEXEC_* variable. lookup reads the environment.
 func parseConfig(args []string, lookup func(string) (string, bool)) (*config, error) {
 	cfg := &config{}
-	fs := flag.NewFlagSet("paramexec", flag.ContinueOnError)
-	fs.SetOutput(io.Discard) // errors are returned and printed once, by run
-	fs.Usage = func() {}
-
-	var fromFlags, fromEnv []sourceFlag
-	for _, kind := range sourceKinds {
-		fs.Var(sourceList{kind: kind, dst: &fromFlags}, kind, "")
-	}
-	fs.BoolVar(&cfg.noOverride, "no-override", false, "")
-	fs.DurationVar(&cfg.interval, "interval", 0, "")
-	onChange := fs.String("on-change", "restart", "")
-	fs.DurationVar(&cfg.grace, "grace", 10*time.Second, "")
-	stopSignal := fs.String("stop-signal", "TERM", "")
-	fs.BoolVar(&cfg.init, "init", false, "")
-	fs.DurationVar(&cfg.startupTimeout, "startup-timeout", 30*time.Second, "")
-	fs.IntVar(&cfg.discoverEvery, "discover-every", 10, "")
-	fs.DurationVar(&cfg.settle, "settle", 0, "")
-	fs.DurationVar(&cfg.settleMax, "settle-max", 0, "")
-	fs.DurationVar(&cfg.splay, "splay", 0, "")
-	var listens, proxies listFlag
-	fs.Var(&listens, "listen", "")
-	fs.Var(&proxies, "proxy", "")
-	fs.BoolVar(&cfg.proxyProtocol, "proxy-protocol", false, "")
-	fs.BoolVar(&cfg.print, "print", false, "")
-	fs.BoolVar(&cfg.reveal, "reveal", false, "")
-	fs.StringVar(&cfg.format, "format", "dotenv", "")
-	fs.StringVar(&cfg.logFormat, "log-format", "text", "")
-	fs.StringVar(&cfg.logLevel, "log-level", "info", "")
-	fs.BoolVar(&cfg.version, "version", false, "")
-
-	var readySpecs []string
-	fs.Func("ready", "", func(v string) error {
-		if v == "" {
-			return errors.New("empty value")
-		}
-		readySpecs = append(readySpecs, v)
-		return nil
-	})
-	fs.DurationVar(&cfg.readyTimeout, "ready-timeout", 60*time.Second, "")
-	fs.DurationVar(&cfg.rollbackWindow, "rollback-window", 0, "")
-	fs.Func("restart", "", func(v string) error {
-		switch v {
-		case "stop-first":
-			cfg.restart = exec.StopFirst
-		case "overlap":
-			cfg.restart = exec.Overlap
-		default:
-			return errors.New("want stop-first or overlap")
-		}
-		return nil
-	})
-
+	raw := &rawFlags{}
+	fs := newFlagSet(cfg, raw)
 	if err := fs.Parse(args); err != nil {
 		return nil, flagError(fs, err)
 	}
 	onCommandLine := make(map[string]bool)
 	fs.Visit(func(f *flag.Flag) { onCommandLine[f.Name] = true })
+	fromEnv, err := fromEnvironment(fs, onCommandLine, lookup, raw)
+	if err != nil {
+		return nil, err
+	}
+	// Source flags from the environment go first, so that a command line
+	// adds to an image's defaults and wins over them.
+	cfg.sources = append(fromEnv, raw.sources...)
+	cfg.argv = fs.Args()
+	if err := raw.finish(cfg); err != nil {
+		return nil, err
+	}
+	return cfg, cfg.check()
+}
 
-	// Source flags from the environment go first, in a fixed kind order, so
-	// that a command line adds to an image's defaults and wins over them.
+// fromEnvironment sets each flag not on the command line from its
+// PARAMEXEC_* variable, and returns the source flags the variables give,
+// in a fixed kind order.
+func fromEnvironment(fs *flag.FlagSet, onCommandLine map[string]bool, lookup func(string) (string, bool), raw *rawFlags) ([]sourceFlag, error) {
+	var fromEnv []sourceFlag
 	for _, kind := range sourceKinds {
 		if onCommandLine[kind] {
 			continue
@@ -175,7 +140,7 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*config, er
 		}
 	}
 	if v, ok := lookup(envName("ready")); ok && v != "" && !onCommandLine["ready"] {
-		readySpecs = splitChecks(v)
+		raw.ready = splitChecks(v)
 	}
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -188,36 +153,7 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*config, er
 			}
 		}
 	})
-	if envErr != nil {
-		return nil, envErr
-	}
-	cfg.sources = append(fromEnv, fromFlags...)
-	cfg.argv = fs.Args()
-
-	var err error
-	if cfg.onChange, err = exec.ParseAction(*onChange); err != nil {
-		// exec's error names the setting already, as on-change "x": …
-		return nil, fmt.Errorf("--on-change %q: %s", *onChange, strings.TrimPrefix(err.Error(), fmt.Sprintf("on-change %q: ", *onChange)))
-	}
-	if cfg.stopSignal, err = exec.ParseSignal(*stopSignal); err != nil {
-		return nil, fmt.Errorf("--stop-signal: %w", err)
-	}
-	for _, spec := range readySpecs {
-		c, err := ready.Parse(spec)
-		if err != nil {
-			return nil, err
-		}
-		cfg.ready = append(cfg.ready, c)
-	}
-	if cfg.listen, cfg.proxy, err = parseHandoff(listens, proxies); err != nil {
-		return nil, err
-	}
-	for _, c := range cfg.ready {
-		if c.UsesPort() && len(cfg.proxy) == 0 {
-			return nil, fmt.Errorf("--ready %q: {port} stands for the child's port, in --proxy mode only", c.String())
-		}
-	}
-	return cfg, cfg.check()
+	return fromEnv, envErr
 }
 
 // check refuses settings that cannot work together.

@@ -23,6 +23,7 @@ import (
 	"github.com/paramexec/paramexec/exec"
 	"github.com/paramexec/paramexec/fetch"
 	"github.com/paramexec/paramexec/internal/environ"
+	"github.com/paramexec/paramexec/internal/handoff"
 	"github.com/paramexec/paramexec/internal/listen"
 	"github.com/paramexec/paramexec/internal/logsink"
 	"github.com/paramexec/paramexec/signals"
@@ -44,10 +45,7 @@ func main() {
 
 // run is paramexec without the process around it, so tests can drive it.
 func run(args, osEnv []string, stdout, stderr io.Writer) int {
-	cfg, err := parseConfig(args, envLookup(osEnv))
-	if err == nil && !cfg.version {
-		err = fetch.CheckSpecs(cfg.specs())
-	}
+	cfg, err := configure(args, osEnv)
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 		fmt.Fprint(stdout, usage)
@@ -73,12 +71,12 @@ func run(args, osEnv []string, stdout, stderr io.Writer) int {
 
 	startup := newStartupSignals(cfg.supervise() || os.Getpid() == 1)
 	defer startup.Stop()
-	handoff, inherited, err := openHandoff(startup.Context(), cfg, childEnviron(osEnv), log)
+	sockets, inherited, err := handoff.Open(startup.Context(), cfg.handoff(), childEnviron(osEnv), log)
 	if err != nil {
 		log.Error("cannot listen", "error", err)
 		return exitSource
 	}
-	defer handoff.close()
+	defer sockets.Close()
 	sources, layers, code := load(startup, cfg, inherited, log)
 	switch {
 	case code != 0:
@@ -93,15 +91,25 @@ func run(args, osEnv []string, stdout, stderr io.Writer) int {
 	case cfg.supervise():
 		// supervise merges the layers itself: the child it starts does
 		// not inherit NOTIFY_SOCKET (see there).
-		return supervise(startup, cfg, inherited, sources, layers, handoff, log)
+		return supervise(startup, cfg, inherited, sources, layers, sockets, log)
 	}
 	// Nothing watched: the command takes paramexec's place.
 	env, _ := resolve(inherited, layers, cfg.noOverride, log)
 	startup.Stop()
 	logs.Flush(logFlushTimeout)
-	err = handoff.replace(cfg.argv, env)
+	err = sockets.Replace(cfg.argv, env)
 	log.Error("cannot run command", "command", cfg.argv[0], "error", err)
 	return exec.ExitCode(err)
+}
+
+// configure reads the flags and their PARAMEXEC_* variables, and checks
+// the sources' syntax: every usage error but the log's settings.
+func configure(args, osEnv []string) (*config, error) {
+	cfg, err := parseConfig(args, envLookup(osEnv))
+	if err == nil && !cfg.version {
+		err = fetch.CheckSpecs(cfg.specs())
+	}
+	return cfg, err
 }
 
 // load builds the sources and reads them. --startup-timeout is a deadline

@@ -2,13 +2,10 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -16,6 +13,7 @@ import (
 	"github.com/paramexec/paramexec/exec"
 	"github.com/paramexec/paramexec/fetch"
 	"github.com/paramexec/paramexec/internal/environ"
+	"github.com/paramexec/paramexec/internal/handoff"
 	"github.com/paramexec/paramexec/internal/ready"
 	"github.com/paramexec/paramexec/internal/sdnotify"
 	"github.com/paramexec/paramexec/signals"
@@ -28,7 +26,7 @@ const fileDebounce = 300 * time.Millisecond
 // supervise runs the command as paramexec's child and stays its parent:
 // forwarding signals, reaping orphans and, when watching, restarting the
 // child on change. It returns the exit code for paramexec.
-func supervise(startup *startupSignals, cfg *config, inherited []string, sources []fetch.Source, layers []fetch.Layer, handoff *handoff, log *slog.Logger) int {
+func supervise(startup *startupSignals, cfg *config, inherited []string, sources []fetch.Source, layers []fetch.Layer, sockets *handoff.Handoff, log *slog.Logger) int {
 	// Under a systemd Type=notify unit, a supervising paramexec speaks the
 	// notify protocol itself; the child must not report readiness for it.
 	// Exec-ing in place leaves the socket to the command, which becomes
@@ -36,20 +34,10 @@ func supervise(startup *startupSignals, cfg *config, inherited []string, sources
 	notifySocket, _ := environ.Lookup(inherited, "NOTIFY_SOCKET")
 	inherited = environ.Without(inherited, "NOTIFY_SOCKET")
 	env, _ := resolve(inherited, layers, cfg.noOverride, log)
-	notify, err := sdnotify.New(notifySocket)
-	if err != nil {
-		log.Warn("cannot reach systemd's notify socket; readiness will not be reported", "error", err)
-		notify = nil // a nil Notifier is a no-op
-	}
-	defer notify.Close()
+	notes, closeNotes := openNotifier(notifySocket, log)
+	defer closeNotes()
 
-	if os.Getpid() != 1 {
-		// As PID 1 the kernel already hands us every orphan; elsewhere we
-		// ask for them, so grandchildren left by the child are reaped here.
-		if err := signals.SetSubreaper(); err != nil {
-			log.Warn("cannot become a child subreaper; orphaned grandchildren will not be reaped", "error", err)
-		}
-	}
+	becomeSubreaper(log)
 	sigs := make(chan os.Signal, 128)
 	stopSignals, caught := startup.HandOver(sigs)
 	defer stopSignals()
@@ -67,38 +55,91 @@ func supervise(startup *startupSignals, cfg *config, inherited []string, sources
 			log.Error("--ready notify", "error", err)
 			return exitUsage
 		}
-		relay = newNotifyRelay(rcv, notify, log)
+		relay = newNotifyRelay(rcv, notes, log)
 		defer relay.close()
 		socket := "NOTIFY_SOCKET=" + rcv.Path()
 		env = append(environ.Without(env, "NOTIFY_SOCKET"), socket)
 		childInherited = append(slices.Clip(inherited), socket)
 	}
+
+	ctx, cancel := context.WithCancel(startup.Context())
+	changes, watching := watch(ctx, newWatcher(cfg, sources, childInherited, log), layers, log)
+	defer watching.Wait()
+	defer cancel()
+
+	sup := newSupervisor(cfg, notes, relay, inherited, sockets, log)
+	sockets.Attach(ctx, sup)
+	sockets.Serve(ctx)
+	// Start-up is over: keep the supervisor small for the long run.
+	released, err := releaseStartupPages()
+	log.Debug("memory settled", "limit", limitMemory(), "released_binary_bytes", released, "release_error", err)
+	code, err := sup.Run(ctx, env, changes, sigs)
+	if err != nil {
+		log.Error("cannot run command", "command", cfg.argv[0], "error", err)
+	}
+	return code
+}
+
+// openNotifier connects to systemd's notify socket (none: every
+// notification is a no-op) and starts the notifier that writes to it;
+// closeNotes writes what is pending and closes both.
+func openNotifier(socket string, log *slog.Logger) (notes *notifier, closeNotes func()) {
+	sd, err := sdnotify.New(socket)
+	if err != nil {
+		log.Warn("cannot reach systemd's notify socket; readiness will not be reported", "error", err)
+		sd = nil // a nil Notifier is a no-op
+	}
+	notes = newNotifier(sd, log)
+	return notes, func() {
+		notes.close()
+		sd.Close()
+	}
+}
+
+// becomeSubreaper makes orphaned grandchildren paramexec's to reap. As
+// PID 1 the kernel already hands it every orphan.
+func becomeSubreaper(log *slog.Logger) {
+	if os.Getpid() == 1 {
+		return
+	}
+	if err := signals.SetSubreaper(); err != nil {
+		log.Warn("cannot become a child subreaper; orphaned grandchildren will not be reaped", "error", err)
+	}
+}
+
+// watch runs w, if any, until ctx ends, handing each new environment to
+// the supervisor through changes and waiting while the supervisor is
+// busy: never two at once. Wait for it with watching.
+func watch(ctx context.Context, w *fetch.Watcher, layers []fetch.Layer, log *slog.Logger) (changes chan exec.Change, watching *sync.WaitGroup) {
+	changes, watching = make(chan exec.Change), &sync.WaitGroup{}
+	if w == nil {
+		return changes, watching
+	}
+	watching.Go(func() {
+		err := w.Run(ctx, layers, func(ctx context.Context, u fetch.Update) {
+			select {
+			case changes <- exec.Change{Env: u.Env, Reason: u.Reason()}:
+			case <-ctx.Done():
+			}
+		})
+		if err != nil && ctx.Err() == nil {
+			log.Error("watching stopped; the child keeps its current environment", "error", err)
+		}
+	})
+	return changes, watching
+}
+
+// newSupervisor is the exec.Supervisor of cfg: its events go to systemd
+// (and, with --ready notify, name the child whose messages count), and its
+// readiness is cfg's checks plus, with --proxy, a connect to the child's
+// ports: the proxies send to a child only then, and one that does not
+// accept within --ready-timeout is judged as --ready judges (see
+// internal/handoff's route).
+func newSupervisor(cfg *config, notes *notifier, relay *notifyRelay, inherited []string, sockets *handoff.Handoff, log *slog.Logger) *exec.Supervisor {
 	var procs *ready.Procs
 	if slices.ContainsFunc(cfg.ready, func(c ready.Check) bool { return c.Kind() == ready.Exec }) {
 		procs = ready.NewProcs()
 	}
-
-	ctx, cancel := context.WithCancel(startup.Context())
-	changes := make(chan exec.Change)
-	var watching sync.WaitGroup
-	if w := newWatcher(cfg, sources, childInherited, log); w != nil {
-		watching.Go(func() {
-			// The watcher hands each new environment to the supervisor,
-			// waiting while the supervisor is busy: never two at once.
-			err := w.Run(ctx, layers, func(ctx context.Context, u fetch.Update) {
-				select {
-				case changes <- exec.Change{Env: u.Env, Reason: u.Reason()}:
-				case <-ctx.Done():
-				}
-			})
-			if err != nil && ctx.Err() == nil {
-				log.Error("watching stopped; the child keeps its current environment", "error", err)
-			}
-		})
-	}
-	defer watching.Wait()
-	defer cancel()
-
 	sup := &exec.Supervisor{
 		Argv:       cfg.argv,
 		OnChange:   cfg.onChange,
@@ -106,7 +147,7 @@ func supervise(startup *startupSignals, cfg *config, inherited []string, sources
 		StopSignal: cfg.stopSignal,
 		Log:        log,
 		Reap:       reaper(procs),
-		OnEvent:    notifyEvents(notify, cfg.argv[0], log),
+		OnEvent:    notifyEvents(notes, cfg.argv[0]),
 
 		ReadyTimeout:   cfg.readyTimeout,
 		RollbackWindow: cfg.rollbackWindow,
@@ -124,22 +165,10 @@ func supervise(startup *startupSignals, cfg *config, inherited []string, sources
 			events(e)
 		}
 	}
-	// With --proxy, {port} in a check is the child's port; with --restart
-	// overlap and no --ready, a connect to it is the check (the old child
-	// is stopped only once the new one accepts).
-	if len(cfg.ready) > 0 || (cfg.restart == exec.Overlap && len(cfg.proxy) > 0) {
-		sup.Ready = readiness(cfg.ready, relay, procs, inherited, handoff.portsFunc())
+	if len(cfg.ready) > 0 || len(cfg.proxy) > 0 {
+		sup.Ready = readiness(cfg.ready, relay, procs, inherited, sockets.Ports())
 	}
-	handoff.attach(ctx, sup)
-	handoff.serve(ctx)
-	// Start-up is over: keep the supervisor small for the long run.
-	released, err := releaseStartupPages()
-	log.Debug("memory settled", "limit", limitMemory(), "released_binary_bytes", released, "release_error", err)
-	code, err := sup.Run(ctx, env, changes, sigs)
-	if err != nil {
-		log.Error("cannot run command", "command", cfg.argv[0], "error", err)
-	}
-	return code
+	return sup
 }
 
 // newWatcher is the watcher of the sources, nil when nothing is watched
@@ -164,17 +193,21 @@ func newWatcher(cfg *config, sources []fetch.Source, inherited []string, log *sl
 }
 
 // reaper is signals.Reap with the exec: checks' processes taken out first:
-// they are the checks' to collect, not the supervisor's.
+// they are the checks' to collect, not the supervisor's. An exit reaped
+// while a check forks waits in procs for that fork's pid (see
+// ready.Procs.Release), never the reaper for the fork.
 func reaper(procs *ready.Procs) func(func(int, syscall.WaitStatus)) {
 	if procs == nil {
 		return signals.Reap
 	}
 	return func(onExit func(int, syscall.WaitStatus)) {
+		procs.Release(onExit)
 		signals.Reap(func(pid int, ws syscall.WaitStatus) {
 			if !procs.Exited(pid, ws) {
 				onExit(pid, ws)
 			}
 		})
+		procs.Release(onExit) // what a fork that ended meanwhile did not claim
 	}
 }
 
@@ -184,7 +217,7 @@ func reaper(procs *ready.Procs) func(func(int, syscall.WaitStatus)) {
 // check judges the child from outside and needs no secret to do it.
 //
 // ports, when not nil (--proxy), gives the child's ports: the first fills
-// in {port}, and without checks a TCP connect to each is the check.
+// in {port}, and a TCP connect to each is a check besides.
 func readiness(checks []ready.Check, relay *notifyRelay, procs *ready.Procs, env []string, ports func() []int) func(context.Context, int) error {
 	env = environ.Without(env, "NOTIFY_SOCKET")
 	return func(ctx context.Context, pid int) error {
@@ -205,104 +238,17 @@ func withPorts(checks []ready.Check, ports func() []int) []ready.Check {
 	if len(p) == 0 {
 		return checks
 	}
-	out := make([]ready.Check, 0, max(len(checks), len(p)))
+	out := make([]ready.Check, 0, len(checks)+len(p))
 	for _, c := range checks {
 		out = append(out, c.WithPort(p[0]))
 	}
-	if len(checks) == 0 {
-		for _, port := range p {
-			// A literal loopback address and port: Parse cannot fail.
-			if c, err := ready.Parse("tcp:127.0.0.1:" + strconv.Itoa(port)); err == nil {
-				out = append(out, c)
-			}
+	for _, port := range p {
+		// A literal loopback address and port: Parse cannot fail.
+		if c, err := ready.Parse("tcp:127.0.0.1:" + strconv.Itoa(port)); err == nil {
+			out = append(out, c)
 		}
 	}
 	return out
-}
-
-// notifyRelay reads the child's notify socket. Only the current child's
-// messages count (its pid as the kernel gives it): its READY=1 passes the
-// notify check, its STATUS= lines go on to systemd unchanged (never to the
-// log: paramexec cannot know what they say). paramexec reports READY=1 and
-// RELOADING=1 itself, from the supervisor's events, so the child's are not
-// relayed.
-type notifyRelay struct {
-	rcv  *sdnotify.Receiver
-	sd   *sdnotify.Notifier
-	log  *slog.Logger
-	done sync.WaitGroup
-
-	mu    sync.Mutex
-	pid   int           // the child being watched
-	ready chan struct{} // closed on its READY=1
-	early map[int]bool  // READY=1 from pids not (yet) watched
-}
-
-// earlyLimit bounds early: a READY=1 can beat watch by a moment only, so
-// a handful of pids is plenty, and a chatty process cannot grow it.
-const earlyLimit = 16
-
-func newNotifyRelay(rcv *sdnotify.Receiver, sd *sdnotify.Notifier, log *slog.Logger) *notifyRelay {
-	n := &notifyRelay{rcv: rcv, sd: sd, log: log, early: make(map[int]bool)}
-	n.done.Go(n.relay)
-	return n
-}
-
-// watch makes pid the current child and returns what closes on its
-// READY=1, already closed if it came before watch.
-func (n *notifyRelay) watch(pid int) <-chan struct{} {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	n.pid, n.ready = pid, make(chan struct{})
-	if n.early[pid] {
-		close(n.ready)
-	}
-	clear(n.early)
-	return n.ready
-}
-
-// follow makes pid, a child that is ready already, the current one, if it
-// is not: its messages count from now on.
-func (n *notifyRelay) follow(pid int) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.pid == pid {
-		return
-	}
-	n.pid, n.ready = pid, make(chan struct{})
-	close(n.ready)
-}
-
-func (n *notifyRelay) relay() {
-	for m := range n.rcv.Messages() {
-		n.mu.Lock()
-		current := m.Pid != 0 && m.Pid == n.pid
-		if m.Ready && current && n.ready != nil {
-			select {
-			case <-n.ready:
-			default:
-				close(n.ready)
-			}
-		} else if m.Ready && m.Pid != 0 && !current && len(n.early) < earlyLimit {
-			n.early[m.Pid] = true
-		}
-		n.mu.Unlock()
-		if !current {
-			n.log.Debug("notify message ignored: not from the current child", "sender", m.Pid)
-			continue
-		}
-		if m.HasStatus {
-			if err := n.sd.Status(m.Status); err != nil {
-				n.log.Debug("systemd notification failed", "event", "child status", "error", err)
-			}
-		}
-	}
-}
-
-// close stops the relay and removes the socket.
-func (n *notifyRelay) close() {
-	n.rcv.Close()
-	n.done.Wait()
 }
 
 // grace maps --grace to the supervisor's: --grace 0 is read as "no grace",
@@ -312,55 +258,4 @@ func grace(d time.Duration) time.Duration {
 		return exec.NoGrace
 	}
 	return d
-}
-
-// notifyEvents reports the child's lifecycle to systemd (a no-op without
-// NOTIFY_SOCKET). The texts, shown by systemctl status, carry the command,
-// pids, exit codes and the names that changed: never a value.
-func notifyEvents(n *sdnotify.Notifier, command string, log *slog.Logger) func(exec.Event) {
-	name := filepath.Base(command)
-	var rolledBack string // the last rollback, until a restart succeeds
-	return func(e exec.Event) {
-		var err error
-		switch e.Kind {
-		case exec.Started:
-			err = n.Status(fmt.Sprintf("%s starting (pid %d)", name, e.Pid))
-		case exec.Ready:
-			// READY=1 once the child is ready (at its start without
-			// --ready); after a rollback, the status keeps saying why.
-			status := fmt.Sprintf("%s running (pid %d)", name, e.Pid)
-			if rolledBack != "" {
-				status += ", " + rolledBack
-			}
-			err = n.Ready(status)
-		case exec.RestartBegun:
-			err = n.Reloading(fmt.Sprintf("restarting %s: %s", name, e.Reason))
-		case exec.OverlapBegun:
-			err = n.Reloading(fmt.Sprintf("overlapping %s: new child (pid %d) starting while the old one serves: %s", name, e.Pid, e.Reason))
-		case exec.Draining:
-			err = n.Status(fmt.Sprintf("%s: old child (pid %d) draining (%s)", name, e.Pid, e.Reason))
-		case exec.Restarted:
-			rolledBack = ""
-			err = n.Ready(fmt.Sprintf("%s running (pid %d), restarted in %s at %s: %s",
-				name, e.Pid, e.Took.Round(time.Millisecond), time.Now().Format(time.TimeOnly), e.Reason))
-		case exec.RolledBack:
-			how := "not ready"
-			if e.Code >= 0 {
-				how = fmt.Sprintf("exit %d", e.Code)
-			}
-			rolledBack = fmt.Sprintf("rolled back at %s: %s rejected (%s)", time.Now().Format(time.TimeOnly), strings.Join(e.Changed, ", "), how)
-			err = n.Status(fmt.Sprintf("%s: %s", name, rolledBack))
-		case exec.Stopping:
-			err = n.Stopping(fmt.Sprintf("stopping %s (pid %d): %s", name, e.Pid, e.Reason))
-		case exec.Killed:
-			err = n.Status(fmt.Sprintf("%s (pid %d) outlived --grace; its process group was killed", name, e.Pid))
-		case exec.Rejected:
-			err = n.Status(fmt.Sprintf("%s (pid %d) keeps running: new environment rejected: %s", name, e.Pid, e.Reason))
-		case exec.Exited:
-			err = n.Status(fmt.Sprintf("%s (pid %d) exited with status %d", name, e.Pid, e.Code))
-		}
-		if err != nil {
-			log.Debug("systemd notification failed", "event", e.Kind.String(), "error", err)
-		}
-	}
 }

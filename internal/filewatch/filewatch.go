@@ -210,8 +210,10 @@ func (w *Watcher) check() []string {
 
 // syncDirs watches the directory of every link in each file's symlink chain and
 // drops watches no chain needs any more (the previous Kubernetes ..2026_*
-// directory, say). Failures are logged, not fatal: a directory in a chain may
-// not exist yet, and the next event in a parent directory retries.
+// directory, say). A directory that does not exist (deleted, to be made
+// again by a deploy tool) is stood in for by its nearest existing ancestor,
+// whose events prompt the check that watches it again once it is back.
+// Failures are logged, not fatal.
 func (w *Watcher) syncDirs() {
 	want := make(map[string]bool)
 	for _, a := range w.abs {
@@ -226,23 +228,39 @@ func (w *Watcher) syncDirs() {
 	for _, d := range w.fsw.WatchList() {
 		have[d] = true
 	}
+	watched := make(map[string]bool)
 	for d := range want {
-		if have[d] {
-			continue
+		if got := w.watch(d, have); got != "" {
+			watched[got] = true
 		}
-		if err := w.fsw.Add(d); err != nil {
-			if !errors.Is(err, os.ErrNotExist) && !errors.Is(err, fsnotify.ErrClosed) {
-				w.log.Warn("cannot watch directory", "dir", d, "err", err)
-			}
-			continue
-		}
-		w.log.Debug("watching directory", "dir", d)
 	}
 	for d := range have {
-		if !want[d] {
+		if !watched[d] {
 			// The watch may already be gone with its directory.
 			_ = w.fsw.Remove(d)
 			w.log.Debug("stopped watching directory", "dir", d)
+		}
+	}
+}
+
+// watch watches dir, or else its nearest ancestor that exists, and returns
+// the directory watched ("" if none). have is what is watched already.
+func (w *Watcher) watch(dir string, have map[string]bool) string {
+	for d := dir; ; d = filepath.Dir(d) {
+		if have[d] {
+			return d
+		}
+		err := w.fsw.Add(d)
+		if err == nil {
+			have[d] = true
+			w.log.Debug("watching directory", "dir", d, "for", dir)
+			return d
+		}
+		if !errors.Is(err, os.ErrNotExist) || d == filepath.Dir(d) {
+			if !errors.Is(err, fsnotify.ErrClosed) {
+				w.log.Warn("cannot watch directory", "dir", d, "err", err)
+			}
+			return ""
 		}
 	}
 }

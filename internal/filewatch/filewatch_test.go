@@ -292,6 +292,38 @@ func TestFileWatchDeleteRecreate(t *testing.T) {
 	h.expectNone(t)
 }
 
+// A deploy tool that replaces the whole config directory: removed, and
+// made again later (after the check its removal prompted). The watch on
+// the directory went with it; the next one must see the new file, not only
+// the next poll. expectNone watches 5 debounces, by which time the check
+// the removal prompted has run and found no directory.
+func TestFileWatchDirectoryDeletedAndRecreated(t *testing.T) {
+	t.Parallel()
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "conf")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "app.env")
+	write(t, p, "A=1\n")
+	h := start(t, p)
+
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	h.expectNone(t)
+	for i, content := range []string{"A=2\n", "A=3\n"} {
+		if i == 0 {
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		write(t, p, content) // the second: an edit in the new directory
+		h.expect(t, p)
+	}
+	h.expectNone(t)
+}
+
 func TestFileWatchMissingAtStart(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()

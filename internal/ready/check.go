@@ -110,80 +110,93 @@ func parse(spec string) (Check, error) {
 		c.kind = Notify
 		return c, nil
 	case strings.HasPrefix(spec, "tcp:"):
-		c.kind = TCP
-		rest := strings.TrimPrefix(spec, "tcp:")
-		if !strings.Contains(rest, ":") {
-			rest = net.JoinHostPort("127.0.0.1", rest)
-		}
-		host, port, err := net.SplitHostPort(rest)
-		if err != nil {
-			return Check{}, fmt.Errorf("want tcp:PORT or tcp:HOST:PORT: %w", err)
-		}
-		if host == "" {
-			return Check{}, errors.New("want tcp:PORT or tcp:HOST:PORT: empty host")
-		}
-		if err := checkPort(port, false); err != nil {
-			return Check{}, err
-		}
-		c.addr = net.JoinHostPort(host, port)
-		return c, nil
+		return c.parseTCP(strings.TrimPrefix(spec, "tcp:"))
 	case strings.HasPrefix(spec, "http://"), strings.HasPrefix(spec, "https://"),
 		strings.HasPrefix(spec, insecureScheme+"://"):
-		c.kind = HTTP
-		raw := spec
-		if strings.HasPrefix(spec, insecureScheme+"://") {
-			c.insecure = true
-			raw = "https" + strings.TrimPrefix(spec, insecureScheme)
-		}
-		// url.Parse refuses "{port}" as a port: check a stand-in, keep the text.
-		u, err := url.Parse(strings.ReplaceAll(raw, PortPlaceholder, "1"))
-		if err != nil {
-			return Check{}, fmt.Errorf("bad URL: %w", err)
-		}
-		if u.User != nil {
-			return Check{}, errors.New("user information in a --ready URL is not supported: checks are logged as given")
-		}
-		if u.Hostname() == "" {
-			return Check{}, errors.New("URL has no host")
-		}
-		if u.Fragment != "" {
-			return Check{}, errors.New("URL has a #fragment")
-		}
-		if p := u.Port(); p != "" {
-			if err := checkPort(p, false); err != nil {
-				return Check{}, err
-			}
-		} else if strings.HasSuffix(u.Host, ":") {
-			return Check{}, errors.New("URL has an empty port")
-		}
-		if n := strings.Count(raw, PortPlaceholder); n > 0 {
-			_, rest, _ := strings.Cut(raw, "://")
-			hostport, _, _ := strings.Cut(rest, "/")
-			hostport, _, _ = strings.Cut(hostport, "?")
-			if n > 1 || !strings.HasSuffix(hostport, ":"+PortPlaceholder) {
-				return Check{}, errors.New("{port} only stands for the port")
-			}
-		}
-		c.url = raw
-		return c, nil
+		return c.parseHTTP(spec)
 	case strings.HasPrefix(spec, "exec:"):
-		c.kind = Exec
-		argv := strings.Fields(strings.TrimPrefix(spec, "exec:"))
-		if len(argv) == 0 {
-			return Check{}, errors.New("exec: needs a command")
-		}
-		if strings.Contains(argv[0], PortPlaceholder) {
-			return Check{}, errors.New("{port} cannot stand in the command's name")
-		}
-		path, err := exec.LookPath(argv[0])
-		if err != nil {
-			return Check{}, err
-		}
-		argv[0] = path
-		c.argv = argv
-		return c, nil
+		return c.parseExec(strings.TrimPrefix(spec, "exec:"))
 	}
 	return Check{}, errors.New("want tcp:PORT, tcp:HOST:PORT, http://HOST:PORT/PATH, https://…, https+insecure://…, notify or exec:COMMAND")
+}
+
+// parseTCP is parse for tcp:PORT and tcp:HOST:PORT, rest without "tcp:".
+func (c Check) parseTCP(rest string) (Check, error) {
+	c.kind = TCP
+	if !strings.Contains(rest, ":") {
+		rest = net.JoinHostPort("127.0.0.1", rest)
+	}
+	host, port, err := net.SplitHostPort(rest)
+	if err != nil {
+		return Check{}, fmt.Errorf("want tcp:PORT or tcp:HOST:PORT: %w", err)
+	}
+	if host == "" {
+		return Check{}, errors.New("want tcp:PORT or tcp:HOST:PORT: empty host")
+	}
+	if err := checkPort(port, false); err != nil {
+		return Check{}, err
+	}
+	c.addr = net.JoinHostPort(host, port)
+	return c, nil
+}
+
+// parseHTTP is parse for http://, https:// and https+insecure:// URLs.
+func (c Check) parseHTTP(spec string) (Check, error) {
+	c.kind = HTTP
+	raw := spec
+	if strings.HasPrefix(spec, insecureScheme+"://") {
+		c.insecure = true
+		raw = "https" + strings.TrimPrefix(spec, insecureScheme)
+	}
+	// url.Parse refuses "{port}" as a port: check a stand-in, keep the text.
+	u, err := url.Parse(strings.ReplaceAll(raw, PortPlaceholder, "1"))
+	if err != nil {
+		return Check{}, fmt.Errorf("bad URL: %w", err)
+	}
+	switch {
+	case u.User != nil:
+		return Check{}, errors.New("user information in a --ready URL is not supported: checks are logged as given")
+	case u.Hostname() == "":
+		return Check{}, errors.New("URL has no host")
+	case u.Fragment != "":
+		return Check{}, errors.New("URL has a #fragment")
+	}
+	if p := u.Port(); p != "" {
+		if err := checkPort(p, false); err != nil {
+			return Check{}, err
+		}
+	} else if strings.HasSuffix(u.Host, ":") {
+		return Check{}, errors.New("URL has an empty port")
+	}
+	if n := strings.Count(raw, PortPlaceholder); n > 0 {
+		_, rest, _ := strings.Cut(raw, "://")
+		hostport, _, _ := strings.Cut(rest, "/")
+		hostport, _, _ = strings.Cut(hostport, "?")
+		if n > 1 || !strings.HasSuffix(hostport, ":"+PortPlaceholder) {
+			return Check{}, errors.New("{port} only stands for the port")
+		}
+	}
+	c.url = raw
+	return c, nil
+}
+
+// parseExec is parse for exec:COMMAND, command without "exec:".
+func (c Check) parseExec(command string) (Check, error) {
+	c.kind = Exec
+	argv := strings.Fields(command)
+	if len(argv) == 0 {
+		return Check{}, errors.New("exec: needs a command")
+	}
+	if strings.Contains(argv[0], PortPlaceholder) {
+		return Check{}, errors.New("{port} cannot stand in the command's name")
+	}
+	path, err := exec.LookPath(argv[0])
+	if err != nil {
+		return Check{}, err
+	}
+	argv[0] = path
+	c.argv = argv
+	return c, nil
 }
 
 // checkPort accepts 1–65535, or {port} unless filled is set.

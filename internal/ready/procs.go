@@ -18,12 +18,15 @@ import (
 // The supervisor reaps every child with wait4(-1) (signals.Reap), so a
 // process started with os/exec would race it: either side could collect the
 // exit, and Cmd.Wait would fail with ECHILD. Instead the check process is
-// started with syscall.ForkExec, registered under a lock that also covers
-// the fork, and the supervisor hands every pid it reaps to Exited first: an
-// exit reaped before the registration is complete waits on the lock, so none
-// is lost. Exited kills what the check left in its process group, right after
-// the reap, on the reaper's goroutine: as for the supervisor's own child, the
-// group id cannot be reused while the group has members.
+// started with syscall.ForkExec and registered, and the supervisor hands
+// every pid it reaps to Exited first. The lock is never held across the
+// fork, which the reaper (the supervisor's loop, which forwards signals)
+// must not wait on: an exit reaped while a fork is under way, of a pid not
+// registered yet, is kept as unclaimed until every fork under way has
+// registered, and a fork that finds its pid there takes that exit; the
+// others go back to the supervisor through Release. Exited kills what the check left in its process group, right
+// after the reap, on the reaper's goroutine: as for the supervisor's own
+// child, the group id cannot be reused while the group has members.
 //
 // A check that runs out of time kills its process through a pidfd (Linux ≥
 // 5.3), which cannot reach a reused pid even if the reaper has just
@@ -31,8 +34,24 @@ import (
 // exit. Without pidfds it signals the pid, and only while the exit is not
 // yet recorded.
 type Procs struct {
+	// fork is syscall.ForkExec; tests hold it to show that nothing waits
+	// on a fork.
+	fork func(argv0 string, argv []string, attr *syscall.ProcAttr) (int, error)
+
 	mu      sync.Mutex
 	running map[int]*proc
+	forking int // forks under way, not yet registered
+	// unclaimed holds exits of unknown pids reaped while forking > 0:
+	// one may be a fork's own child, reaped before it registered. When
+	// forking drops to 0 the rest move to released, for Release.
+	unclaimed map[int]syscall.WaitStatus
+	released  []exit
+}
+
+// exit is a reaped pid and its status.
+type exit struct {
+	pid int
+	ws  syscall.WaitStatus
 }
 
 type proc struct {
@@ -42,11 +61,14 @@ type proc struct {
 }
 
 // NewProcs returns an empty registry.
-func NewProcs() *Procs { return &Procs{running: make(map[int]*proc)} }
+func NewProcs() *Procs {
+	return &Procs{fork: syscall.ForkExec, running: make(map[int]*proc), unclaimed: make(map[int]syscall.WaitStatus)}
+}
 
 // Exited is the reaper's hook: call it for every pid reaped, before anything
-// else looks at it. It reports whether the pid was a check's process; if so
-// the pid is not the supervisor's business.
+// else looks at it. It reports whether Procs took the exit: a check's
+// process, or one held until the forks under way know their pids (see
+// Release); if so the pid is not the supervisor's business now.
 func (p *Procs) Exited(pid int, ws syscall.WaitStatus) bool {
 	if p == nil || pid <= 1 {
 		return false
@@ -55,17 +77,41 @@ func (p *Procs) Exited(pid int, ws syscall.WaitStatus) bool {
 	pr, ok := p.running[pid]
 	if ok {
 		delete(p.running, pid)
+	} else if p.forking > 0 {
+		p.unclaimed[pid] = ws
+		p.mu.Unlock()
+		return true
 	}
 	p.mu.Unlock()
 	if !ok {
 		return false
 	}
-	syscall.Kill(-pid, syscall.SIGKILL) // ESRCH: the group is already empty
+	pr.exited(ws)
+	return true
+}
+
+// Release hands the reaper the exits Exited held during a fork that were
+// not a check's: call it, with the reaper's own onExit, each time it reaps.
+func (p *Procs) Release(onExit func(pid int, ws syscall.WaitStatus)) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	out := p.released
+	p.released = nil
+	p.mu.Unlock()
+	for _, e := range out {
+		onExit(e.pid, e.ws)
+	}
+}
+
+// exited ends pr: what it left in its group is killed, its exit reported.
+func (pr *proc) exited(ws syscall.WaitStatus) {
+	syscall.Kill(-pr.pid, syscall.SIGKILL) // ESRCH: the group is already empty
 	if pr.pidfd >= 0 {
 		syscall.Close(pr.pidfd)
 	}
 	pr.done <- ws
-	return true
 }
 
 // Running is how many check processes have not been reported as exited.
@@ -93,14 +139,38 @@ func (p *Procs) start(argv, env []string, out *os.File) (*proc, error) {
 		Sys:   &syscall.SysProcAttr{Setpgid: true, PidFD: &pidfd},
 	}
 	p.mu.Lock()
+	p.forking++
+	p.mu.Unlock()
+	pid, err := p.fork(argv[0], argv, attr)
+
+	p.mu.Lock()
 	defer p.mu.Unlock()
-	pid, err := syscall.ForkExec(argv[0], argv, attr)
+	p.forking--
+	defer p.releaseUnclaimed()
 	if err != nil {
 		return nil, err
 	}
 	pr := &proc{pid: pid, pidfd: pidfd, done: make(chan syscall.WaitStatus, 1)}
+	if ws, ok := p.unclaimed[pid]; ok {
+		// Reaped before it was registered: it is gone already.
+		delete(p.unclaimed, pid)
+		pr.exited(ws)
+		return pr, nil
+	}
 	p.running[pid] = pr
 	return pr, nil
+}
+
+// releaseUnclaimed moves what no fork under way can claim any more to
+// released. p.mu is held.
+func (p *Procs) releaseUnclaimed() {
+	if p.forking > 0 {
+		return
+	}
+	for pid, ws := range p.unclaimed {
+		p.released = append(p.released, exit{pid, ws})
+	}
+	clear(p.unclaimed)
 }
 
 // kill sends SIGKILL to a check process that ran out of time.

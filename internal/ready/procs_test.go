@@ -271,3 +271,54 @@ func TestExitedUnknown(t *testing.T) {
 		}
 	}
 }
+
+// The reaper, the supervisor's loop that also forwards signals, never
+// waits on a check's fork: an exit reaped while a fork is under way is held
+// (Exited returns at once), claimed by the fork if it is its own child,
+// and handed back through Release if not.
+func TestExitedNeverWaitsOnAFork(t *testing.T) {
+	procs := NewProcs()
+	inFork, release := make(chan struct{}), make(chan struct{})
+	procs.fork = func(argv0 string, argv []string, attr *syscall.ProcAttr) (int, error) {
+		pid, err := syscall.ForkExec(argv0, argv, attr)
+		close(inFork)
+		<-release // a fork that takes its time, as under memory pressure
+		return pid, err
+	}
+	r := startReaper(t, procs)
+	done := make(chan error, 1)
+	go func() { done <- waitFor(deadline, Options{Procs: procs}, mustParse(t, "exec:true")) }()
+	<-inFork
+
+	// A pid that is nobody's (this process's own children are the
+	// reaper's): Exited must answer while the fork is held. 10 s is far
+	// beyond a mutex hand-over: still blocked then, it waits on the fork.
+	exited := make(chan bool, 1)
+	go func() { exited <- procs.Exited(1<<22+1, 0) }()
+	select {
+	case held := <-exited:
+		if !held {
+			t.Error("an exit reaped during a fork was not held for it")
+		}
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("Exited still waits 10 s into a fork: the reaper would stall on it")
+	}
+	close(release)
+	// The check's own process (true) exited, maybe reaped before the fork
+	// returned: its exit still reaches the check.
+	if err := <-done; err != nil {
+		t.Fatalf("the check: %v", err)
+	}
+	var back []int
+	procs.Release(func(pid int, _ syscall.WaitStatus) { back = append(back, pid) })
+	if len(back) != 1 || back[0] != 1<<22+1 {
+		t.Errorf("Release gave back %v, want the held pid %d", back, 1<<22+1)
+	}
+	runningDrains(t, procs)
+	select {
+	case pid := <-r.orphans:
+		t.Errorf("pid %d reaped but not claimed by Procs", pid)
+	default:
+	}
+}

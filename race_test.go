@@ -1,7 +1,0 @@
-//go:build race
-
-package main
-
-// raceEnabled builds the binary under test with -race too, so the race
-// detector also watches the process a user would run.
-const raceEnabled = true
