@@ -110,8 +110,8 @@ func descendantsOutside(pgid int, roots ...int) []proc {
 
 // A generation's leftovers: what a child left behind outside its process
 // group (setsid daemons, double-forked helpers), found among this process's
-// descendants once the child has exited, when nothing else is there yet.
-// They got the stop signal and are SIGKILLed at deadline.
+// descendants once the child has exited. They got the stop signal and are
+// SIGKILLed at deadline.
 type leftovers struct {
 	procs    []proc
 	deadline time.Time
@@ -127,10 +127,10 @@ func (l leftovers) pids() []int {
 }
 
 // prune drops what has exited and reports whether anything is left.
-func (l *leftovers) prune() bool {
+func (l *leftovers) prune(w world) bool {
 	live := l.procs[:0]
 	for _, p := range l.procs {
-		if p.alive() {
+		if w.alive(p) {
 			live = append(live, p)
 		}
 	}
@@ -139,15 +139,18 @@ func (l *leftovers) prune() bool {
 }
 
 // kill SIGKILLs what is left and anything it started since it was found.
-func (l leftovers) kill() {
+func (l leftovers) kill(w world) { w.killProcs(l.procs) }
+
+// killProcs SIGKILLs procs that still run and anything they started.
+func killProcs(procs []proc) {
 	var roots []int
-	for _, p := range l.procs {
+	for _, p := range procs {
 		if p.alive() {
 			roots = append(roots, p.pid)
 		}
 	}
 	later := descendants(roots...)
-	for _, p := range l.procs {
+	for _, p := range procs {
 		p.signal(syscall.SIGKILL)
 	}
 	for _, p := range later {
