@@ -78,6 +78,9 @@ func terminates(sig os.Signal) bool {
 func (m *core) forward(sig syscall.Signal) {
 	name := signalName(sig)
 	if m.phase == stopping || m.phase == ended {
+		if len(m.kids) == 0 {
+			m.log.Info("signal dropped: no child is left", "signal", name)
+		}
 		for _, c := range m.kids {
 			m.log.Debug("forwarding signal", "pid", c.pid, "signal", name)
 			m.signalChild(c, sig)
