@@ -82,11 +82,12 @@ func (m *core) signalChild(c *child, sig syscall.Signal) {
 	m.w.signal(c.pid, sig)
 }
 
-// askToStop sends c sig (unless 0), then SIGCONT, and starts its grace
-// period, unless it was asked already. SIGCONT because a stopped process
-// (a debugger, kill -STOP, a job stopped in a container) cannot run its
-// handler: the stop signal stays pending until it runs again, as systemd
-// knows (its stop sequence is the same).
+// askToStop sends c sig (unless 0), then SIGCONT if it is stopped, and
+// starts its grace period, unless it was asked already. SIGCONT because a
+// stopped process (a debugger, kill -STOP, a job stopped in a container)
+// cannot run its handler: the stop signal stays pending until it runs
+// again, as systemd knows (its stop sequence is the same; a running child
+// is not sent one, which it would see for nothing).
 func (m *core) askToStop(c *child, sig syscall.Signal) {
 	if c.exited || !c.stopAt.IsZero() {
 		return
@@ -94,7 +95,7 @@ func (m *core) askToStop(c *child, sig syscall.Signal) {
 	c.handoverBy, c.heldSig = time.Time{}, 0
 	m.signalChild(c, sig)
 	if sig != 0 && sig != syscall.SIGCONT && sig != syscall.SIGKILL {
-		m.w.signalGroup(c.pid, syscall.SIGCONT)
+		m.w.continueStopped(c.pid, true)
 	}
 	c.stopAt = m.w.now()
 	c.graceBy = c.stopAt.Add(m.cfg.grace)

@@ -43,6 +43,17 @@ func procStatGroup(pid int) (ppid, pgid int, start uint64, zombie, ok bool) {
 	return ppid, pgid, start, f[0] == "Z", true
 }
 
+// stopped reports whether pid is stopped by a signal (state T).
+func stopped(pid int) bool {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(f) > 0 && f[0] == "T"
+}
+
 // alive reports whether p still runs: same start time, not a zombie.
 func (p proc) alive() bool {
 	_, start, zombie, ok := procStat(p.pid)

@@ -210,6 +210,18 @@ func (w *fakeWorld) killProcs(procs []proc) {
 	}
 }
 
+func (w *fakeWorld) continueStopped(pid int, group bool) {
+	p := w.procs[pid]
+	if p == nil || !p.stopped {
+		return
+	}
+	if group {
+		w.signalGroup(p.pgid, syscall.SIGCONT)
+		return
+	}
+	w.deliver(p, syscall.SIGCONT, true)
+}
+
 func (w *fakeWorld) stopSelf()      {}
 func (w *fakeWorld) foreground(int) {}
 

@@ -2,7 +2,6 @@ package exec
 
 import (
 	"slices"
-	"syscall"
 )
 
 // sweep follows the reaping of child gone: what it left outside its
@@ -10,7 +9,7 @@ import (
 // this process's descendants, where a subreaper or PID 1 has them. With no
 // other child living (stop-first: the old child gone, no new one started
 // yet), every descendant belongs to the generation that just ended. They
-// get the stop signal (and SIGCONT, for one that is stopped) now and
+// get the stop signal (and SIGCONT, if stopped) now and
 // SIGKILL after the grace period, while the new child runs: a restart
 // replaces the whole generation, long-lived daemons included.
 //
@@ -43,7 +42,7 @@ func (m *core) sweep(gone, living *child) {
 	m.log.Info("stopping what the child left outside its process group", "pids", l.pids(), "signal", signalName(m.cfg.stopSig), "grace", grace)
 	for _, p := range procs {
 		m.w.signalProc(p, m.cfg.stopSig)
-		m.w.signalProc(p, syscall.SIGCONT)
+		m.w.continueStopped(p.pid, false)
 	}
 	m.left = append(m.left, l)
 	slices.SortStableFunc(m.left, func(a, b leftovers) int { return a.deadline.Compare(b.deadline) })

@@ -39,6 +39,9 @@ type world interface {
 	signalProc(p proc, sig syscall.Signal)
 	// killProcs SIGKILLs procs and whatever they started.
 	killProcs(procs []proc)
+	// continueStopped sends SIGCONT to pid (its group, with group) if
+	// pid is stopped.
+	continueStopped(pid int, group bool)
 	stopSelf()
 	// foreground gives the terminal to process group pgid, if this
 	// process holds its foreground.
@@ -185,6 +188,17 @@ func (w *osWorld) alive(p proc) bool { return p.alive() }
 func (w *osWorld) signalProc(p proc, sig syscall.Signal) { p.signal(sig) }
 
 func (w *osWorld) killProcs(procs []proc) { killProcs(procs) }
+
+func (w *osWorld) continueStopped(pid int, group bool) {
+	if pid <= 1 || !stopped(pid) {
+		return
+	}
+	if group {
+		w.signalGroup(pid, syscall.SIGCONT)
+		return
+	}
+	signalPid(w.log, pid, syscall.SIGCONT)
+}
 
 func (w *osWorld) stopSelf() { syscall.Kill(os.Getpid(), syscall.SIGSTOP) }
 
