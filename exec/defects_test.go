@@ -51,6 +51,31 @@ func TestHeldSignalWaitsForTheNewChildToBeReady(t *testing.T) {
 	}
 }
 
+// D1, after a rollback: the child restored with the last good values
+// boots too, and a SIGHUP meanwhile waits for it to be ready; before, it
+// killed the restored child, and Run ended with it.
+func TestHeldSignalWaitsForTheRestoredChild(t *testing.T) {
+	sup := &exec.Supervisor{Argv: sh(`
+[ "$GEN" = 2 ] && exit 3
+` + bootScript[2]), Rollback: true, Grace: 5 * time.Second}
+	h := newHarness(t, sup)
+	sup.Ready = fileReady(h)
+	h.start(sup)
+	h.event(exec.Ready)
+	h.change(2, "GEN changed")
+	h.event(exec.RolledBack)
+	h.signal(syscall.SIGHUP) // the restored child is booting
+	e := h.event(exec.Ready)
+	if e.Reason != "rolled back" {
+		t.Fatalf("Ready %+v; want the restored child", e)
+	}
+	eventually(t, "the held SIGHUP to reach the restored child", func() bool { return exists(h.path("hup." + strconv.Itoa(e.Pid))) })
+	h.signal(syscall.SIGTERM)
+	if code, err := h.wait(); code != 0 || err != nil {
+		t.Fatalf("Run = %d, %v", code, err)
+	}
+}
+
 // D3: a start that fails during a restart still gives the leftovers of
 // the old generation their grace period, then SIGKILL, before Run
 // returns.

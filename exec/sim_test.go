@@ -39,18 +39,19 @@ const (
 	opLeave
 	opSigstop
 	opLeftoverExits
+	opStubborn
 )
 
-var opNames = []string{"change", "signal", "term", "boot", "ready", "not-ready", "exit", "reap", "advance", "fork-fails", "handed-over", "leave", "sigstop", "leftover-exits"}
+var opNames = []string{"change", "signal", "term", "boot", "ready", "not-ready", "exit", "reap", "advance", "fork-fails", "handed-over", "leave", "sigstop", "leftover-exits", "ignores-term"}
 
-// opTable weighs the operations: an operation's share of the 32 slots.
+// opTable weighs the operations: an operation's share of the slots.
 var opTable = func() []op {
 	weights := map[op]int{
 		opChange: 4, opSignal: 4, opTerm: 1, opBoot: 3, opPass: 3, opFail: 1, opExit: 2,
-		opReap: 3, opAdvance: 5, opForkFail: 1, opHandover: 2, opLeave: 1, opSigstop: 1, opLeftoverExits: 1,
+		opReap: 3, opAdvance: 5, opForkFail: 1, opHandover: 2, opLeave: 1, opSigstop: 1, opLeftoverExits: 1, opStubborn: 1,
 	}
 	var t []op
-	for o := opChange; o <= opLeftoverExits; o++ {
+	for o := opChange; o <= opStubborn; o++ {
 		for range weights[o] {
 			t = append(t, o)
 		}
@@ -243,6 +244,11 @@ func (s *sim) do(o op, arg byte) string {
 			w.deliver(p, syscall.SIGSTOP, false)
 			return fmt.Sprintf("%s pid %d", name, p.pid)
 		}
+	case opStubborn:
+		if p := s.pick(arg, true); p != nil {
+			p.ignoresTerm = true
+			return fmt.Sprintf("%s pid %d", name, p.pid)
+		}
 	case opLeftoverExits:
 		if p := s.pick(arg, false); p != nil {
 			w.die(p, 0, false)
@@ -294,7 +300,7 @@ func (s *sim) reap(arg byte) string {
 func (s *sim) sent(p *fproc, sig syscall.Signal) {
 	m := s.m
 	if sig == m.cfg.stopSig && p.gotStop.IsZero() {
-		p.gotStop = s.w.clock
+		p.gotStop, p.stopStep = s.w.clock, s.step
 		s.checkOverlapStop(p)
 	}
 	if !slices.Contains(forwardable, sig) {
@@ -373,7 +379,7 @@ func (s *sim) check() {
 		if w.clock.After(p.gotStop.Add(m.cfg.grace)) {
 			s.fail("pid %d still alive %v after its stop signal", p.pid, w.clock.Sub(p.gotStop))
 		}
-		if p.stopped {
+		if p.stopped && p.stopStep == s.step {
 			s.fail("pid %d got its stop signal but is still stopped", p.pid)
 		}
 	}
@@ -472,7 +478,8 @@ func reportFailure(t *testing.T, what string, data []byte) {
 // TestSimulation runs random schedules, at least a million steps (a
 // tenth with -short), checking the invariants after each. A failure
 // prints its seed and the shortest schedule found; PARAMEXEC_SIM_SEED
-// replays a seed, PARAMEXEC_SIM_SCHEDULE one schedule.
+// replays a seed, PARAMEXEC_SIM_SCHEDULE one schedule, and
+// PARAMEXEC_SIM_STEPS sets the number of steps.
 func TestSimulation(t *testing.T) {
 	if hx := os.Getenv("PARAMEXEC_SIM_SCHEDULE"); hx != "" {
 		data, err := hex.DecodeString(hx)
@@ -487,6 +494,12 @@ func TestSimulation(t *testing.T) {
 	budget := 1_000_000
 	if testing.Short() {
 		budget = 100_000
+	}
+	if v := os.Getenv("PARAMEXEC_SIM_STEPS"); v != "" {
+		var err error
+		if budget, err = strconv.Atoi(v); err != nil {
+			t.Fatal(err)
+		}
 	}
 	seed := uint64(time.Now().UnixNano())
 	if v := os.Getenv("PARAMEXEC_SIM_SEED"); v != "" {

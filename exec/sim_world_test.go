@@ -29,6 +29,7 @@ type fproc struct {
 	status      syscall.WaitStatus
 	bySent      bool      // died of a signal the core sent
 	gotStop     time.Time // when the core sent it the stop signal
+	stopStep    int       // at which step
 }
 
 type fakeCheck struct{ gen, pid int }
@@ -199,7 +200,7 @@ func (w *fakeWorld) signalProc(pr proc, sig syscall.Signal) {
 	}
 	p := w.procs[pr.pid]
 	if sig == w.sim.m.cfg.stopSig && p.gotStop.IsZero() {
-		p.gotStop = w.clock
+		p.gotStop, p.stopStep = w.clock, w.sim.step
 	}
 	w.deliver(p, sig, true)
 }
