@@ -178,8 +178,10 @@ func (s *sim) do(o op, arg byte) string {
 		m.change(Change{Env: env, Reason: "V changed"})
 		return name + " " + env[0]
 	case opSignal:
-		sig := forwardable[int(arg)%3]
-		s.ledger = append(s.ledger, heldEntry{sig, s.step})
+		sig := []syscall.Signal{syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGWINCH, syscall.SIGHUP, syscall.SIGUSR1, syscall.SIGTSTP, syscall.SIGCONT}[int(arg)%7]
+		if slices.Contains(forwardable, sig) {
+			s.ledger = append(s.ledger, heldEntry{sig, s.step})
+		}
 		m.signal(sig)
 		return name + " " + signalName(sig)
 	case opTerm:

@@ -126,8 +126,9 @@ func (w *fakeWorld) deliver(p *fproc, sig syscall.Signal, fromCore bool) {
 		p.stopped = true
 		return
 	case sig == syscall.SIGCONT:
+		// As the kernel does, SIGCONT discards the pending stop signals.
 		p.stopped = false
-		pend := p.pending
+		pend := slices.DeleteFunc(p.pending, jobStop)
 		p.pending = nil
 		for _, s := range pend {
 			w.deliver(p, s, fromCore)
@@ -138,6 +139,9 @@ func (w *fakeWorld) deliver(p *fproc, sig syscall.Signal, fromCore bool) {
 		return
 	case sig == syscall.SIGWINCH:
 		return // ignored by default
+	case jobStop(sig):
+		p.stopped = true
+		return
 	case !p.booted:
 		w.die(p, syscall.WaitStatus(sig), fromCore)
 	case sig == w.sim.m.cfg.stopSig && !p.ignoresTerm:

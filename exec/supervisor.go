@@ -47,8 +47,10 @@ type Supervisor struct {
 	// and a ctx that ends ReadyTimeout after the start, when the child
 	// exits, or when Run returns; it must return soon after ctx ends: nil
 	// once the child is ready, else why not (names and addresses only, it
-	// is logged). Run waits for it before returning. nil: a child is ready
-	// when it has started.
+	// is logged). Run waits for it before returning; a check that has not
+	// answered a second after its ctx ended counts as failed. nil: a child
+	// is ready when it has started (see docs/signals.md for what that
+	// means for the signals held during a restart).
 	Ready func(ctx context.Context, pid int) error
 	// ReadyTimeout bounds the wait for Ready; required with Ready (Run
 	// returns code 2 without it). The default is the caller's.
