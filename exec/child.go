@@ -71,7 +71,7 @@ func (c *child) killedBySent() bool {
 // code is c's exit code as a shell reports it.
 func (c *child) code() int { return statusCode(c.status) }
 
-// signal delivers sig to c and remembers it.
+// signalChild delivers sig to c and remembers it.
 func (m *core) signalChild(c *child, sig syscall.Signal) {
 	if sig == 0 || c.exited {
 		return

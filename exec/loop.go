@@ -58,7 +58,7 @@ func (w *osWorld) loop(ctx context.Context, m *core, env []string, changes <-cha
 				sigs = nil
 				continue
 			}
-			w.signal1(m, sig)
+			w.received(m, sig)
 		case a := <-w.answers:
 			m.answered(a.gen, a.err)
 		case gen := <-w.handovers:
@@ -73,8 +73,8 @@ func (w *osWorld) loop(ctx context.Context, m *core, env []string, changes <-cha
 	return m.code, m.err
 }
 
-// signal1 takes one signal this process received.
-func (w *osWorld) signal1(m *core, sig os.Signal) {
+// received takes one signal this process received.
+func (w *osWorld) received(m *core, sig os.Signal) {
 	ss, ok := sig.(syscall.Signal)
 	switch {
 	case !ok:
