@@ -35,11 +35,15 @@ func TestJobControlInATerminal(t *testing.T) {
 		t.Fatal(err)
 	}
 	tm := &tmux{t: t, sock: filepath.Join(dir, "tmux.sock")}
-	tm.run("new-session", "-d", "-x", "150", "-y", "40", "env", "-i", "PATH="+os.Getenv("PATH"), "HOME="+dir, "TERM=xterm", "bash", "--norc", "--noprofile", "-i")
-	t.Cleanup(func() { tm.run("kill-server") })
+	tm.run("new-session", "-d", "-x", "150", "-y", "40", "env", "-i", "PATH="+os.Getenv("PATH"), "HOME="+dir, "HISTFILE=/dev/null", "TERM=xterm", "bash", "--norc", "--noprofile", "-i")
+	shell := tm.panePid()
+	t.Cleanup(func() {
+		tm.run("kill-server")
+		// The shell and the server leave files in dir as they go.
+		eventually(t, "the shell to exit", func() bool { return !alive(shell) })
+	})
 	tm.keys("cd "+dir+" && PS1='$ '", "Enter")
 	tm.keys(bin+" --env-file .env --interval 1m -- sleep 1000", "Enter")
-	shell := tm.panePid()
 	var sup, child int
 	eventually(t, "paramexec to start sleep", func() bool {
 		sup = childOf(shell, "paramexec")
