@@ -1,6 +1,7 @@
 package exec
 
 import (
+	"cmp"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -371,6 +372,7 @@ func (s *sim) check() {
 	if notReady > 1 {
 		s.fail("%d children not ready", notReady)
 	}
+	s.checkShape()
 	if m.good != nil && !s.readyEnvs[hashEnv(m.good)] {
 		s.fail("last known good %v was never ready", m.good)
 	}
@@ -394,6 +396,43 @@ func (s *sim) check() {
 	}
 	if m.done() {
 		s.checkDone()
+	}
+}
+
+// shapes are the children each phase has (docs/architecture.md): their
+// roles, oldest first, and whether each has passed its checks (ready and
+// past its rollback window).
+var shapes = map[phase]string{
+	starting: "serving-", running: "serving+", restarting: "retiring", verifying: "candidate-",
+	rollingBack: "retiring", overlapping: "serving+ candidate-", draining: "serving+ retiring", ended: "",
+}
+
+// checkShape: the children are what the phase says, and a change is only
+// held while some child is not ready or two live.
+func (s *sim) checkShape() {
+	m := s.m
+	want, ok := shapes[m.phase]
+	if !ok {
+		return // stopping: any
+	}
+	var got []string
+	kids := slices.Clone(m.kids)
+	slices.SortFunc(kids, func(a, b *child) int { return cmp.Compare(a.role, b.role) })
+	for _, c := range kids {
+		switch {
+		case c.role == retiring:
+			got = append(got, "retiring")
+		case c.ready && c.lived:
+			got = append(got, c.role.String()+"+")
+		default:
+			got = append(got, c.role.String()+"-")
+		}
+	}
+	if g := strings.Join(got, " "); g != want {
+		s.fail("children %q in %v; want %q", g, m.phase, want)
+	}
+	if m.phase == running && m.pending != nil {
+		s.fail("a change held while running")
 	}
 }
 
