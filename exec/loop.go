@@ -86,11 +86,15 @@ func (w *osWorld) received(m *core, sig os.Signal) {
 }
 
 // reap collects every exited child in one pass and gives them to the
-// core together, then looks for a child stopped by job control.
+// core together, then, in a terminal, looks for a child stopped by job
+// control (without one, no shell waits to take the terminal back).
 func (w *osWorld) reap(m *core) {
 	var batch []exit
 	w.s.Reap(func(pid int, ws syscall.WaitStatus) { batch = append(batch, exit{pid, ws}) })
 	m.reaped(batch)
+	if w.tty < 0 {
+		return
+	}
 	for _, c := range m.kids {
 		if sig, ok := stoppedBy(c.pid); ok {
 			m.childStopped(c.pid, sig)
