@@ -43,6 +43,17 @@ func procStatGroup(pid int) (ppid, pgid int, start uint64, zombie, ok bool) {
 	return ppid, pgid, start, f[0] == "Z", true
 }
 
+// stopped reports whether pid is stopped by a signal (state T).
+func stopped(pid int) bool {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(f) > 0 && f[0] == "T"
+}
+
 // alive reports whether p still runs: same start time, not a zombie.
 func (p proc) alive() bool {
 	_, start, zombie, ok := procStat(p.pid)
@@ -110,8 +121,8 @@ func descendantsOutside(pgid int, roots ...int) []proc {
 
 // A generation's leftovers: what a child left behind outside its process
 // group (setsid daemons, double-forked helpers), found among this process's
-// descendants once the child has exited, when nothing else is there yet.
-// They got the stop signal and are SIGKILLed at deadline.
+// descendants once the child has exited. They got the stop signal and are
+// SIGKILLed at deadline.
 type leftovers struct {
 	procs    []proc
 	deadline time.Time
@@ -127,10 +138,10 @@ func (l leftovers) pids() []int {
 }
 
 // prune drops what has exited and reports whether anything is left.
-func (l *leftovers) prune() bool {
+func (l *leftovers) prune(w world) bool {
 	live := l.procs[:0]
 	for _, p := range l.procs {
-		if p.alive() {
+		if w.alive(p) {
 			live = append(live, p)
 		}
 	}
@@ -139,15 +150,18 @@ func (l *leftovers) prune() bool {
 }
 
 // kill SIGKILLs what is left and anything it started since it was found.
-func (l leftovers) kill() {
+func (l leftovers) kill(w world) { w.killProcs(l.procs) }
+
+// killProcs SIGKILLs procs that still run and anything they started.
+func killProcs(procs []proc) {
 	var roots []int
-	for _, p := range l.procs {
+	for _, p := range procs {
 		if p.alive() {
 			roots = append(roots, p.pid)
 		}
 	}
 	later := descendants(roots...)
-	for _, p := range l.procs {
+	for _, p := range procs {
 		p.signal(syscall.SIGKILL)
 	}
 	for _, p := range later {

@@ -272,8 +272,14 @@ func TestOverlapOldChildExitsDuringOverlap(t *testing.T) {
 		t.Fatalf("Exited %+v; want the old child %d", e, first.Pid)
 	}
 	touch(t, h.path("go.2"))
-	if r := h.event(exec.Restarted); r.Pid != begun.Pid {
+	r := h.event(exec.Restarted)
+	if r.Pid != begun.Pid {
 		t.Errorf("Restarted %+v; want the new child %d", r, begun.Pid)
+	}
+	// D5: the new child ran before the old one exited: no gap, never a
+	// negative one.
+	if r.Gap != 0 {
+		t.Errorf("Restarted.Gap = %v; want 0", r.Gap)
 	}
 	h.signal(syscall.SIGTERM)
 	if code, err := h.wait(); code != 0 || err != nil {

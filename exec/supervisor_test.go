@@ -58,6 +58,13 @@ func newHarness(t *testing.T, sup *exec.Supervisor) *harness {
 	}
 	sup.Reap = signals.Reap
 	sup.OnEvent = func(e exec.Event) { h.events <- e }
+	// paramexec's defaults (config.go): exec has none of its own.
+	if sup.Grace == 0 {
+		sup.Grace = 10 * time.Second
+	}
+	if sup.ReadyTimeout == 0 {
+		sup.ReadyTimeout = 60 * time.Second
+	}
 	if sup.Log == nil {
 		sup.Log = slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}

@@ -27,13 +27,18 @@ import (
 //     system call is restarted after the handler and raises the signal again),
 //     and ignoring them would leak into every child, which inherits ignored
 //     dispositions across exec. They keep their default.
+//     (^Z in a terminal reaches the child's group, the foreground one: the
+//     supervisor sees its child stopped and stops itself; see
+//     docs/signals.md.)
 //   - SIGILL, SIGTRAP, SIGABRT, SIGBUS, SIGFPE, SIGSEGV, SIGSYS, SIGXCPU,
 //     SIGXFSZ report faults or resource limits of this very process; as tini
 //     does, they keep their meaning (a crash with a stack trace) here.
 //   - 32 and 33 are used by the C library of the child for thread cancellation
 //     and set*id; glibc's real-time range starts at 34.
 //
-// Everything else is relayed: SIGHUP, SIGINT, SIGQUIT (whose Go default would
+// Everything else is relayed (SIGTSTP and SIGCONT as job control: the
+// supervisor stops and continues its children's groups and itself):
+// SIGHUP, SIGINT, SIGQUIT (whose Go default would
 // dump this process's goroutines and exit), SIGUSR1, SIGUSR2, SIGALRM,
 // SIGTERM, SIGSTKFLT, SIGCONT, SIGTSTP, SIGVTALRM, SIGWINCH, SIGIO, SIGPWR,
 // the real-time signals 34–64, and SIGCHLD, which is the reap trigger and is
