@@ -166,7 +166,7 @@ func newSupervisor(cfg *config, notes *notifier, relay *notifyRelay, inherited [
 		}
 	}
 	if len(cfg.ready) > 0 || len(cfg.proxy) > 0 {
-		sup.Ready = readiness(cfg.ready, relay, procs, inherited, sockets.Ports())
+		sup.Ready = readiness(cfg.ready, relay, procs, inherited, sockets.Ports(), sockets.Taken())
 	}
 	return sup
 }
@@ -217,15 +217,22 @@ func reaper(procs *ready.Procs) func(func(int, syscall.WaitStatus)) {
 // check judges the child from outside and needs no secret to do it.
 //
 // ports, when not nil (--proxy), gives the child's ports: the first fills
-// in {port}, and a TCP connect to each is a check besides.
-func readiness(checks []ready.Check, relay *notifyRelay, procs *ready.Procs, env []string, ports func() []int) func(context.Context, int) error {
+// in {port}, and a TCP connect to each is a check besides. taken, when not
+// nil (--listen), is asked last: a child that closed the sockets it was
+// given is not ready, whatever it said.
+func readiness(checks []ready.Check, relay *notifyRelay, procs *ready.Procs, env []string, ports func() []int, taken func(pid int) error) func(context.Context, int) error {
 	env = environ.Without(env, "NOTIFY_SOCKET")
 	return func(ctx context.Context, pid int) error {
 		opts := ready.Options{Procs: procs, Env: env}
 		if relay != nil {
 			opts.Notified = relay.watch(pid)
 		}
-		return ready.Wait(ctx, withPorts(checks, ports), opts)
+		if err := ready.Wait(ctx, withPorts(checks, ports), opts); err != nil || taken == nil {
+			return err
+		}
+		// Only now: before it says it is ready, the child (the trampoline
+		// first) may not have taken the sockets yet.
+		return taken(pid)
 	}
 }
 

@@ -2,6 +2,7 @@ package handoff
 
 import (
 	"context"
+	"errors"
 	"net"
 	"slices"
 	"strconv"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/paramexec/paramexec/exec"
 	"github.com/paramexec/paramexec/internal/environ"
+	"github.com/paramexec/paramexec/internal/listen"
 	"github.com/paramexec/paramexec/internal/proxy"
 )
 
@@ -50,6 +52,21 @@ func (h *Handoff) Ports() func() []int {
 		h.portMu.Lock()
 		defer h.portMu.Unlock()
 		return slices.Clone(h.lastPorts)
+	}
+}
+
+// Taken returns the check that a child declared ready holds --listen's
+// sockets (see listen.Set.Taken); nil without --listen. Where /proc cannot
+// tell (listen.ErrCannotTell), the other checks decide alone.
+func (h *Handoff) Taken() func(pid int) error {
+	if h.sockets == nil {
+		return nil
+	}
+	return func(pid int) error {
+		if err := h.sockets.Taken(pid); err != nil && !errors.Is(err, listen.ErrCannotTell) {
+			return err
+		}
+		return nil
 	}
 }
 

@@ -1,4 +1,4 @@
-package main
+package values
 
 import (
 	"crypto/sha1"
@@ -13,6 +13,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/paramexec/paramexec/internal/harness"
 	"github.com/paramexec/paramexec/internal/motoserver"
 )
 
@@ -31,7 +32,7 @@ func credentialsHome(t *testing.T, config string, extra ...string) (home string,
 	}
 	env = []string{
 		"PATH=" + os.Getenv("PATH"), "HOME=" + home,
-		"AWS_ENDPOINT_URL=" + moto.URL, "AWS_REGION=" + motoserver.Region,
+		"AWS_ENDPOINT_URL=" + harness.Moto.URL, "AWS_REGION=" + motoserver.Region,
 		"AWS_EC2_METADATA_DISABLED=true",
 		"AWS_CONFIG_FILE=" + cfgFile,
 		"AWS_SHARED_CREDENTIALS_FILE=" + filepath.Join(home, ".aws", "credentials"),
@@ -54,18 +55,18 @@ func writeFile(t *testing.T, path, data string, mode os.FileMode) {
 // process's output, a token file, the SSO cache) fails with that text
 // kept out of paramexec's log, and with a message that names the provider
 // and the profile, so that the user knows where to look. The seeded
-// values carry valueMark, so the suite's log scan (logScan) checks every
+// values carry harness.ValueMark, so the suite's log scan (logScan) checks every
 // run here as well.
 func TestCredentialProvidersNeverLogWhatTheyRead(t *testing.T) {
-	parallelE2E(t)
-	path := uniquePath(t)
-	moto.PutParameter(t, path+"/TOKEN", val("creds-param"), "String")
+	harness.ParallelE2E(t)
+	path := harness.UniquePath(t)
+	harness.Moto.PutParameter(t, path+"/TOKEN", harness.Val("creds-param"), "String")
 
 	for _, tc := range []struct {
 		name  string
 		setup func(t *testing.T) []string // the run's environment
 		want  []string                    // words the error must hold
-		code  int                         // exit code; 0: exitSource
+		code  int                         // exit code; 0: harness.ExitSource
 	}{
 		{
 			// The case of the issue: a notice line before valid JSON. The
@@ -73,9 +74,9 @@ func TestCredentialProvidersNeverLogWhatTheyRead(t *testing.T) {
 			name: "credential_process notice before JSON",
 			setup: func(t *testing.T) []string {
 				script := filepath.Join(t.TempDir(), "creds.sh")
-				writeFile(t, script, "#!/bin/sh\necho 'notice: "+val("cp-notice")+" expires soon'\n"+
-					`echo '{"Version": 1, "AccessKeyId": "AKIA`+val("cpkey")+`", "SecretAccessKey": "`+val("cp-secret")+
-					`", "SessionToken": "`+val("cp-session")+`"}'`+"\n", 0o700)
+				writeFile(t, script, "#!/bin/sh\necho 'notice: "+harness.Val("cp-notice")+" expires soon'\n"+
+					`echo '{"Version": 1, "AccessKeyId": "AKIA`+harness.Val("cpkey")+`", "SecretAccessKey": "`+harness.Val("cp-secret")+
+					`", "SessionToken": "`+harness.Val("cp-session")+`"}'`+"\n", 0o700)
 				_, env := credentialsHome(t, "[profile leaks-cp]\ncredential_process = "+script+"\n", "AWS_PROFILE=leaks-cp")
 				return env
 			},
@@ -85,7 +86,7 @@ func TestCredentialProvidersNeverLogWhatTheyRead(t *testing.T) {
 			name: "credential_process garbage only",
 			setup: func(t *testing.T) []string {
 				script := filepath.Join(t.TempDir(), "creds.sh")
-				writeFile(t, script, "#!/bin/sh\nprintf '"+val("cp-garbage")+"\\001\\377 }{'\n", 0o700)
+				writeFile(t, script, "#!/bin/sh\nprintf '"+harness.Val("cp-garbage")+"\\001\\377 }{'\n", 0o700)
 				_, env := credentialsHome(t, "[profile leaks-garbage]\ncredential_process = "+script+"\n", "AWS_PROFILE=leaks-garbage")
 				return env
 			},
@@ -97,7 +98,7 @@ func TestCredentialProvidersNeverLogWhatTheyRead(t *testing.T) {
 			name: "web identity token file with junk",
 			setup: func(t *testing.T) []string {
 				tokenFile := filepath.Join(t.TempDir(), "token")
-				writeFile(t, tokenFile, val("jwt-junk")+"\x01\xff not a JWT", 0o600)
+				writeFile(t, tokenFile, harness.Val("jwt-junk")+"\x01\xff not a JWT", 0o600)
 				sts := httptest.NewServer(http.HandlerFunc(echoSTS))
 				t.Cleanup(sts.Close)
 				_, env := credentialsHome(t, "", "AWS_WEB_IDENTITY_TOKEN_FILE="+tokenFile,
@@ -117,7 +118,7 @@ func TestCredentialProvidersNeverLogWhatTheyRead(t *testing.T) {
 					"AWS_PROFILE=leaks-sso")
 				sum := sha1.Sum([]byte(startURL))
 				writeFile(t, filepath.Join(home, ".aws", "sso", "cache", hex.EncodeToString(sum[:])+".json"),
-					`{"accessToken": "`+val("sso-token")+`", "expiresAt": "`+val("sso-not-a-time")+
+					`{"accessToken": "`+harness.Val("sso-token")+`", "expiresAt": "`+harness.Val("sso-not-a-time")+
 						`", "region": "`+motoserver.Region+`", "startUrl": "`+startURL+`"}`, 0o600)
 				return env
 			},
@@ -128,30 +129,30 @@ func TestCredentialProvidersNeverLogWhatTheyRead(t *testing.T) {
 			// ("account_id_endpoint_mode=…"); the files hold secret keys.
 			name: "configuration file with a bad value",
 			setup: func(t *testing.T) []string {
-				_, env := credentialsHome(t, "[profile leaks-cfg]\naccount_id_endpoint_mode = "+val("cfg-bad")+"\n", "AWS_PROFILE=leaks-cfg")
+				_, env := credentialsHome(t, "[profile leaks-cfg]\naccount_id_endpoint_mode = "+harness.Val("cfg-bad")+"\n", "AWS_PROFILE=leaks-cfg")
 				return env
 			},
 			want: []string{"AWS configuration", "profile leaks-cfg"},
-			code: exitUsage,
+			code: harness.ExitUsage,
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			args, rec := childArgs(t, "-exit", "0")
-			r := runBinary(t, tc.setup(t), append([]string{"--path", path, "--startup-timeout", "3s"}, args...)...)
-			want := exitSource
+			args, rec := harness.ChildArgs(t, "-exit", "0")
+			r := harness.RunBinary(t, tc.setup(t), append([]string{"--path", path, "--startup-timeout", "3s"}, args...)...)
+			want := harness.ExitSource
 			if tc.code != 0 {
 				want = tc.code
 			}
-			if r.code != want || len(readRecords(t, rec)) != 0 {
-				t.Errorf("exit %d (want %d, command not run); stderr:\n%s", r.code, want, r.stderr)
+			if r.Code != want || len(harness.ReadRecords(t, rec)) != 0 {
+				t.Errorf("exit %d (want %d, command not run); stderr:\n%s", r.Code, want, r.Stderr)
 			}
-			t.Logf("stderr:\n%s", r.stderr)
-			if strings.Contains(r.stdout+r.stderr, valueMark) {
-				t.Errorf("the output holds what the provider read:\n%s", r.stderr)
+			t.Logf("stderr:\n%s", r.Stderr)
+			if strings.Contains(r.Stdout+r.Stderr, harness.ValueMark) {
+				t.Errorf("the output holds what the provider read:\n%s", r.Stderr)
 			}
 			for _, w := range tc.want {
-				if !strings.Contains(r.stderr, w) {
-					t.Errorf("the error does not say %q:\n%s", w, r.stderr)
+				if !strings.Contains(r.Stderr, w) {
+					t.Errorf("the error does not say %q:\n%s", w, r.Stderr)
 				}
 			}
 		})
@@ -181,32 +182,32 @@ func echoSTS(w http.ResponseWriter, r *http.Request) {
 // printed. The process's first credentials expire 3 s after they are
 // printed; the test watches until a poll has failed on the garbage.
 func TestCredentialProcessGarbageWhilePolling(t *testing.T) {
-	parallelE2E(t)
-	path := uniquePath(t)
-	moto.PutParameter(t, path+"/TOKEN", val("poll-param"), "String")
+	harness.ParallelE2E(t)
+	path := harness.UniquePath(t)
+	harness.Moto.PutParameter(t, path+"/TOKEN", harness.Val("poll-param"), "String")
 	dir := t.TempDir()
 	broken := filepath.Join(dir, "broken")
 	script := filepath.Join(dir, "creds.sh")
 	writeFile(t, script, `#!/bin/sh
 if [ -e `+broken+` ]; then
-	echo 'warning: `+val("poll-notice")+`'
-	echo '{"Version": 1, "AccessKeyId": "AKIA`+val("pollkey")+`", "SecretAccessKey": "`+val("poll-secret")+`"}'
+	echo 'warning: `+harness.Val("poll-notice")+`'
+	echo '{"Version": 1, "AccessKeyId": "AKIA`+harness.Val("pollkey")+`", "SecretAccessKey": "`+harness.Val("poll-secret")+`"}'
 	exit 0
 fi
 echo "{\"Version\": 1, \"AccessKeyId\": \"AKIAGOOD\", \"SecretAccessKey\": \"good\", \"Expiration\": \"$(date -u -d '+3 seconds' +%Y-%m-%dT%H:%M:%SZ)\"}"
 `, 0o700)
 	_, env := credentialsHome(t, "[profile leaks-poll]\ncredential_process = "+script+"\n", "AWS_PROFILE=leaks-poll")
-	args, rec := childArgs(t)
-	pe := startBinary(t, env, append([]string{"--path", path, "--interval", "1s"}, args...)...)
-	waitStarts(t, rec, 1)
+	args, rec := harness.ChildArgs(t)
+	pe := harness.StartBinary(t, env, append([]string{"--path", path, "--interval", "1s"}, args...)...)
+	harness.WaitStarts(t, rec, 1)
 	writeFile(t, broken, "", 0o600)
-	waitFor(t, "a poll failed on the credential_process's garbage", func() bool {
-		return strings.Contains(pe.stderr.String(), "not the JSON credentials document")
+	harness.WaitFor(t, "a poll failed on the credential_process's garbage", func() bool {
+		return strings.Contains(pe.Stderr.String(), "not the JSON credentials document")
 	})
-	pe.signal(syscall.SIGTERM)
-	pe.wait()
-	out := pe.stderr.String()
-	if strings.Contains(out, valueMark) {
+	pe.Signal(syscall.SIGTERM)
+	pe.Wait()
+	out := pe.Stderr.String()
+	if strings.Contains(out, harness.ValueMark) {
 		t.Errorf("the log holds what the process printed:\n%s", out)
 	}
 	if !strings.Contains(out, "profile leaks-poll") {
