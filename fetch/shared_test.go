@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -303,5 +305,48 @@ func TestSharedPathFlagParsing(t *testing.T) {
 	s, ok := src.(*sharedPathSource)
 	if err != nil || !ok || s.Path != "/org/prd" || s.ARN.Region != "eu-west-1" || s.String() != "--path arn:aws:ssm:eu-west-1:111122223333:parameter/org/prd" {
 		t.Errorf("ARN path parsed as %#v, %v", src, err)
+	}
+}
+
+// Through Build, as the binary makes it: the ARN path gets the real
+// client, and credentials that name their account (AWS_ACCOUNT_ID) decide
+// "own account" without a GetParametersByPath probe.
+func TestSharedPathThroughBuild(t *testing.T) {
+	f := sharePath(t, 3)
+	for _, kv := range motoserver.Env(f.proxy.URL()) {
+		name, value, _ := strings.Cut(kv, "=")
+		t.Setenv(name, value)
+	}
+	t.Setenv("AWS_CONFIG_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", filepath.Join(t.TempDir(), "none"))
+	t.Setenv("AWS_PROFILE", "")
+	t.Setenv("AWS_ACCOUNT_ID", motoserver.DefaultAccount)
+	load := func(arn string) (Layer, error) {
+		t.Helper()
+		sources, err := Build(t.Context(), []Spec{{Kind: "path", Value: arn}}, nil, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.proxy.ResetCounts()
+		return sources[0].Load(t.Context())
+	}
+	layer, err := load(sharedARN(otherAccount, f.path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantVars(t, layer, f.want)
+
+	layer, err = load(sharedARN(motoserver.DefaultAccount, f.path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantVars(t, layer, map[string]string{"MINE": "x"})
+
+	_, err = load(sharedARN("444455556666", f.path))
+	if !strings.Contains(err.Error(), "the credentials are of account "+motoserver.DefaultAccount) {
+		t.Errorf("not shared, credentials of another account: %v", err)
+	}
+	if c := f.proxy.Counts(); c.ByOp["ssm:GetParametersByPath"] != 0 || c.ByOp["ssm:DescribeParameters"] != 1 {
+		t.Errorf("not shared, credentials of another account: calls %v, want one DescribeParameters and no probe", c.ByOp)
 	}
 }
