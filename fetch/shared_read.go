@@ -191,7 +191,10 @@ func (s *sharedPathSource) resolve(ctx context.Context) (*pathSource, error) {
 		page, err := s.Client.GetParametersByPath(ctx, &ssm.GetParametersByPathInput{
 			Path: aws.String(s.Path), Recursive: aws.Bool(true), WithDecryption: aws.Bool(false), MaxResults: aws.Int32(1),
 		})
-		if err != nil {
+		switch {
+		case err != nil && Transient(err):
+			return nil, fmt.Errorf("asking GetParametersByPath whether %s is this caller's own account: %w", s.ARN, err)
+		case err != nil:
 			return nil, &notSharedError{arn: s.ARN.String(), why: fmt.Sprintf("nor could GetParametersByPath tell whether the account is this caller's: %v", explain(err))}
 		}
 		if len(page.Parameters) == 0 || !s.owns(aws.ToString(page.Parameters[0].ARN)) {

@@ -350,3 +350,27 @@ func TestSharedPathThroughBuild(t *testing.T) {
 		t.Errorf("not shared, credentials of another account: calls %v, want one DescribeParameters and no probe", c.ByOp)
 	}
 }
+
+// A throttled probe of the own account is worth retrying, unlike "not
+// shared": start-up tries again instead of giving up.
+func TestSharedPathProbeThrottledIsTransient(t *testing.T) {
+	f := sharePath(t, 1)
+	own, err := newSharedPathSource(sharedARN(motoserver.DefaultAccount, f.path), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := own.bind(clientsFor(f.cfg)); err != nil {
+		t.Fatal(err)
+	}
+	f.proxy.Inject(faultproxy.Rule{Op: "ssm:GetParametersByPath", Fault: faultproxy.Throttle, Times: 1})
+	_, err = own.Load(t.Context())
+	var ns *notSharedError
+	if err == nil || errors.As(err, &ns) || !Transient(err) {
+		t.Fatalf("throttled probe: %v, want a transient error", err)
+	}
+	layer, err := own.Load(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantVars(t, layer, map[string]string{"MINE": "x"})
+}
