@@ -223,6 +223,9 @@ func TestSharedPathNotSharedOrOwn(t *testing.T) {
 	if !errors.As(err, &ns) {
 		t.Fatalf("not shared: %v, want a notSharedError", err)
 	}
+	if Transient(err) {
+		t.Errorf("not shared reported as transient: start-up would retry it until --startup-timeout")
+	}
 	for _, want := range []string{"444455556666", "AWS RAM", "promote", "advanced-tier"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("not shared: %q does not mention %s", err, want)
