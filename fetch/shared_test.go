@@ -377,3 +377,23 @@ func TestSharedPathProbeThrottledIsTransient(t *testing.T) {
 	}
 	wantVars(t, layer, map[string]string{"MINE": "x"})
 }
+
+// Under a Watcher (DiscoverEvery 3), a change in the other account makes
+// exactly one update, and the share is listed only on discovery polls:
+// one poll in three calls DescribeParameters, the others GetParameters.
+func TestSharedPathUnderWatcher(t *testing.T) {
+	f := sharePath(t, 3)
+	f.proxy.ResetCounts()
+	watchForOneUpdate(t, f.proxy, []Source{f.src}, "ssm:GetParameters", func() {
+		name := f.path + "/P01"
+		moto.PutParameterIn(t, otherAccount, name, "v2", "String", "Advanced")
+	}, []string{"P01"})
+	c := f.proxy.Counts()
+	// loadAll: 1 listing and 1 decrypting read; the change: 1 decrypting read.
+	describes := c.ByOp["ssm:DescribeParameters"] - 1
+	checks := c.ByOp["ssm:GetParameters"] - c.Decrypting
+	if c.Decrypting != 2 || describes < 1 || describes > (describes+checks)/3+1 {
+		t.Errorf("calls %v, %d decrypting: want 2 decrypting reads, and a listing on about one poll in three (%d of %d)",
+			c.ByOp, c.Decrypting, describes, describes+checks)
+	}
+}
