@@ -19,7 +19,10 @@ SYNOPSIS
 
 SOURCES (repeatable; a later source wins over an earlier one)
     --path PATH           every SSM parameter under PATH, recursively;
-                          SecureString decrypted
+                          SecureString decrypted. PATH may be an ARN,
+                          arn:aws:ssm:REGION:ACCOUNT:parameter/PATH: what
+                          ACCOUNT shares with this one through AWS RAM
+                          (read by ARN; listed by ssm:DescribeParameters)
     --param NAME[=VAR]    one SSM parameter by name or ARN, with an optional
                           :VERSION or :LABEL selector; VAR defaults to the
                           name's last segment

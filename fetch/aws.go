@@ -54,7 +54,9 @@ func Build(ctx context.Context, specs []Spec, inherited []string, log *slog.Logg
 		return nil, err
 	}
 	for _, p := range paths {
-		p.Client = c.SSM(c.Region)
+		if err := p.bind(*c); err != nil {
+			return nil, err
+		}
 	}
 	if len(params) > 0 {
 		sources = append(sources, &paramSource{Params: params, Clients: *c})
@@ -83,15 +85,15 @@ func CheckSpecs(specs []Spec) error {
 }
 
 // parseSpecs parses every source flag: the dotenv files and paths as
-// sources in flag order (paths is the same *pathSource values, still
-// without a client), the --param and --secret flags as items.
-func parseSpecs(specs []Spec) (sources []Source, paths []*pathSource, params []Param, secrets []Secret, err error) {
+// sources in flag order (paths is the same values, still without a
+// client), the --param and --secret flags as items.
+func parseSpecs(specs []Spec) (sources []Source, paths []pathFlag, params []Param, secrets []Secret, err error) {
 	for rank, sp := range specs {
 		switch sp.Kind {
 		case "env-file":
 			sources = append(sources, &EnvFileSource{Path: sp.Value, Rank: rank})
 		case "path":
-			src, err := newPathSource(sp.Value, nil, rank)
+			src, err := newPathFlag(sp.Value, rank)
 			if err != nil {
 				return nil, nil, nil, nil, err
 			}

@@ -235,7 +235,7 @@ func getSecret(ctx context.Context, client SecretsClient, sec Secret, version st
 	}
 	out, err := client.GetSecretValue(ctx, in)
 	if err != nil {
-		err = explainSecret(err)
+		err = acrossAccounts(sec.ID, explainSecret(err))
 		if version != "" && version != sec.VersionID && errorCode(err) == "ResourceNotFoundException" {
 			// The version the poll saw is gone already.
 			return secretValue{}, fmt.Errorf("version %s: %w", version, errStale)
@@ -318,7 +318,7 @@ func (s *secretSource) Versions(ctx context.Context, last Layer, _ bool) (map[st
 func stageVersion(ctx context.Context, client SecretsClient, sec Secret) (string, error) {
 	out, err := client.DescribeSecret(ctx, &secretsmanager.DescribeSecretInput{SecretId: aws.String(sec.ID)})
 	if err != nil {
-		return "", explainSecret(err)
+		return "", acrossAccounts(sec.ID, explainSecret(err))
 	}
 	if out.DeletedDate != nil {
 		return "", fmt.Errorf("scheduled for deletion; keeping the value read before")

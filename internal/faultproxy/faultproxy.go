@@ -124,6 +124,9 @@ type Proxy struct {
 	counts Counts
 	bucket bucket
 	minted int // NextTokens minted by EndlessNextToken
+	ram    ramState
+
+	target *url.URL // moto, for the calls the RAM stand-in makes itself
 }
 
 type ruleState struct {
@@ -147,6 +150,7 @@ func Start(target string) (*Proxy, error) {
 		served:  make(chan struct{}),
 		closing: closing,
 		stop:    stop,
+		target:  u,
 		counts:  Counts{ByOp: map[string]int{}},
 		// Never through an HTTP(S)_PROXY from the environment: target is local.
 		tr: &http.Transport{
@@ -385,6 +389,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if done := p.inject(w, r, op, &body, d.rule); done {
 			return
 		}
+	}
+	if p.playRAM(w, r, op, raw) {
+		return
 	}
 	p.forward(w, r, stripMinted(op, raw, &body))
 }
