@@ -181,8 +181,10 @@ func (c *config) check() error {
 		return fmt.Errorf("--reveal only goes with --print")
 	case c.format != "dotenv" && !c.print:
 		return fmt.Errorf("--format only goes with --print")
-	case slices.ContainsFunc(c.sources, func(s sourceFlag) bool { return s.kind == "path" && !strings.HasPrefix(s.value, "/") }):
-		return fmt.Errorf("--path: a path starts with /, as in /myapp/prod")
+	case slices.ContainsFunc(c.sources, func(s sourceFlag) bool {
+		return s.kind == "path" && !strings.HasPrefix(s.value, "/") && !strings.HasPrefix(s.value, "arn:")
+	}):
+		return fmt.Errorf("--path: a path starts with /, as in /myapp/prod, or is a parameter ARN of another account's path")
 	case !c.print && len(c.argv) == 0:
 		return fmt.Errorf("no command given: paramexec [flags] [--] COMMAND [ARGS...]")
 	}

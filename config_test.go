@@ -99,6 +99,7 @@ func TestFlagRules(t *testing.T) {
 		{nil, []string{"--version"}},
 		{nil, []string{"--proxy", "127.0.0.1:1=PORT", "--ready-timeout", "2m", "--", "true"}},
 		{nil, []string{"--restart", "overlap", "--ready", "tcp:80", "--interval", "1m", "true"}},
+		{nil, []string{"--path", "arn:aws:ssm:us-east-1:111122223333:parameter/org/prd", "--print"}},
 	} {
 		if err := usageErr(tc.args, tc.env); err != nil {
 			t.Errorf("%v %v: refused: %v", tc.env, tc.args, err)
