@@ -77,7 +77,7 @@ func benchTargets(b *testing.B) map[string]string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	p := proxy.New(ln, proxy.Options{})
+	p := proxy.New(ln, proxy.Options{HoldTimeout: time.Minute})
 	p.SetTarget(server)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -44,7 +44,7 @@ func TestBuffersReturnedOnceSpliced(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := New(ln, Options{})
+	p := New(ln, Options{HoldTimeout: time.Minute})
 	p.SetTarget(backend.Addr().String())
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)

@@ -17,13 +17,14 @@ import (
 	"time"
 )
 
-// Options tunes a Proxy; the zero value is usable.
+// Options tunes a Proxy. HoldTimeout has no default here: it is the
+// user's --ready-timeout, whose default lives with the flag.
 type Options struct {
 	// DialTimeout bounds a connect to the target; default 5s.
 	DialTimeout time.Duration
 	// HoldTimeout bounds how long a connection accepted while there is no
-	// target waits for one before it is closed; default 60s, the default
-	// --ready-timeout. See Serve for the rest of the holding rule.
+	// target waits for one before it is closed; required (New panics
+	// without it). See Serve for the rest of the holding rule.
 	HoldTimeout time.Duration
 	// ProxyHeader sends a PROXY protocol v1 line with the client's address
 	// to the target before any byte of the client's.
@@ -96,7 +97,7 @@ func New(ln net.Listener, opts Options) *Proxy {
 		opts.DialTimeout = 5 * time.Second
 	}
 	if opts.HoldTimeout <= 0 {
-		opts.HoldTimeout = 60 * time.Second
+		panic("proxy: New without a HoldTimeout")
 	}
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)

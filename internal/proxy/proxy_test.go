@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/paramexec/paramexec/internal/testenv"
 	"io"
 	"log/slog"
 	"net"
@@ -17,6 +16,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/paramexec/paramexec/internal/testenv"
 
 	"github.com/paramexec/paramexec/internal/listen"
 	"github.com/paramexec/paramexec/internal/proxy"
@@ -95,6 +96,9 @@ func startProxy(t *testing.T, opts proxy.Options) (*proxy.Proxy, string) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if opts.HoldTimeout == 0 {
+		opts.HoldTimeout = time.Minute // the caller's, as --ready-timeout is paramexec's
 	}
 	p := proxy.New(ln, opts)
 	ctx, cancel := context.WithCancel(context.Background())
