@@ -155,42 +155,10 @@ func (s *sharedPathSource) Versions(ctx context.Context, last Layer, discover bo
 	if own := s.local(); own != nil {
 		return own.Versions(ctx, last, discover)
 	}
-	known := slices.Sorted(maps.Keys(last.Versions))
-	now := make(map[string]string, len(known))
-	var gone []string
-	if discover {
-		listed, err := s.list(ctx)
-		if err != nil {
-			return nil, err
-		}
-		maps.Copy(now, listed)
-		for _, id := range known {
-			if _, ok := now[id]; !ok {
-				gone = append(gone, id)
-			}
-		}
-	} else {
-		found, invalid, err := s.read(ctx, known, false)
-		if err != nil {
-			return nil, err
-		}
-		for id, p := range found {
-			now[id] = p.Identity
-		}
-		gone = invalid
-	}
-	if len(gone) == 0 {
-		return now, nil
-	}
-	found, _, err := s.read(ctx, gone, false)
-	if err != nil {
-		return nil, fmt.Errorf("confirming that %s were deleted or unshared: %w", strings.Join(gone, ", "), err)
-	}
-	if len(found) > 0 {
-		return nil, inconsistentf("%s under %s: the first look missed them, but GetParameters finds them: answers disagree",
-			strings.Join(slices.Sorted(maps.Keys(found)), ", "), s.ARN)
-	}
-	return now, nil
+	return versionsUnder(ctx, s.ARN.String(), slices.Sorted(maps.Keys(last.Versions)), discover, s.list,
+		func(ctx context.Context, ids []string) (map[string]parameter, []string, error) {
+			return s.read(ctx, ids, false)
+		})
 }
 
 // Refresh reads again, decrypted, only the parameters whose version in now

@@ -197,24 +197,47 @@ func identity(version int64, modified *time.Time) string {
 // an answer, found by the second look, a listing cut short) is an error:
 // the poll fails and the child keeps its environment.
 func (s *pathSource) Versions(ctx context.Context, last Layer, discover bool) (map[string]string, error) {
-	known := slices.Sorted(maps.Keys(last.Versions))
+	return versionsUnder(ctx, s.Path, slices.Sorted(maps.Keys(last.Versions)), discover,
+		func(ctx context.Context) (map[string]string, error) {
+			listed, err := s.list(ctx, false)
+			if err != nil {
+				return nil, err
+			}
+			now := make(map[string]string, len(listed))
+			for _, p := range listed {
+				now[aws.ToString(p.Name)] = p.Identity
+			}
+			return now, nil
+		},
+		func(ctx context.Context, names []string) (map[string]parameter, []string, error) {
+			return getParameters(ctx, s.Client, names, false)
+		})
+}
+
+// versionsUnder is Versions for a path, local or shared: the versions of
+// the names known, and with discover of every name a listing finds. A name
+// leaves the map only when a second read by name, made after the first
+// look, reports it missing too: one answer that leaves a name out is not
+// evidence of a deletion.
+func versionsUnder(ctx context.Context, where string, known []string, discover bool,
+	list func(context.Context) (map[string]string, error),
+	read func(context.Context, []string) (map[string]parameter, []string, error),
+) (map[string]string, error) {
 	now := make(map[string]string, len(known))
 	var gone []string
 	if discover {
-		listed, err := s.list(ctx, false)
+		listed, err := list(ctx)
 		if err != nil {
 			return nil, err
 		}
-		for _, p := range listed {
-			now[aws.ToString(p.Name)] = p.Identity
-		}
+		maps.Copy(now, listed)
 		for _, name := range known {
 			if _, ok := now[name]; !ok {
 				gone = append(gone, name)
 			}
 		}
 	} else {
-		found, invalid, err := getParameters(ctx, s.Client, known, false)
+		found, invalid, err := read(ctx, known)
 		if err != nil {
 			return nil, err
 		}
@@ -226,19 +249,17 @@ func (s *pathSource) Versions(ctx context.Context, last Layer, discover bool) (m
 	if len(gone) == 0 {
 		return now, nil
 	}
-	// The second look: a name stays gone only if Parameter Store says so
-	// again, by name.
-	found, _, err := getParameters(ctx, s.Client, gone, false)
+	found, _, err := read(ctx, gone)
 	if err != nil {
-		return nil, fmt.Errorf("confirming that %s were deleted: %w", strings.Join(gone, ", "), err)
+		return nil, fmt.Errorf("confirming that %s are gone: %w", strings.Join(gone, ", "), err)
 	}
 	if len(found) > 0 {
-		names := slices.Sorted(maps.Keys(found))
 		first := "the version check reported them missing"
 		if discover {
 			first = "the listing left them out"
 		}
-		return nil, inconsistentf("%s under %s: %s, but GetParameters finds them: answers disagree", strings.Join(names, ", "), s.Path, first)
+		return nil, inconsistentf("%s under %s: %s, but GetParameters finds them: answers disagree",
+			strings.Join(slices.Sorted(maps.Keys(found)), ", "), where, first)
 	}
 	return now, nil
 }
