@@ -51,6 +51,7 @@ type config struct {
 
 	print, reveal bool
 	format        string
+	explain       bool // --explain: see print.go
 
 	// Safe restarts: readiness checks and rollback.
 	ready          []ready.Check
@@ -127,6 +128,7 @@ func parseConfig(args []string, lookup func(string) (string, bool)) (*config, er
 	fs.BoolVar(&cfg.proxyProtocol, "proxy-protocol", false, "")
 	fs.BoolVar(&cfg.print, "print", false, "")
 	fs.BoolVar(&cfg.reveal, "reveal", false, "")
+	fs.BoolVar(&cfg.explain, "explain", false, "")
 	fs.StringVar(&cfg.format, "format", "dotenv", "")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "")
@@ -243,6 +245,8 @@ func (c *config) check() error {
 		return fmt.Errorf("--format %q: want dotenv, json or shell", c.format)
 	case c.reveal && !c.print:
 		return fmt.Errorf("--reveal only goes with --print")
+	case c.explain && !c.print:
+		return fmt.Errorf("--explain only goes with --print")
 	case c.format != "dotenv" && !c.print:
 		return fmt.Errorf("--format only goes with --print")
 	case slices.ContainsFunc(c.sources, func(s sourceFlag) bool { return s.kind == "path" && !strings.HasPrefix(s.value, "/") }):
