@@ -372,14 +372,7 @@ func splitChecks(v string) []string {
 	return out
 }
 
-func isSourceKind(name string) bool {
-	for _, k := range sourceKinds {
-		if k == name {
-			return true
-		}
-	}
-	return false
-}
+func isSourceKind(name string) bool { return slices.Contains(sourceKinds, name) }
 
 // envName is the variable that stands in for a flag: --log-level is
 // PARAMEXEC_LOG_LEVEL.

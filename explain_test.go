@@ -302,3 +302,24 @@ func (w *explainWorld) checkJSON(t *testing.T, out string, value func(string) st
 		t.Errorf("OVER overrides %v, want the inherited environment", over.Overrides)
 	}
 }
+
+// TestExplainFlag: --explain, like --reveal, only goes with --print (a
+// usage error, exit 2, otherwise), and PARAMEXEC_EXPLAIN stands in for it
+// as every flag's variable does.
+func TestExplainFlag(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"--explain", "true"}, nil, &stdout, &stderr); code != exitUsage || !strings.Contains(stderr.String(), "--explain only goes with --print") {
+		t.Errorf("--explain without --print: exit %d, %q; want 2 and a usage error", code, stderr.String())
+	}
+	file := filepath.Join(t.TempDir(), "a.env")
+	if err := os.WriteFile(file, []byte("A=a-secret-value\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	stdout.Reset()
+	stderr.Reset()
+	code := run([]string{"--env-file", file, "--print"}, []string{"PARAMEXEC_EXPLAIN=true"}, &stdout, &stderr)
+	want := `A="********" # from --env-file ` + file + ": " + file + ":1 (version "
+	if code != 0 || !strings.HasPrefix(stdout.String(), want) || strings.Contains(stdout.String(), "a-secret-value") {
+		t.Errorf("PARAMEXEC_EXPLAIN=true --print: exit %d, %q (%s); want a line starting %q", code, stdout.String(), stderr.String(), want)
+	}
+}
