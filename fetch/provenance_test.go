@@ -13,8 +13,8 @@ import (
 // TestChangeLogNamesSourceAndVersions: the Watcher's change log gives,
 // for each changed variable, a line with its source, item (and JSON key)
 // and old and new version: a parameter's new version, a secret's new
-// version id, and a variable another source now wins (the source it had,
-// and the one it has). The log holds no value, and Update.Reason, what
+// version id, a variable another source now wins (the source it had, and
+// the one it has), and variables added and removed. The log holds no value, and Update.Reason, what
 // the supervisor's Change carries, stays names only.
 func TestChangeLogNamesSourceAndVersions(t *testing.T) {
 	u := uniq(t)
@@ -22,7 +22,7 @@ func TestChangeLogNamesSourceAndVersions(t *testing.T) {
 	moto.PutParameter(t, dir+"/A", "a-value-1", "String")
 	arn, v1 := createSecret(t, u+"/s", `{"k":"s-value-1"}`, nil)
 	file := filepath.Join(t.TempDir(), "app.env")
-	mustWrite(t, file, "X=x-value-1\n")
+	mustWrite(t, file, "X=x-value-1\nZ=z-value-1\n")
 
 	clients := clientsFor(direct())
 	path, err := newPathSource(dir, clients.SSM(clients.Region), 1)
@@ -61,8 +61,14 @@ func TestChangeLogNamesSourceAndVersions(t *testing.T) {
 		"S_K": {`change=updated source="--secret ` + u + `/s=S_" item=` + arn + ` key=k old_version=` + v1 + ` new_version=` + v2},
 		"X": {`change=updated source="--path ` + dir + `" item=` + dir + `/X`,
 			`old_source="--env-file ` + file + `" old_item=` + file + `:1 old_version=` + oldX + ` new_version=1`},
+		"Y": {`change=added source="--env-file ` + file + `" item=` + file + `:2 new_version=`},
+		"Z": {`change=removed source="--env-file ` + file + `" item=` + file + `:2 old_version=` + oldX},
 	}
-	lines := waitChangeLines(t, log, []string{"A", "S_K", "X"})
+	waitChangeLines(t, log, []string{"A", "S_K", "X"})
+	// Then, the file's X aside (its version moves with the file's), Y
+	// added and Z removed.
+	mustWrite(t, file, "X=x-value-1\nY=y-value-1\n")
+	lines := waitChangeLines(t, log, []string{"A", "S_K", "X", "Y", "Z"})
 	for name, words := range want {
 		for _, word := range words {
 			if !strings.Contains(lines[name], word) {
@@ -70,7 +76,10 @@ func TestChangeLogNamesSourceAndVersions(t *testing.T) {
 			}
 		}
 	}
-	for _, v := range []string{"a-value", "s-value", "x-value"} {
+	if strings.Contains(lines["Y"], "old_version") || strings.Contains(lines["Z"], "new_version") {
+		t.Errorf("an added variable has no old version, a removed one no new one:\n%s\n%s", lines["Y"], lines["Z"])
+	}
+	for _, v := range []string{"a-value", "s-value", "x-value", "y-value", "z-value"} {
 		if strings.Contains(log.String(), v) {
 			t.Errorf("the log holds a value (%s…):\n%s", v, log.String())
 		}
