@@ -323,3 +323,24 @@ func TestExplainFlag(t *testing.T) {
 		t.Errorf("PARAMEXEC_EXPLAIN=true --print: exit %d, %q (%s); want a line starting %q", code, stdout.String(), stderr.String(), want)
 	}
 }
+
+// TestExplainCommentStaysOnItsLine: a file name with a newline in it is
+// escaped in the comment, which would otherwise end early and leave the
+// rest of the name as a line of its own (a broken dotenv line, or a shell
+// command).
+func TestExplainCommentStaysOnItsLine(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "a\nrm -rf x #.env")
+	if err := os.WriteFile(file, []byte("A=1\nB=2\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, format := range []string{"dotenv", "shell"} {
+		var stdout, stderr bytes.Buffer
+		if code := run([]string{"--env-file", file, "--print", "--explain", "--format", format}, nil, &stdout, &stderr); code != 0 {
+			t.Fatalf("%s: exit %d: %s", format, code, stderr.String())
+		}
+		out := stdout.String()
+		if n := strings.Count(out, "\n"); n != 2 || !strings.Contains(out, `a\nrm -rf x #.env:1`) {
+			t.Errorf("%s: %d lines, want 2, the newline escaped:\n%s", format, n, out)
+		}
+	}
+}
