@@ -66,7 +66,8 @@ func splitIdentity(id string) (version, modified string) {
 
 // stamp fills in what a source left out of its variables' provenance:
 // the source's name, the item (the variable's Origin) and the item's
-// version when the layer keys its versions by Origin. The variables are
+// version when the layer keys its versions by Origin (a source such as
+// the shared-parameter one, which names its variables by ARN). The variables are
 // copied, so that a layer a source keeps (a read-once file's) is never
 // written to.
 func stamp(src Source, layer Layer) Layer {
@@ -78,8 +79,10 @@ func stamp(src Source, layer Layer) Layer {
 		if v.From.Item == "" {
 			v.From.Item = v.Origin
 		}
-		if v.From.Version == "" {
-			v.From.Version = layer.Versions[v.Origin]
+		if v.From.Version == "" && v.From.Modified == "" {
+			// A parameter's identity (the only version with an "@")
+			// splits into its number and its time.
+			v.From.Version, v.From.Modified = splitIdentity(layer.Versions[v.Origin])
 		}
 		vars[i] = v
 	}

@@ -154,3 +154,33 @@ func TestMergeRecordsOverrides(t *testing.T) {
 		}
 	}
 }
+
+// plain is a source that sets no provenance of its own, as a new source
+// may not.
+type plain struct{}
+
+func (plain) String() string { return "--plain x" }
+func (plain) Load(context.Context) (Layer, error) {
+	return Layer{Vars: []Var{{Name: "P", Value: "p-value", Origin: "arn:p"}},
+		Versions: map[string]string{"arn:p": "3@2026-01-02T03:04:05Z"}}, nil
+}
+func (plain) Versions(_ context.Context, last Layer, _ bool) (map[string]string, error) {
+	return last.Versions, nil
+}
+func (p plain) Refresh(ctx context.Context, _ Layer, _ map[string]string) (Layer, error) {
+	return p.Load(ctx)
+}
+
+// TestStampFillsWhatASourceLeftOut: a variable whose source set no
+// provenance gets the source's name, its Origin as the item and the
+// version its layer keys by Origin, a parameter identity split.
+func TestStampFillsWhatASourceLeftOut(t *testing.T) {
+	layers, err := loadAll(t.Context(), []Source{plain{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Provenance{Source: "--plain x", Item: "arn:p", Version: "3", Modified: "2026-01-02T03:04:05Z"}
+	if got := layers[0].Vars[0].From; got != want {
+		t.Errorf("stamped %+v, want %+v", got, want)
+	}
+}
