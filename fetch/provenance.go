@@ -13,9 +13,10 @@ const InheritedSource = "inherited environment"
 // explain view and the change log. It never holds a value: every field
 // names a flag, an item or a version.
 type Provenance struct {
-	// Source is the flag or reference that asked for the variable, as the
-	// user wrote it: "--path /app/prd", "--secret prod/db=DB_",
-	// "reference DB=ssm:/app/db", "--env-file .env"; or InheritedSource.
+	// Source is the flag or reference that asked for the variable, in a
+	// canonical spelling of what was given: "--path /app/prd",
+	// "--secret prod/db=DB_", "reference DB=ssm:/app/db",
+	// "--env-file .env"; or InheritedSource.
 	Source string
 	// Item is what was read: a parameter's name or ARN, a secret's ARN
 	// (its name when the answer carried none), or a file and line.
@@ -26,8 +27,9 @@ type Provenance struct {
 	// "version 3" (pinned), "stage AWSCURRENT", "version id …" (pinned).
 	Selector string
 	// Version is the version read: a parameter's version number, a
-	// secret's version id, a dotenv file's content hash. Modified is when
-	// a parameter's version was written, when the answer said.
+	// secret's version id, a dotenv file's keyed content hash (see
+	// EnvFileSource.parse). Modified is when a parameter's version was
+	// written, when the answer said.
 	Version, Modified string
 }
 
@@ -66,10 +68,9 @@ func splitIdentity(id string) (version, modified string) {
 
 // stamp fills in what a source left out of its variables' provenance:
 // the source's name, the item (the variable's Origin) and the item's
-// version when the layer keys its versions by Origin (a source such as
-// the shared-parameter one, which names its variables by ARN). The variables are
-// copied, so that a layer a source keeps (a read-once file's) is never
-// written to.
+// version when the layer keys its versions by Origin (as a source that
+// names its items by ARN does). The variables are copied, so that a layer
+// a source keeps (a read-once file's) is never written to.
 func stamp(src Source, layer Layer) Layer {
 	vars := make([]Var, len(layer.Vars))
 	for i, v := range layer.Vars {
