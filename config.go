@@ -50,6 +50,7 @@ type config struct {
 
 	print, reveal bool
 	format        string
+	explain       bool // --explain: see print.go
 
 	// Safe restarts: readiness checks and rollback.
 	ready          []ready.Check
@@ -179,6 +180,8 @@ func (c *config) check() error {
 		return fmt.Errorf("--format %q: want dotenv, json or shell", c.format)
 	case c.reveal && !c.print:
 		return fmt.Errorf("--reveal only goes with --print")
+	case c.explain && !c.print:
+		return fmt.Errorf("--explain only goes with --print")
 	case c.format != "dotenv" && !c.print:
 		return fmt.Errorf("--format only goes with --print")
 	case slices.ContainsFunc(c.sources, func(s sourceFlag) bool {
@@ -306,14 +309,7 @@ func splitChecks(v string) []string {
 	return out
 }
 
-func isSourceKind(name string) bool {
-	for _, k := range sourceKinds {
-		if k == name {
-			return true
-		}
-	}
-	return false
-}
+func isSourceKind(name string) bool { return slices.Contains(sourceKinds, name) }
 
 // envName is the variable that stands in for a flag: --log-level is
 // PARAMEXEC_LOG_LEVEL.

@@ -112,6 +112,7 @@ func newFlagSet(cfg *config, raw *rawFlags) *flag.FlagSet {
 	fs.BoolVar(&cfg.proxyProtocol, "proxy-protocol", false, "")
 	fs.BoolVar(&cfg.print, "print", false, "")
 	fs.BoolVar(&cfg.reveal, "reveal", false, "")
+	fs.BoolVar(&cfg.explain, "explain", false, "")
 	fs.StringVar(&cfg.format, "format", "dotenv", "")
 	fs.StringVar(&cfg.logFormat, "log-format", "text", "")
 	fs.StringVar(&cfg.logLevel, "log-level", "info", "")

@@ -83,7 +83,7 @@ func run(args, osEnv []string, stdout, stderr io.Writer) int {
 		return code
 	case cfg.print:
 		_, effective := resolve(inherited, layers, cfg.noOverride, log)
-		if err := printVars(stdout, effective, cfg.format, cfg.reveal); err != nil {
+		if err := printVars(stdout, effective, cfg.format, cfg.reveal, cfg.explain); err != nil {
 			log.Error("print", "error", err)
 			return 1
 		}

@@ -187,6 +187,10 @@ INSPECTING
     --print               print the resolved variables and exit; values are
                           masked
     --reveal              with --print, show the values
+    --explain             with --print, say where each value came from: flag
+                          or reference, parameter or secret ARN and JSON key,
+                          label or stage, version, and what it overrode; the
+                          change log names source and old and new version
     --format FORMAT       dotenv (default), json or shell
     --log-format FORMAT   text (default) or json, on stderr
     --log-level LEVEL     debug, info (default), warn or error; debug explains

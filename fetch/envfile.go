@@ -2,6 +2,8 @@ package fetch
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -44,6 +46,8 @@ type EnvFileSource struct {
 	// checked is what the last version check read: a refresh hands on
 	// these bytes, the ones whose hash the poll saw, not a later read.
 	checked []byte
+	// shownKey keys the content hash that Provenance shows (see parse).
+	shownKey []byte
 }
 
 type envFileKind uint8
@@ -96,9 +100,22 @@ func (s *EnvFileSource) parse(data []byte) (Layer, error) {
 		return Layer{}, err
 	}
 	index := make(map[string]int, len(entries))
+	// The version shown is a hash keyed with a random key of this
+	// source's own: it tells one content from another in the explain view
+	// and the change log, and, unlike the plain hash, cannot confirm a
+	// guess at a value the file holds.
+	if s.shownKey == nil {
+		s.shownKey = make([]byte, 32)
+		rand.Read(s.shownKey)
+	}
+	mac := hmac.New(sha256.New, s.shownKey)
+	mac.Write(data)
+	shown := hex.EncodeToString(mac.Sum(nil)[:8])
 	var vars []Var
 	for _, e := range entries {
-		v := Var{Name: e.Key, Value: e.Value, Origin: s.Path + ":" + strconv.Itoa(e.Line), Rank: s.Rank}
+		origin := s.Path + ":" + strconv.Itoa(e.Line)
+		v := Var{Name: e.Key, Value: e.Value, Origin: origin, Rank: s.Rank,
+			From: Provenance{Source: s.String(), Item: origin, Version: shown}}
 		if i, ok := index[e.Key]; ok {
 			vars[i] = v
 			continue

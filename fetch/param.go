@@ -127,6 +127,31 @@ func (p Param) request() string {
 	return p.Name + ":" + p.Selector
 }
 
+// source is the flag or reference that asked for the parameter, for
+// Provenance, in a canonical spelling: "--param /app/db:prod=DB",
+// "reference DB=ssm:/app/db". A reference names an item, never holds a
+// value, so it may be shown.
+func (p Param) source() string {
+	if !p.Ref {
+		return "--param " + p.request() + "=" + p.Var
+	}
+	if strings.HasPrefix(p.Name, "arn:") {
+		return "reference " + p.Var + "=" + p.request()
+	}
+	return "reference " + p.Var + "=ssm:" + p.request()
+}
+
+// selector says in words what the parameter follows, for Provenance.
+func (p Param) selector() string {
+	switch {
+	case p.Selector == "":
+		return "latest"
+	case p.pinned():
+		return "version " + p.Selector
+	}
+	return "label " + p.Selector
+}
+
 // pinned reports whether the parameter is pinned to a version number, which
 // can never change.
 func (p Param) pinned() bool {

@@ -72,7 +72,9 @@ func (s *paramSource) layer(read map[string]parameter) Layer {
 	for _, p := range s.Params {
 		req := p.request()
 		r := read[req]
-		vars = append(vars, Var{Name: p.Var, Value: aws.ToString(r.Value), Origin: req, Rank: p.Rank})
+		version, modified := splitIdentity(r.Identity)
+		from := Provenance{Source: p.source(), Item: p.Name, Selector: p.selector(), Version: version, Modified: modified}
+		vars = append(vars, Var{Name: p.Var, Value: aws.ToString(r.Value), Origin: req, Rank: p.Rank, From: from})
 		versions[req] = r.Identity
 	}
 	return Layer{Vars: vars, Versions: versions}

@@ -98,7 +98,7 @@ func (p *poller) pollSource(ctx context.Context, i int, discover bool) (layer La
 	if err != nil {
 		return Layer{}, false, err
 	}
-	return layer, true, nil
+	return stamp(src, layer), true, nil
 }
 
 // worst is the longest run of failures among the given sources: the one

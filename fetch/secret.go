@@ -89,6 +89,34 @@ func (s Secret) stage() string {
 	return s.VersionStage
 }
 
+// source is the flag or reference that asked for the secret, for
+// Provenance, in a canonical spelling: "--secret prod/db=DB_",
+// "reference DB=secretsmanager:prod/db#password", or ECS's ARN form.
+func (s Secret) source() string {
+	switch {
+	case s.Var == "" && s.Prefix != "":
+		return "--secret " + s.ID + "=" + s.Prefix
+	case s.Var == "":
+		return "--secret " + s.ID
+	case !strings.HasPrefix(s.ID, "arn:"):
+		ref := "secretsmanager:" + s.ID
+		if s.JSONKey != "" {
+			ref += "#" + s.JSONKey
+		}
+		return "reference " + s.Var + "=" + ref
+	}
+	ref := strings.TrimRight(s.ID+":"+s.JSONKey+":"+s.VersionStage+":"+s.VersionID, ":")
+	return "reference " + s.Var + "=" + ref
+}
+
+// selector says in words what the secret follows, for Provenance.
+func (s Secret) selector() string {
+	if s.VersionID != "" {
+		return "version id " + s.VersionID
+	}
+	return "stage " + s.stage()
+}
+
 // current reports whether the secret follows AWSCURRENT, which is all
 // BatchGetSecretValue can read.
 func (s Secret) current() bool { return s.VersionID == "" && s.stage() == currentStage }

@@ -31,6 +31,7 @@ const batchSize = 20
 // secretValue is one read version of a secret.
 type secretValue struct {
 	name    string // from the response: an ARN's random suffix is not part of it
+	arn     string // from the response, for Provenance; empty if it had none
 	value   string
 	binary  bool
 	version string
@@ -189,6 +190,7 @@ func batchGet(ctx context.Context, client SecretsClient, ids []string) (map[stri
 		}
 		v := secretValue{
 			name:    aws.ToString(e.Name),
+			arn:     aws.ToString(e.ARN),
 			version: aws.ToString(e.VersionId),
 		}
 		if e.SecretString != nil {
@@ -249,7 +251,7 @@ func getSecret(ctx context.Context, client SecretsClient, sec Secret, version st
 	case version == "" && len(out.VersionStages) > 0 && !slices.Contains(out.VersionStages, sec.stage()):
 		return secretValue{}, inconsistentf("asked for the stage %s, GetSecretValue answered with version %s, which is not on it", sec.stage(), got)
 	}
-	v := secretValue{name: aws.ToString(out.Name), version: got}
+	v := secretValue{name: aws.ToString(out.Name), arn: aws.ToString(out.ARN), version: got}
 	if out.SecretString != nil {
 		v.value = *out.SecretString
 	} else {

@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -27,7 +28,7 @@ func (s Secret) vars(v secretValue) ([]Var, error) {
 			}
 			origin += "#" + s.JSONKey
 		}
-		return []Var{{Name: s.Var, Value: value, Origin: origin, Rank: s.Rank}}, nil
+		return []Var{{Name: s.Var, Value: value, Origin: origin, Rank: s.Rank, From: s.provenance(v, s.JSONKey)}}, nil
 	}
 	fields, isObject := jsonObject(v.value)
 	if v.binary || !isObject {
@@ -38,7 +39,7 @@ func (s Secret) vars(v secretValue) ([]Var, error) {
 				return nil, err
 			}
 		}
-		return []Var{{Name: name, Value: v.value, Origin: origin, Rank: s.Rank}}, nil
+		return []Var{{Name: name, Value: v.value, Origin: origin, Rank: s.Rank, From: s.provenance(v, "")}}, nil
 	}
 	keys := make([]string, 0, len(fields))
 	for k := range fields {
@@ -51,11 +52,24 @@ func (s Secret) vars(v secretValue) ([]Var, error) {
 		if err != nil {
 			return nil, fmt.Errorf("JSON key %q: %w", k, err)
 		}
-		if err := n.add(Var{Name: name, Value: fields[k], Origin: origin + "#" + k, Rank: s.Rank}); err != nil {
+		from := s.provenance(v, k)
+		if err := n.add(Var{Name: name, Value: fields[k], Origin: origin + "#" + k, Rank: s.Rank, From: from}); err != nil {
 			return nil, err
 		}
 	}
 	return n.vars, nil
+}
+
+// provenance is where a variable taken from v, and from its JSON key key
+// if not empty, came from: the secret's ARN when the answer carried it.
+func (s Secret) provenance(v secretValue, key string) Provenance {
+	return Provenance{
+		Source:   s.source(),
+		Item:     cmp.Or(v.arn, v.name),
+		Key:      key,
+		Selector: s.selector(),
+		Version:  v.version,
+	}
 }
 
 // jsonObject parses s as a JSON object and returns each top-level key's

@@ -26,6 +26,10 @@ type Var struct {
 	// Rank orders sources for precedence: a higher rank wins. It is the
 	// position of the flag that asked for the variable.
 	Rank int
+	// From says in detail where the value came from (see Provenance);
+	// Overrode, set by Merge, what it took the place of, lowest rank first.
+	From     Provenance
+	Overrode []Provenance
 }
 
 // A Layer is what one source holds at one moment.
@@ -71,7 +75,7 @@ func loadEach(ctx context.Context, sources []Source) ([]Layer, []error) {
 				errs[i] = fmt.Errorf("%s: %w", src, withCredentialsHint(err))
 				return
 			}
-			layers[i] = layer
+			layers[i] = stamp(src, layer)
 		})
 	}
 	wg.Wait()
@@ -142,7 +146,8 @@ func (n *namer) add(v Var) error {
 // noOverride an inherited variable keeps its value. Variables of negative
 // rank are inherited ones resolved in place (references), so noOverride
 // keeps them too. It returns the environment and the fetched variables that
-// took effect, sorted by name.
+// took effect, sorted by name, each with the provenance of what it
+// overrode in Overrode.
 func Merge(inherited []string, layers []Layer, noOverride bool) (env []string, effective []Var) {
 	var all []Var
 	for _, l := range layers {
@@ -168,6 +173,14 @@ func Merge(inherited []string, layers []Layer, noOverride bool) (env []string, e
 		}
 		if _, seen := values[v.Name]; !seen {
 			order = append(order, v.Name)
+		}
+		v.Overrode = nil
+		if prev, ok := won[v.Name]; ok {
+			v.Overrode = append(slices.Clone(prev.Overrode), prev.From)
+		} else if isInherited[v.Name] && v.Rank >= 0 {
+			// A reference (negative rank) resolves the inherited value
+			// in place; anything else overrides it.
+			v.Overrode = []Provenance{{Source: InheritedSource}}
 		}
 		values[v.Name] = v.Value
 		won[v.Name] = v

@@ -70,7 +70,9 @@ func (s *pathSource) layer(params []parameter) (Layer, error) {
 		if err != nil {
 			return Layer{}, fmt.Errorf("parameter %s: %w", name, err)
 		}
-		if err := n.add(Var{Name: varName, Value: aws.ToString(p.Value), Origin: name, Rank: s.Rank}); err != nil {
+		version, modified := splitIdentity(p.Identity)
+		from := Provenance{Source: s.String(), Item: name, Selector: "latest", Version: version, Modified: modified}
+		if err := n.add(Var{Name: varName, Value: aws.ToString(p.Value), Origin: name, Rank: s.Rank, From: from}); err != nil {
 			return Layer{}, err
 		}
 		versions[name] = p.Identity

@@ -258,6 +258,7 @@ func (w *Watcher) handOn(ctx context.Context, layers []Layer, handed []Var, log 
 		return handed
 	}
 	log.Info("change detected", "changed", changed)
+	logChanges(log, handed, effective, changed)
 	onUpdate(ctx, Update{Env: env, Changed: changed})
 	return effective
 }
