@@ -12,7 +12,7 @@ import (
 	"github.com/paramexec/paramexec/fetch"
 )
 
-// defaultGrace is --grace's default (config.go).
+// defaultGrace is --grace's default (flags.go).
 const defaultGrace = 10 * time.Second
 
 // The parts of an ECS task definition this test reads.
@@ -88,7 +88,7 @@ func TestECSTaskDefinition(t *testing.T) {
 		env[e.Name] = e.Value
 		if strings.HasPrefix(e.Name, "PARAMEXEC_") {
 			if _, ok := flags[flagOfVar(e.Name)]; !ok {
-				t.Errorf("%s stands for --%s, which config.go does not define", e.Name, flagOfVar(e.Name))
+				t.Errorf("%s stands for --%s, which flags.go does not define", e.Name, flagOfVar(e.Name))
 			}
 			paramexecEnv = append(paramexecEnv, e.Name+"="+e.Value)
 		}

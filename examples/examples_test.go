@@ -43,21 +43,29 @@ type flagDef struct {
 	bool bool // takes no value
 }
 
-// configFlags reads the flags parseConfig registers, from ../config.go's
-// syntax: fs.BoolVar(&x, "name", ...), fs.String("name", ...), and
+// configFiles are where paramexec declares its flags and their rules.
+var configFiles = []string{"config.go", "flags.go"}
+
+// configFlags reads the flags parseConfig registers, from the syntax of
+// ../config.go and ../flags.go: fs.BoolVar(&x, "name", ...), fs.String("name", ...), and
 // fs.Var(v, kind, ...) inside "for _, kind := range sourceKinds", where
 // sourceKinds is a package-level []string literal.
 func configFlags(t *testing.T) map[string]flagDef {
 	t.Helper()
-	path := filepath.Join(repoRoot(t), "config.go")
-	f, err := parser.ParseFile(token.NewFileSet(), path, nil, parser.SkipObjectResolution)
-	if err != nil {
-		t.Fatal(err)
+	var files []*ast.File
+	var decls []ast.Decl
+	for _, name := range configFiles {
+		f, err := parser.ParseFile(token.NewFileSet(), filepath.Join(repoRoot(t), name), nil, parser.SkipObjectResolution)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+		decls = append(decls, f.Decls...)
 	}
 
 	// Package-level string lists, for names registered in a loop.
 	lists := map[string][]string{}
-	for _, decl := range f.Decls {
+	for _, decl := range decls {
 		gd, ok := decl.(*ast.GenDecl)
 		if !ok || gd.Tok != token.VAR {
 			continue
@@ -145,7 +153,9 @@ func configFlags(t *testing.T) map[string]flagDef {
 			return true
 		})
 	}
-	visit(f, nil)
+	for _, f := range files {
+		visit(f, nil)
+	}
 
 	// The parse must have found the flags cli.md fixes, or it found nothing
 	// real and every check built on it would pass vacuously.
@@ -224,7 +234,7 @@ func TestUsageDocumentsEveryFlag(t *testing.T) {
 	}
 	for name := range listed {
 		if _, ok := flags[name]; !ok && name != "help" {
-			t.Errorf("usage.go documents --%s, which config.go does not define", name)
+			t.Errorf("usage.go documents --%s, which flags.go does not define", name)
 		}
 	}
 	for _, m := range regexp.MustCompile(`PARAMEXEC_([A-Z0-9_]+)`).FindAllStringSubmatch(text, -1) {
