@@ -134,6 +134,9 @@ func load(startup *startupSignals, cfg *config, inherited []string, log *slog.Lo
 			return nil, nil, 128 + int(sig)
 		}
 		log.Error("cannot read configuration", "error", err)
+		if errors.Is(err, fetch.ErrNotShared) {
+			return nil, nil, exitUsage // --path names a share that does not exist
+		}
 		return nil, nil, exitSource
 	}
 	return sources, layers, 0

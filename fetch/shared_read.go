@@ -158,11 +158,18 @@ func (s *sharedPathSource) readError(err error) error {
 	return fmt.Errorf("%w; reading parameters of account %s also needs them shared with this account through AWS RAM", err, s.ARN.AccountID)
 }
 
+// ErrNotShared is what a --path by ARN of another account fails with at
+// start-up when nothing under it is shared with the caller: a mistake in
+// the configuration or the share, not a read that a retry could mend.
+var ErrNotShared = errors.New("nothing shared under the path")
+
 // notSharedError is a shared listing that holds nothing under the path,
 // from an account that is not the caller's own (or cannot be told to be).
 type notSharedError struct {
 	arn, why string
 }
+
+func (e *notSharedError) Is(target error) bool { return target == ErrNotShared }
 
 func (e *notSharedError) Error() string {
 	return fmt.Sprintf("nothing under %s is shared with this caller: share the parameters with this account through AWS RAM "+

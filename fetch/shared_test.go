@@ -220,8 +220,8 @@ func TestSharedPathNotSharedOrOwn(t *testing.T) {
 	}
 	_, err = other.Load(t.Context())
 	var ns *notSharedError
-	if !errors.As(err, &ns) {
-		t.Fatalf("not shared: %v, want a notSharedError", err)
+	if !errors.As(err, &ns) || !errors.Is(err, ErrNotShared) {
+		t.Fatalf("not shared: %v, want a notSharedError that is ErrNotShared", err)
 	}
 	if Transient(err) {
 		t.Errorf("not shared reported as transient: start-up would retry it until --startup-timeout")
