@@ -33,9 +33,21 @@ func supervise(startup *startupSignals, cfg *config, inherited []string, sources
 	// the main PID.
 	notifySocket, _ := environ.Lookup(inherited, "NOTIFY_SOCKET")
 	inherited = environ.Without(inherited, "NOTIFY_SOCKET")
-	env, _ := resolve(inherited, layers, cfg.noOverride, log)
+	env, effective := resolve(inherited, layers, cfg.noOverride, log)
 	notes, closeNotes := openNotifier(notifySocket, log)
 	defer closeNotes()
+	// The files go last of all, on every way out: after the watcher,
+	// which writes them, has stopped.
+	files, err := openDelivery(cfg.files, log)
+	if err != nil {
+		log.Error("--files-dir", "error", err)
+		return exitUsage
+	}
+	defer files.close()
+	if env, err = files.start(env, effective); err != nil {
+		log.Error("cannot deliver values as files", "error", err)
+		return exitSource
+	}
 
 	becomeSubreaper(log)
 	sigs := make(chan os.Signal, 128)
@@ -63,7 +75,7 @@ func supervise(startup *startupSignals, cfg *config, inherited []string, sources
 	}
 
 	ctx, cancel := context.WithCancel(startup.Context())
-	changes, watching := watch(ctx, newWatcher(cfg, sources, childInherited, log), layers, log)
+	changes, watching := watch(ctx, newWatcher(cfg, sources, childInherited, log), layers, files, log)
 	defer watching.Wait()
 	defer cancel()
 
@@ -108,17 +120,24 @@ func becomeSubreaper(log *slog.Logger) {
 }
 
 // watch runs w, if any, until ctx ends, handing each new environment to
-// the supervisor through changes and waiting while the supervisor is
+// the supervisor through changes (as files says: see delivery.update) and waiting while the supervisor is
 // busy: never two at once. Wait for it with watching.
-func watch(ctx context.Context, w *fetch.Watcher, layers []fetch.Layer, log *slog.Logger) (changes chan exec.Change, watching *sync.WaitGroup) {
+func watch(ctx context.Context, w *fetch.Watcher, layers []fetch.Layer, files *delivery, log *slog.Logger) (changes chan exec.Change, watching *sync.WaitGroup) {
 	changes, watching = make(chan exec.Change), &sync.WaitGroup{}
 	if w == nil {
 		return changes, watching
 	}
 	watching.Go(func() {
 		err := w.Run(ctx, layers, func(ctx context.Context, u fetch.Update) {
+			c, send, err := files.update(u)
+			if err != nil {
+				log.Error("change not applied: the files keep the last set, the child its values", "changed", u.Changed, "error", err)
+			}
+			if !send {
+				return
+			}
 			select {
-			case changes <- exec.Change{Env: u.Env, Reason: u.Reason()}:
+			case changes <- c:
 			case <-ctx.Done():
 			}
 		})
