@@ -335,7 +335,7 @@ func envLookup(list []string) func(string) (string, bool) {
 func (c *config) specs() []fetch.Spec {
 	out := make([]fetch.Spec, len(c.sources))
 	for i, s := range c.sources {
-		out[i] = fetch.Spec{Kind: s.kind, Value: s.value}
+		out[i] = fetch.Spec{Kind: s.kind, Value: s.value, Whole: c.files.policy(i).how == deliverDocument}
 	}
 	return out
 }

@@ -34,7 +34,7 @@ func TestFilesFlagRules(t *testing.T) {
 		{nil, append(sec, "--deliver", "both:secret:prod/tls=TLS_", "--files-dir", private, "--on-change-of", "reload:secret:prod/tls=TLS_", "true"), "only a restart changes"},
 		{nil, append(sec, "--deliver", "files:secret:prod/other", "--files-dir", private, "true"), "no --secret prod/other is given"},
 		{nil, append(sec, "--deliver", "files:prod/tls", "true"), "KIND:VALUE"},
-		{nil, append(sec, "--deliver", "disk:secret:prod/tls=TLS_", "true"), "want env, files or both"},
+		{nil, append(sec, "--deliver", "disk:secret:prod/tls=TLS_", "true"), "want env, files, both or document"},
 		{nil, append(sec, "--deliver", "files:secret:prod/tls=TLS_", "--deliver", "env:secret:prod/tls=TLS_", "--files-dir", private, "true"), "named twice"},
 		{nil, append(sec, "--deliver", "files:secret:prod/tls=TLS_", "--files-dir", private, "--files-mode", "0644", "true"), "want 0400 or 0600"},
 		{nil, append(sec, "--deliver", "files:secret:prod/tls=TLS_", "--files-dir", private, "--on-change", "exit", "--on-change-of", "none:secret:prod/tls=TLS_", "true"), "only goes with --on-change restart"},

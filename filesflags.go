@@ -21,6 +21,9 @@ const (
 	deliverEnv deliverHow = iota
 	deliverFiles
 	deliverBoth
+	// deliverDocument is deliverFiles with a JSON secret kept whole: one
+	// file holding the document, not one per key.
+	deliverDocument
 )
 
 // What a change of a source's values does. The zero value is today's: a
@@ -41,7 +44,7 @@ type sourcePolicy struct {
 
 // filesToo and envToo say where the source's values go.
 func (p sourcePolicy) filesToo() bool { return p.how != deliverEnv }
-func (p sourcePolicy) envToo() bool   { return p.how != deliverFiles }
+func (p sourcePolicy) envToo() bool   { return p.how == deliverEnv || p.how == deliverBoth }
 
 // filesFlags are the flags of values as files, as given.
 type filesFlags struct {
@@ -102,13 +105,16 @@ func (f *filesFlags) finish(sources []sourceFlag) (filesConfig, error) {
 	if c.reloadSig, err = exec.ParseSignal(f.reloadSig); err != nil {
 		return c, fmt.Errorf("--reload-signal: %w", err)
 	}
-	hows := map[string]deliverHow{"env": deliverEnv, "files": deliverFiles, "both": deliverBoth}
+	hows := map[string]deliverHow{"env": deliverEnv, "files": deliverFiles, "both": deliverBoth, "document": deliverDocument}
 	if err := eachSelector("--deliver", f.deliver, sources, func(word string, ranks []int) error {
 		how, ok := hows[word]
 		if !ok {
-			return errors.New("want env, files or both before the source")
+			return errors.New("want env, files, both or document before the source")
 		}
 		for _, r := range ranks {
+			if how == deliverDocument && sources[r].kind != "secret" {
+				return errors.New("document keeps a JSON secret whole: a --secret only")
+			}
 			p := c.policies[r]
 			p.how = how
 			c.policies[r] = p
@@ -195,7 +201,7 @@ func (c *config) checkFiles() error {
 	for i, p := range f.policies {
 		s := c.sources[i]
 		switch {
-		case p.action == actReload && p.how != deliverFiles:
+		case p.action == actReload && p.envToo():
 			return fmt.Errorf("--on-change-of reload:%s:%s: a reload signal reaches a child that re-reads files; this source's values are in the environment, which only a restart changes: add --deliver files:%s:%s", s.kind, s.value, s.kind, s.value)
 		case p.action != actRestart && c.interval == 0 && !c.print:
 			return fmt.Errorf("--on-change-of %s:%s: only applies when watching; give --interval too", []string{"restart", "reload", "none"}[p.action], s.kind+":"+s.value)

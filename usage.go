@@ -186,11 +186,12 @@ VALUES AS FILES (docs/values-as-files.md)
                           starts and on every change, a whole poll at once;
                           removed when paramexec exits. Use a tmpfs
     --files-mode MODE     the files' mode: 0400 (default) or 0600
-    --deliver HOW:SOURCE  repeatable; HOW is env (default), files or both;
-                          SOURCE is KIND:VALUE, a source flag and its value
-                          exactly as given: files:secret:prod/tls=TLS_.
-                          Values delivered only as files never enter the
-                          child's environment
+    --deliver HOW:SOURCE  repeatable; HOW is env (default), files, both, or
+                          document (a --secret's JSON kept whole, one file
+                          named PREFIX); SOURCE is KIND:VALUE, a source flag
+                          and its value exactly as given:
+                          files:secret:prod/tls=TLS_. Values delivered only
+                          as files never enter the child's environment
     --on-change-of ACTION:SOURCE
                           repeatable; what a change of SOURCE's values does:
                           restart (default), reload (the child gets

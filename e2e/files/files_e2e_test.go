@@ -162,3 +162,25 @@ func TestBadFileSettingsExit2(t *testing.T) {
 		t.Error("the command ran despite a refused setting")
 	}
 }
+
+// --deliver document keeps a JSON secret whole: one file holding the
+// document exactly as stored, named as --secret's PREFIX.
+func TestJSONSecretAsOneDocument(t *testing.T) {
+	harness.ParallelE2E(t)
+	secret := uniqueName(t, "doc")
+	doc := `{"user": "app", "password": "` + harness.Val("pw") + `", "port": 5432}`
+	harness.Moto.CreateSecret(t, secret, doc)
+	out := filepath.Join(t.TempDir(), "out")
+	r := harness.RunBinary(t, harness.BaseEnv(harness.Moto.URL),
+		"--secret", secret+"=DB_CONFIG", "--files-dir", filepath.Join(t.TempDir(), "files"), "--name-file",
+		"--deliver", "document:secret:"+secret+"=DB_CONFIG",
+		"--", "sh", "-c", `test -z "${DB_CONFIG+x}${DB_CONFIGPASSWORD+x}" && cat "$DB_CONFIG_FILE" > "$1"`, "sh", out)
+	if got, _ := os.ReadFile(out); r.Code != 0 || string(got) != doc {
+		t.Fatalf("exit %d; want 0 and the document whole in DB_CONFIG_FILE\nstderr:\n%s", r.Code, r.Stderr)
+	}
+	r = harness.RunBinary(t, harness.BaseEnv(harness.Moto.URL),
+		"--param", "/p", "--files-dir", filepath.Join(t.TempDir(), "files"), "--deliver", "document:param:/p", "--", "true")
+	if r.Code != harness.ExitUsage || !strings.Contains(r.Stderr, "a --secret only") {
+		t.Fatalf("--deliver document of a --param: exit %d, stderr:\n%s\nwant exit 2", r.Code, r.Stderr)
+	}
+}
