@@ -50,7 +50,10 @@ func Open(dir string, mode fs.FileMode) (*Writer, error) {
 	switch {
 	case err == nil:
 		w.created = true
-		// The umask may have taken bits away, never added: still check.
+		// A umask may have taken the owner's bits too: set them.
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("files directory %s: %w", dir, err)
+		}
 	case !errors.Is(err, fs.ErrExist):
 		return nil, fmt.Errorf("files directory %s: %w", dir, err)
 	}
