@@ -48,6 +48,23 @@ func openDelivery(cfg filesConfig, log *slog.Logger) (*delivery, error) {
 	return &delivery{cfg: cfg, w: w, log: log}, nil
 }
 
+// startDelivery opens the delivery of cfg and writes the first child's
+// files; it returns the child's environment, or paramexec's exit code
+// when it cannot (the files, if any, removed again).
+func startDelivery(cfg filesConfig, env []string, vars []fetch.Var, log *slog.Logger) (*delivery, []string, int) {
+	d, err := openDelivery(cfg, log)
+	if err != nil {
+		log.Error("--files-dir", "error", err)
+		return nil, nil, exitUsage
+	}
+	if env, err = d.start(env, vars); err != nil {
+		d.close()
+		log.Error("cannot deliver values as files", "error", err)
+		return nil, nil, exitSource
+	}
+	return d, env, 0
+}
+
 // close removes the files (and the directory, when paramexec made it).
 func (d *delivery) close() {
 	if d == nil {

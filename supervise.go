@@ -36,18 +36,13 @@ func supervise(startup *startupSignals, cfg *config, inherited []string, sources
 	env, effective := resolve(inherited, layers, cfg.noOverride, log)
 	notes, closeNotes := openNotifier(notifySocket, log)
 	defer closeNotes()
+	files, env, code := startDelivery(cfg.files, env, effective, log)
+	if code != 0 {
+		return code
+	}
 	// The files go last of all, on every way out: after the watcher,
 	// which writes them, has stopped.
-	files, err := openDelivery(cfg.files, log)
-	if err != nil {
-		log.Error("--files-dir", "error", err)
-		return exitUsage
-	}
 	defer files.close()
-	if env, err = files.start(env, effective); err != nil {
-		log.Error("cannot deliver values as files", "error", err)
-		return exitSource
-	}
 
 	becomeSubreaper(log)
 	sigs := make(chan os.Signal, 128)
@@ -85,7 +80,7 @@ func supervise(startup *startupSignals, cfg *config, inherited []string, sources
 	// Start-up is over: keep the supervisor small for the long run.
 	released, err := releaseStartupPages()
 	log.Debug("memory settled", "limit", limitMemory(), "released_binary_bytes", released, "release_error", err)
-	code, err := sup.Run(ctx, env, changes, sigs)
+	code, err = sup.Run(ctx, env, changes, sigs)
 	if err != nil {
 		log.Error("cannot run command", "command", cfg.argv[0], "error", err)
 	}
