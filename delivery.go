@@ -32,6 +32,9 @@ type delivery struct {
 	last    map[string]fetch.Var // the variables handed on last, by name
 	written map[string]string    // the set the files hold now
 	gen     int                  // restarts for files-only values so far
+	// failed says a change was dropped because its files could not be
+	// written: the next change restarts, so that nothing dropped is lost.
+	failed bool
 }
 
 // openDelivery opens the files directory; nil (and no error) when no
@@ -143,10 +146,12 @@ func (d *delivery) update(u fetch.Update) (c exec.Change, send bool, err error) 
 		return exec.Change{Env: u.Env, Reason: u.Reason()}, true, nil
 	}
 	if err := d.write(u.Vars); err != nil {
+		d.failed = true
 		return exec.Change{}, false, err
 	}
 	now := byName(u.Vars)
-	restart, filesOnly, reload := false, false, false
+	restart, filesOnly, reload := d.failed, d.failed, false
+	d.failed = false
 	for _, name := range u.Changed {
 		for _, v := range []fetch.Var{d.last[name], now[name]} {
 			if v.Name == "" {

@@ -135,3 +135,21 @@ func TestDeliveryFilesOnlyRestartAndNone(t *testing.T) {
 		t.Fatalf("KEY file of a none source: %q; files always hold the last poll", b)
 	}
 }
+
+// A change whose files cannot be written is not sent; the next one
+// restarts, whatever it changed, so that what was dropped reaches the child.
+func TestDeliveryAfterAFailedWriteRestarts(t *testing.T) {
+	d := newTestDelivery(t, actReload)
+	if _, err := d.start(nil, vars("k1", "d1")); err != nil {
+		t.Fatal(err)
+	}
+	bad := update("k1", "d2", "DB")
+	bad.Vars = append(bad.Vars, fetch.Var{Name: "a/b", Value: "x", Rank: 0}) // no file can have that name
+	if c, send, err := d.update(bad); err == nil || send {
+		t.Fatalf("a change whose files failed: %+v, %v, %v; want an error and nothing sent", c, send, err)
+	}
+	c, send, err := d.update(update("k2", "d2", "KEY"))
+	if err != nil || !send || c.Reload != 0 || !slices.Contains(c.Env, "DB=d2") {
+		t.Fatalf("the change after a failed one: %+v, %v, %v; want a restart carrying DB=d2", c, send, err)
+	}
+}
