@@ -277,6 +277,14 @@ EXAMPLES
         Type=notify
         ExecStart=/usr/local/bin/paramexec --path /myapp/prod --interval 5m -- /opt/myapp/server
 
+    A TLS certificate and key as files on a tmpfs, nginx reloaded (SIGHUP)
+    when the secret rotates (docs/values-as-files.md):
+        docker run --tmpfs /run/secrets:mode=0700 \
+            -e PARAMEXEC_SECRET=prod/tls=TLS_ -e PARAMEXEC_INTERVAL=1m \
+            -e PARAMEXEC_FILES_DIR=/run/secrets \
+            -e PARAMEXEC_DELIVER=files:secret:prod/tls=TLS_ \
+            -e PARAMEXEC_ON_CHANGE_OF=reload:secret:prod/tls=TLS_ mynginx
+
     See what a configuration resolves to, without values:
         paramexec --path /myapp/prod --print
 `
