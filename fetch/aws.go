@@ -110,7 +110,7 @@ func parseSpecs(specs []Spec) (sources []Source, paths []pathFlag, params []Para
 			if err != nil {
 				return nil, nil, nil, nil, err
 			}
-			s.Whole = sp.Whole
+			s.whole = sp.Whole
 			secrets = append(secrets, s)
 		default:
 			return nil, nil, nil, nil, fmt.Errorf("--%s is not supported yet", sp.Kind)

@@ -89,9 +89,6 @@ func CheckPrivate(dir string) error {
 	return nil
 }
 
-// Dir is the directory the files are in.
-func (w *Writer) Dir() string { return w.dir }
-
 // Path is where the file of name is read.
 func (w *Writer) Path(name string) string { return filepath.Join(w.dir, name) }
 

@@ -174,7 +174,7 @@ func TestConcurrentReaderSeesWholeSets(t *testing.T) {
 				return
 			default:
 			}
-			ok, err := readSet(w.Dir(), names)
+			ok, err := readSet(w.dir, names)
 			if err != nil {
 				readErr = err
 				return
