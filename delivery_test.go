@@ -41,6 +41,8 @@ func TestFilesFlagRules(t *testing.T) {
 		{nil, []string{"--secret", "s", "--deliver", "files:secret:s", "--files-dir", private, "--on-change-of", "reload:secret:s", "true"}, "give --interval too"},
 		{[]string{"PARAMEXEC_DELIVER=files:secret:s"}, []string{"--secret", "s", "true"}, "give --files-dir"},
 		{nil, append(sec, "--name-file", "true"), "--name-file: no source"},
+		{nil, append(sec, "--files-mode", "0600", "true"), "--files-mode: no source"},
+		{[]string{"PARAMEXEC_RELOAD_SIGNAL=USR1"}, append(sec, "true"), "--reload-signal: no source says"},
 	} {
 		err := usageErr(tc.args, tc.env)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {

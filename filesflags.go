@@ -54,16 +54,28 @@ type filesFlags struct {
 	onChangeOf listFlag
 	reloadSig  string
 	nameFile   bool
+	// given names the flags set by hand (or by their variable), so that
+	// one that would do nothing is refused rather than ignored.
+	given map[string]bool
 }
 
 // register adds the flags to fs, with their defaults.
 func (f *filesFlags) register(fs *flag.FlagSet) {
+	f.mode, f.reloadSig, f.given = "0400", "HUP", map[string]bool{}
 	fs.StringVar(&f.dir, "files-dir", "", "")
-	fs.StringVar(&f.mode, "files-mode", "0400", "")
+	fs.Func("files-mode", "", f.set(&f.mode, "files-mode"))
 	fs.Var(&f.deliver, "deliver", "")
 	fs.Var(&f.onChangeOf, "on-change-of", "")
-	fs.StringVar(&f.reloadSig, "reload-signal", "HUP", "")
+	fs.Func("reload-signal", "", f.set(&f.reloadSig, "reload-signal"))
 	fs.BoolVar(&f.nameFile, "name-file", false, "")
+}
+
+// set is a flag's Set that keeps the value in dst and notes it was given.
+func (f *filesFlags) set(dst *string, name string) func(string) error {
+	return func(v string) error {
+		*dst, f.given[name] = v, true
+		return nil
+	}
 }
 
 // filesConfig is the parsed form: policies by source index (the order of
@@ -74,6 +86,9 @@ type filesConfig struct {
 	policies  map[int]sourcePolicy
 	reloadSig syscall.Signal
 	nameFile  bool
+	// modeGiven and sigGiven say --files-mode and --reload-signal were
+	// given: see checkFiles.
+	modeGiven, sigGiven bool
 }
 
 // policy is the policy of the source of rank (a reference's negative
@@ -92,7 +107,7 @@ func (c *filesConfig) anyFiles() bool {
 
 // finish parses f against the source flags.
 func (f *filesFlags) finish(sources []sourceFlag) (filesConfig, error) {
-	c := filesConfig{dir: f.dir, policies: map[int]sourcePolicy{}, nameFile: f.nameFile}
+	c := filesConfig{dir: f.dir, policies: map[int]sourcePolicy{}, nameFile: f.nameFile, modeGiven: f.given["files-mode"], sigGiven: f.given["reload-signal"]}
 	switch f.mode {
 	case "0400", "400":
 		c.mode = 0o400
@@ -195,6 +210,10 @@ func (c *config) checkFiles() error {
 		return errors.New("--files-dir: no source is delivered as files; add --deliver files:KIND:VALUE")
 	case !anyFiles && f.nameFile:
 		return errors.New("--name-file: no source is delivered as files")
+	case !anyFiles && f.modeGiven:
+		return errors.New("--files-mode: no source is delivered as files")
+	case f.sigGiven && !slices.ContainsFunc(mapsValues(f.policies), func(p sourcePolicy) bool { return p.action == actReload }):
+		return errors.New("--reload-signal: no source says --on-change-of reload:KIND:VALUE")
 	case len(f.policies) > 0 && c.onChange.Kind != exec.Restart && slices.ContainsFunc(mapsValues(f.policies), func(p sourcePolicy) bool { return p.action != actRestart }):
 		return fmt.Errorf("--on-change-of: only goes with --on-change restart, not %s", c.onChange)
 	}
