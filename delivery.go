@@ -1,11 +1,11 @@
 package main
 
 import (
-	"fmt"
+	"crypto/rand"
+	"errors"
 	"log/slog"
-	"maps"
 	"slices"
-	"strconv"
+	"sync"
 
 	"github.com/paramexec/paramexec/exec"
 	"github.com/paramexec/paramexec/fetch"
@@ -13,25 +13,30 @@ import (
 	"github.com/paramexec/paramexec/internal/secretfiles"
 )
 
-// generationVar tells a child started for a change of values delivered
-// only as files which set of files it was started with. It also makes
-// that child's environment differ from its predecessor's, which the
-// supervisor needs to see a change at all.
-const generationVar = "PARAMEXEC_FILES_GENERATION"
-
 // A delivery takes each merged environment to the child as the sources'
 // policies say (see filesflags.go): the values of sources delivered as
 // files written to the files directory, those delivered only as files
 // taken out of the environment, and a change turned into a restart, a
-// reload signal or nothing. It is used by one goroutine at a time: the
-// start-up, then the watcher's hand-on.
+// reload signal or nothing. The watcher's hand-on (update) and the
+// supervisor's starts (prepare) share it under mu.
+//
+// Files of sources that say restart are kept per generation (sets) and
+// follow the environment a child starts with, so that a rollback restores
+// them too; files of sources that say reload or none (live) always hold
+// the newest poll's values (see deliverygen.go).
 type delivery struct {
-	cfg     filesConfig
-	w       *secretfiles.Writer
-	log     *slog.Logger
-	last    map[string]fetch.Var // the variables handed on last, by name
-	written map[string]string    // the set the files hold now
-	gen     int                  // restarts for files-only values so far
+	cfg filesConfig
+	w   *secretfiles.Writer
+	log *slog.Logger
+	key []byte // keys the generation ids
+
+	mu      sync.Mutex
+	last    map[string]fetch.Var         // the variables handed on last, by name
+	live    map[string]string            // files of reload and none sources
+	sets    map[string]map[string]string // files of restart sources, by generation
+	order   []string                     // the generations in sets, oldest first
+	running string                       // the generation of the child started last
+	written map[string]string            // the set the files hold now
 	// failed says a change was dropped because its files could not be
 	// written: the next change restarts, so that nothing dropped is lost.
 	failed bool
@@ -47,8 +52,12 @@ func openDelivery(cfg filesConfig, log *slog.Logger) (*delivery, error) {
 	if err != nil {
 		return nil, err
 	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, errors.Join(err, w.Close())
+	}
 	log.Info("values delivered as files", "dir", cfg.dir)
-	return &delivery{cfg: cfg, w: w, log: log}, nil
+	return &delivery{cfg: cfg, w: w, log: log, key: key, sets: map[string]map[string]string{}}, nil
 }
 
 // startDelivery opens the delivery of cfg and writes the first child's
@@ -78,41 +87,26 @@ func (d *delivery) close() {
 	}
 }
 
-// start writes the files of the first child and returns its environment.
+// start writes the first child's files and returns its environment.
 func (d *delivery) start(env []string, vars []fetch.Var) ([]string, error) {
 	if d == nil {
 		return env, nil
 	}
-	if err := d.write(vars); err != nil {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	snap, live := d.split(vars)
+	gen := d.keep(snap)
+	d.live, d.last, d.running = live, byName(vars), gen
+	if err := d.write(union(snap, live)); err != nil {
 		return nil, err
 	}
-	d.last = byName(vars)
-	return d.childEnv(env, vars), nil
-}
-
-// write makes the files hold the values of vars whose source is delivered
-// as files, as one set; an unchanged set is not written again.
-func (d *delivery) write(vars []fetch.Var) error {
-	set := map[string]string{}
-	for _, v := range vars {
-		if d.cfg.policy(v.Rank).filesToo() {
-			set[v.Name] = v.Value
-		}
-	}
-	if d.written != nil && maps.Equal(set, d.written) {
-		return nil
-	}
-	if err := d.w.Write(set); err != nil {
-		return fmt.Errorf("writing the value files: %w", err)
-	}
-	d.written = set
-	return nil
+	return d.childEnv(env, vars, gen), nil
 }
 
 // childEnv is env without the values delivered only as files, with
-// NAME_FILE for each file under --name-file, and the generation after a
-// restart for files-only values.
-func (d *delivery) childEnv(env []string, vars []fetch.Var) []string {
+// NAME_FILE for each file under --name-file, and the generation of the
+// restart sources' files.
+func (d *delivery) childEnv(env []string, vars []fetch.Var, gen string) []string {
 	var drop, pointers []string
 	for _, v := range vars {
 		p := d.cfg.policy(v.Rank)
@@ -126,55 +120,48 @@ func (d *delivery) childEnv(env []string, vars []fetch.Var) []string {
 			pointers = append(pointers, v.Name+"_FILE="+d.w.Path(v.Name))
 		}
 	}
+	drop = append(drop, generationVar)
 	out := environ.Filter(env, func(name string) bool { return !slices.Contains(drop, name) })
-	out = append(out, pointers...)
-	if d.gen > 0 {
-		out = append(environ.Without(out, generationVar), generationVar+"="+strconv.Itoa(d.gen))
-	}
-	return out
+	return append(append(out, pointers...), generationVar+"="+gen)
 }
 
 // update writes the files of u and says what the supervisor is to do: a
 // restart with the child's new environment when any changed value is in
 // the environment or its source says restart; a reload signal when every
 // changed value is in files only and its source says reload (or none);
-// nothing (send false) when every source says none. The files are
-// written first: a restarted child reads the new set, and so does one
-// signalled.
+// nothing (send false) when every source says none. The live files are
+// written at once, so that a signalled child reads them; a restart
+// source's files when the child that is to read them starts (prepare).
 func (d *delivery) update(u fetch.Update) (c exec.Change, send bool, err error) {
 	if d == nil {
 		return exec.Change{Env: u.Env, Reason: u.Reason()}, true, nil
 	}
-	if err := d.write(u.Vars); err != nil {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	snap, live := d.split(u.Vars)
+	if err := d.write(union(d.sets[d.running], live)); err != nil {
 		d.failed = true
 		return exec.Change{}, false, err
 	}
-	now := byName(u.Vars)
-	restart, filesOnly, reload := d.failed, d.failed, false
+	d.live = live
+	restart, reload := d.failed, false
 	d.failed = false
+	now := byName(u.Vars)
 	for _, name := range u.Changed {
 		for _, v := range []fetch.Var{d.last[name], now[name]} {
-			if v.Name == "" {
-				continue
-			}
-			p := d.cfg.policy(v.Rank)
-			switch {
-			case p.action == actNone:
+			switch p := d.cfg.policy(v.Rank); {
+			case v.Name == "" || p.action == actNone:
 			case p.action == actReload && !p.envToo():
 				reload = true
 			default:
 				restart = true
-				filesOnly = filesOnly || !p.envToo()
 			}
 		}
 	}
 	d.last = now
 	switch {
 	case restart:
-		if filesOnly {
-			d.gen++
-		}
-		return exec.Change{Env: d.childEnv(u.Env, u.Vars), Reason: u.Reason()}, true, nil
+		return exec.Change{Env: d.childEnv(u.Env, u.Vars, d.keep(snap)), Reason: u.Reason()}, true, nil
 	case reload:
 		return exec.Change{Reload: d.cfg.reloadSig, Reason: u.Reason()}, true, nil
 	}

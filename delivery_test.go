@@ -116,17 +116,46 @@ func TestDeliveryKeepsFilesOnlyValuesOutOfTheEnvironment(t *testing.T) {
 	}
 }
 
-func TestDeliveryFilesOnlyRestartAndNone(t *testing.T) {
+// A files-only change of a restart source is a restart whose environment
+// names a new generation; a child started again with the old environment
+// (a rollback) gets the old files back, with the newest live values.
+func TestDeliveryFilesOnlyRestartAndRollback(t *testing.T) {
 	d := newTestDelivery(t, actRestart)
-	if _, err := d.start([]string{"KEY=k1", "DB=d1"}, vars("k1", "d1")); err != nil {
+	d.cfg.policies[2] = sourcePolicy{how: deliverFiles, action: actReload}
+	withLive := func(key, db, tok string) []fetch.Var {
+		return append(vars(key, db), fetch.Var{Name: "TOK", Value: tok, Rank: 2})
+	}
+	first, err := d.start([]string{"DB=d1"}, withLive("k1", "d1", "t1"))
+	if err != nil {
 		t.Fatal(err)
 	}
-	c, send, _ := d.update(update("k2", "d1", "KEY"))
-	if g, _ := environ.Lookup(c.Env, generationVar); !send || c.Reload != 0 || g != "1" {
-		t.Fatalf("files-only change of a restart source: %+v, %v; want a restart with a new %s", c, send, generationVar)
+	u := update("k2", "d1", "KEY")
+	u.Vars = withLive("k2", "d1", "t1")
+	c, send, _ := d.update(u)
+	g1, _ := environ.Lookup(first, generationVar)
+	g2, _ := environ.Lookup(c.Env, generationVar)
+	if !send || c.Reload != 0 || g1 == "" || g2 == "" || g1 == g2 {
+		t.Fatalf("files-only change of a restart source: %+v, %v; want a restart naming a new generation (was %q)", c, send, g1)
 	}
+	read := func(name string) string { b, _ := os.ReadFile(d.w.Path(name)); return string(b) }
+	if got := read("KEY"); got != "k1" {
+		t.Fatalf("KEY file before the new child starts: %q; the running child keeps its set", got)
+	}
+	if err := d.prepare(c.Env); err != nil || read("KEY") != "k2" {
+		t.Fatalf("KEY file as the new child starts: %q, %v; want k2", read("KEY"), err)
+	}
+	u = update("k2", "d1", "TOK") // a reload source moves meanwhile
+	u.Vars = withLive("k2", "d1", "t2")
+	if c, send, _ := d.update(u); !send || c.Reload == 0 {
+		t.Fatalf("a live change: %+v; want a reload", c)
+	}
+	if err := d.prepare(first); err != nil || read("KEY") != "k1" || read("TOK") != "t2" {
+		t.Fatalf("files after a rollback to the first environment: KEY %q TOK %q, %v; want k1 and the newest t2", read("KEY"), read("TOK"), err)
+	}
+}
 
-	d = newTestDelivery(t, actNone)
+func TestDeliveryNoneSendsNothing(t *testing.T) {
+	d := newTestDelivery(t, actNone)
 	if _, err := d.start(nil, vars("k1", "d1")); err != nil {
 		t.Fatal(err)
 	}

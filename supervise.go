@@ -75,7 +75,7 @@ func supervise(startup *startupSignals, cfg *config, inherited []string, sources
 	defer cancel()
 
 	sup := newSupervisor(cfg, notes, relay, inherited, sockets, log)
-	sockets.Attach(ctx, sup)
+	files.attach(ctx, sockets, sup)
 	sockets.Serve(ctx)
 	// Start-up is over: keep the supervisor small for the long run.
 	released, err := releaseStartupPages()

@@ -187,3 +187,40 @@ func TestJSONSecretAsOneDocument(t *testing.T) {
 		t.Fatalf("--deliver document of a --param: exit %d, stderr:\n%s\nwant exit 2", r.Code, r.Stderr)
 	}
 }
+
+// rollbackChild records the file it read and fails at once when that is
+// the bad value, as a program that cannot use a new password would.
+const rollbackChild = `rec=$1
+v=$(cat "$APP_TOKEN_FILE")
+echo "start $$ file=$v" >> "$rec"
+case $v in *bad*) exit 1;; esac
+trap 'exit 0' TERM
+while :; do sleep 1 & wait $!; done
+`
+
+// A change of a value in files only, from a source that says restart,
+// restarts the child; when the new child fails, the rollback restores
+// the files with the environment: the restored child reads the old value.
+func TestFilesRollBackWithTheEnvironment(t *testing.T) {
+	harness.E2E(t)
+	secret := uniqueName(t, "app")
+	harness.Moto.CreateSecret(t, secret, `{"token":"`+harness.Val("good")+`"}`)
+	rec := filepath.Join(t.TempDir(), "rec")
+	pe := harness.StartBinary(t, harness.BaseEnv(harness.Moto.URL),
+		"--secret", secret+"=APP_", "--interval", "1s", "--rollback-window", "3s",
+		"--files-dir", filepath.Join(t.TempDir(), "files"), "--name-file",
+		"--deliver", "files:secret:"+secret+"=APP_",
+		"--", "sh", "-c", rollbackChild, "sh", rec)
+	harness.WaitFor(t, "the first child", func() bool { return len(lines(t, rec, "start ")) == 1 })
+	harness.Moto.PutSecretValue(t, secret, `{"token":"`+harness.Val("bad")+`"}`)
+	harness.WaitFor(t, "the rollback's child", func() bool { return len(lines(t, rec, "start ")) >= 3 })
+	starts := lines(t, rec, "start ")
+	for i, want := range []string{"good", "bad", "good"} {
+		if !strings.HasSuffix(starts[i], "file="+harness.Val(want)) {
+			t.Errorf("child %d recorded %q, want it to read %s", i+1, starts[i], want)
+		}
+	}
+	if t.Failed() {
+		t.Logf("paramexec's log:\n%s", pe.Stderr.String())
+	}
+}
