@@ -61,15 +61,20 @@ type config struct {
 	logFormat, logLevel string
 	version             bool
 
+	// files is --files-dir, --deliver, --on-change-of and their kin: see
+	// filesflags.go.
+	files filesConfig
+
 	argv []string
 }
 
 // supervise reports whether paramexec stays as the child's parent rather
 // than exec-ing in its place. --ready needs a parent: someone must wait
 // for the child to be ready, report it, and stop it if it never is; so
-// does --proxy, which forwards to the child.
+// does --proxy, which forwards to the child, and --deliver files, whose
+// files someone must remove when the child is done.
 func (c *config) supervise() bool {
-	return c.interval > 0 || c.init || len(c.ready) > 0 || len(c.proxy) > 0
+	return c.interval > 0 || c.init || len(c.ready) > 0 || len(c.proxy) > 0 || c.files.anyFiles()
 }
 
 // rollback reports whether a failed change is rolled back: always with
@@ -195,6 +200,9 @@ func (c *config) check() error {
 		return err
 	}
 	if err := c.checkRestart(); err != nil {
+		return err
+	}
+	if err := c.checkFiles(); err != nil {
 		return err
 	}
 	return c.checkHandoff()
@@ -327,7 +335,7 @@ func envLookup(list []string) func(string) (string, bool) {
 func (c *config) specs() []fetch.Spec {
 	out := make([]fetch.Spec, len(c.sources))
 	for i, s := range c.sources {
-		out[i] = fetch.Spec{Kind: s.kind, Value: s.value}
+		out[i] = fetch.Spec{Kind: s.kind, Value: s.value, Whole: c.files.policy(i).how == deliverDocument}
 	}
 	return out
 }

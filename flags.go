@@ -85,6 +85,7 @@ type rawFlags struct {
 	onChange, stopSig string
 	listens, proxies  listFlag
 	ready             []string
+	files             filesFlags
 }
 
 // newFlagSet is paramexec's flags, with their defaults (the one place
@@ -110,6 +111,7 @@ func newFlagSet(cfg *config, raw *rawFlags) *flag.FlagSet {
 	fs.Var(&raw.listens, "listen", "")
 	fs.Var(&raw.proxies, "proxy", "")
 	fs.BoolVar(&cfg.proxyProtocol, "proxy-protocol", false, "")
+	raw.files.register(fs)
 	fs.BoolVar(&cfg.print, "print", false, "")
 	fs.BoolVar(&cfg.reveal, "reveal", false, "")
 	fs.BoolVar(&cfg.explain, "explain", false, "")
@@ -160,6 +162,9 @@ func (raw *rawFlags) finish(cfg *config) error {
 		cfg.ready = append(cfg.ready, c)
 	}
 	if cfg.listen, cfg.proxy, err = parseHandoff(raw.listens, raw.proxies); err != nil {
+		return err
+	}
+	if cfg.files, err = raw.files.finish(cfg.sources); err != nil {
 		return err
 	}
 	for _, c := range cfg.ready {

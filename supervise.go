@@ -33,9 +33,16 @@ func supervise(startup *startupSignals, cfg *config, inherited []string, sources
 	// the main PID.
 	notifySocket, _ := environ.Lookup(inherited, "NOTIFY_SOCKET")
 	inherited = environ.Without(inherited, "NOTIFY_SOCKET")
-	env, _ := resolve(inherited, layers, cfg.noOverride, log)
+	env, effective := resolve(inherited, layers, cfg.noOverride, log)
 	notes, closeNotes := openNotifier(notifySocket, log)
 	defer closeNotes()
+	files, env, code := startDelivery(cfg.files, env, effective, log)
+	if code != 0 {
+		return code
+	}
+	// The files go last of all, on every way out: after the watcher,
+	// which writes them, has stopped.
+	defer files.close()
 
 	becomeSubreaper(log)
 	sigs := make(chan os.Signal, 128)
@@ -63,17 +70,17 @@ func supervise(startup *startupSignals, cfg *config, inherited []string, sources
 	}
 
 	ctx, cancel := context.WithCancel(startup.Context())
-	changes, watching := watch(ctx, newWatcher(cfg, sources, childInherited, log), layers, log)
+	changes, watching := watch(ctx, newWatcher(cfg, sources, childInherited, log), layers, files, log)
 	defer watching.Wait()
 	defer cancel()
 
 	sup := newSupervisor(cfg, notes, relay, inherited, sockets, log)
-	sockets.Attach(ctx, sup)
+	files.attach(ctx, sockets, sup)
 	sockets.Serve(ctx)
 	// Start-up is over: keep the supervisor small for the long run.
 	released, err := releaseStartupPages()
 	log.Debug("memory settled", "limit", limitMemory(), "released_binary_bytes", released, "release_error", err)
-	code, err := sup.Run(ctx, env, changes, sigs)
+	code, err = sup.Run(ctx, env, changes, sigs)
 	if err != nil {
 		log.Error("cannot run command", "command", cfg.argv[0], "error", err)
 	}
@@ -108,17 +115,24 @@ func becomeSubreaper(log *slog.Logger) {
 }
 
 // watch runs w, if any, until ctx ends, handing each new environment to
-// the supervisor through changes and waiting while the supervisor is
+// the supervisor through changes (as files says: see delivery.update) and waiting while the supervisor is
 // busy: never two at once. Wait for it with watching.
-func watch(ctx context.Context, w *fetch.Watcher, layers []fetch.Layer, log *slog.Logger) (changes chan exec.Change, watching *sync.WaitGroup) {
+func watch(ctx context.Context, w *fetch.Watcher, layers []fetch.Layer, files *delivery, log *slog.Logger) (changes chan exec.Change, watching *sync.WaitGroup) {
 	changes, watching = make(chan exec.Change), &sync.WaitGroup{}
 	if w == nil {
 		return changes, watching
 	}
 	watching.Go(func() {
 		err := w.Run(ctx, layers, func(ctx context.Context, u fetch.Update) {
+			c, send, err := files.update(u)
+			if err != nil {
+				log.Error("change not applied: the files keep the last set, the child its values", "changed", u.Changed, "error", err)
+			}
+			if !send {
+				return
+			}
 			select {
-			case changes <- exec.Change{Env: u.Env, Reason: u.Reason()}:
+			case changes <- c:
 			case <-ctx.Done():
 			}
 		})

@@ -178,6 +178,31 @@ ZERO-DOWNTIME RESTARTS
     inherits no descriptor of paramexec's other than 0-2 and its sockets,
     and no LISTEN_* of paramexec's.
 
+VALUES AS FILES (docs/values-as-files.md)
+    --files-dir DIR       a private directory (made 0700; an existing one must
+                          be this user's, mode 0700) for the values of sources
+                          delivered as files, one file per variable (a JSON
+                          secret: one per key), written before each child
+                          starts and on every change, a whole poll at once;
+                          removed when paramexec exits. Use a tmpfs
+    --files-mode MODE     the files' mode: 0400 (default) or 0600
+    --deliver HOW:SOURCE  repeatable; HOW is env (default), files, both, or
+                          document (a --secret's JSON kept whole, one file
+                          named PREFIX); SOURCE is KIND:VALUE, a source flag
+                          and its value exactly as given:
+                          files:secret:prod/tls=TLS_. Values delivered only
+                          as files never enter the child's environment
+    --on-change-of ACTION:SOURCE
+                          repeatable; what a change of SOURCE's values does:
+                          restart (default), reload (the child gets
+                          --reload-signal and keeps running; SOURCE must be
+                          delivered as files only) or none (the files change,
+                          the child is not told). A change that also moves a
+                          value in the environment restarts
+    --reload-signal NAME  the reload signal (default HUP)
+    --name-file           give the child NAME_FILE=DIR/NAME for each file, as
+                          the official images' _FILE convention reads it
+
 STARTING
     --startup-timeout D   a deadline on the whole start-up: retry throttling,
                           5xx and network errors until it, then exit 3
@@ -251,6 +276,14 @@ EXAMPLES
     EC2 systemd unit (examples/paramexec.service):
         Type=notify
         ExecStart=/usr/local/bin/paramexec --path /myapp/prod --interval 5m -- /opt/myapp/server
+
+    A TLS certificate and key as files on a tmpfs, nginx reloaded (SIGHUP)
+    when the secret rotates (docs/values-as-files.md):
+        docker run --tmpfs /run/secrets:mode=0700 \
+            -e PARAMEXEC_SECRET=prod/tls=TLS_ -e PARAMEXEC_INTERVAL=1m \
+            -e PARAMEXEC_FILES_DIR=/run/secrets \
+            -e PARAMEXEC_DELIVER=files:secret:prod/tls=TLS_ \
+            -e PARAMEXEC_ON_CHANGE_OF=reload:secret:prod/tls=TLS_ mynginx
 
     See what a configuration resolves to, without values:
         paramexec --path /myapp/prod --print

@@ -44,7 +44,7 @@ type flagDef struct {
 }
 
 // configFiles are where paramexec declares its flags and their rules.
-var configFiles = []string{"config.go", "flags.go"}
+var configFiles = []string{"config.go", "flags.go", "filesflags.go"}
 
 // configFlags reads the flags parseConfig registers, from the syntax of
 // ../config.go and ../flags.go: fs.BoolVar(&x, "name", ...), fs.String("name", ...), and

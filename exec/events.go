@@ -12,6 +12,10 @@ type Change struct {
 	// Reason names what changed for the logs, never values:
 	// "DB_PASSWORD changed".
 	Reason string
+	// Reload, when not 0, says the change reached the child by other means
+	// than Env (files it re-reads): the child gets this signal, as it would
+	// any forwarded signal, and keeps running; Env is not acted on.
+	Reload syscall.Signal
 }
 
 // EventKind says what happened to the supervised child.

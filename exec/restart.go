@@ -9,6 +9,10 @@ import (
 // change takes a new environment: see Action for what each kind does.
 func (m *core) change(c Change) {
 	defer m.after()
+	if c.Reload != 0 {
+		m.reload(c)
+		return
+	}
 	restart := m.cfg.onChange.Kind == Restart
 	switch {
 	case m.phase == stopping || m.phase == ended:
@@ -57,6 +61,19 @@ func (m *core) change(c Change) {
 		m.log.Info("signalling child to reload", "pid", m.curPid(), "signal", signalName(m.cfg.onChange.Signal), "reason", c.Reason)
 		m.forward(m.cfg.onChange.Signal)
 	}
+}
+
+// reload passes c's signal on as a forwarded signal: at once to a ready
+// child, held for one that is to serve and is not ready yet (which may
+// have read the files before they changed). Nothing is restarted or
+// judged: the environment has not changed.
+func (m *core) reload(c Change) {
+	if m.phase == stopping || m.phase == ended {
+		m.log.Debug("reload ignored: the child is stopping", "reason", c.Reason)
+		return
+	}
+	m.log.Info("signalling child to reload", "pid", m.curPid(), "signal", signalName(c.Reload), "reason", c.Reason)
+	m.forward(c.Reload)
 }
 
 // hold keeps c until one child is ready: what the child not yet ready

@@ -41,18 +41,19 @@ const (
 	opSigstop
 	opLeftoverExits
 	opStubborn
+	opReload
 )
 
-var opNames = []string{"change", "signal", "term", "boot", "ready", "not-ready", "exit", "reap", "advance", "fork-fails", "handed-over", "leave", "sigstop", "leftover-exits", "ignores-term"}
+var opNames = []string{"change", "signal", "term", "boot", "ready", "not-ready", "exit", "reap", "advance", "fork-fails", "handed-over", "leave", "sigstop", "leftover-exits", "ignores-term", "reload"}
 
 // opTable weighs the operations: an operation's share of the slots.
 var opTable = func() []op {
 	weights := map[op]int{
 		opChange: 4, opSignal: 4, opTerm: 1, opBoot: 3, opPass: 3, opFail: 1, opExit: 2,
-		opReap: 3, opAdvance: 5, opForkFail: 1, opHandover: 2, opLeave: 1, opSigstop: 1, opLeftoverExits: 1, opStubborn: 1,
+		opReap: 3, opAdvance: 5, opForkFail: 1, opHandover: 2, opLeave: 1, opSigstop: 1, opLeftoverExits: 1, opStubborn: 1, opReload: 2,
 	}
 	var t []op
-	for o := opChange; o <= opStubborn; o++ {
+	for o := opChange; o <= opReload; o++ {
 		for range weights[o] {
 			t = append(t, o)
 		}
@@ -252,6 +253,15 @@ func (s *sim) do(o op, arg byte) string {
 			p.ignoresTerm = true
 			return fmt.Sprintf("%s pid %d", name, p.pid)
 		}
+	case opReload:
+		// Values delivered as files changed: the child is signalled to
+		// re-read them, as a forwarded signal is (a reload while stopping
+		// is not owed to anyone).
+		if m.phase != stopping && m.phase != ended {
+			s.ledger = append(s.ledger, heldEntry{syscall.SIGHUP, s.step})
+		}
+		m.change(Change{Reason: "F changed", Reload: syscall.SIGHUP})
+		return name
 	case opLeftoverExits:
 		if p := s.pick(arg, false); p != nil {
 			w.die(p, 0, false)

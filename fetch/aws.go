@@ -29,6 +29,7 @@ import (
 // path, param, secret), Value its argument.
 type Spec struct {
 	Kind, Value string
+	Whole       bool // a --secret's JSON object as one variable, not one per key
 }
 
 // Build turns the source flags, lowest precedence first, into sources,
@@ -109,6 +110,7 @@ func parseSpecs(specs []Spec) (sources []Source, paths []pathFlag, params []Para
 			if err != nil {
 				return nil, nil, nil, nil, err
 			}
+			s.whole = sp.Whole
 			secrets = append(secrets, s)
 		default:
 			return nil, nil, nil, nil, fmt.Errorf("--%s is not supported yet", sp.Kind)

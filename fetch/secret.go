@@ -28,6 +28,9 @@ type Secret struct {
 	// then names the variable as --param NAME=VAR would, which is what
 	// someone writing "=" after a plain secret means.
 	Prefix string
+	// whole keeps a JSON object as one variable, named as a secret that is
+	// not one (--deliver document: the document as one file).
+	whole bool
 
 	Rank int
 }

@@ -31,7 +31,7 @@ func (s Secret) vars(v secretValue) ([]Var, error) {
 		return []Var{{Name: s.Var, Value: value, Origin: origin, Rank: s.Rank, From: s.provenance(v, s.JSONKey)}}, nil
 	}
 	fields, isObject := jsonObject(v.value)
-	if v.binary || !isObject {
+	if v.binary || !isObject || s.whole {
 		name := s.Prefix
 		if name == "" {
 			var err error

@@ -17,6 +17,9 @@ type Update struct {
 	// Changed names the variables added, removed or given a new value,
 	// sorted. Never values.
 	Changed []string
+	// Vars are the variables Env was made of, with their provenance and
+	// rank, for a caller that delivers some of them by other means.
+	Vars []Var
 }
 
 // Reason says in words what an update changed, for logs.
@@ -259,7 +262,7 @@ func (w *Watcher) handOn(ctx context.Context, layers []Layer, handed []Var, log 
 	}
 	log.Info("change detected", "changed", changed)
 	logChanges(log, handed, effective, changed)
-	onUpdate(ctx, Update{Env: env, Changed: changed})
+	onUpdate(ctx, Update{Env: env, Changed: changed, Vars: effective})
 	return effective
 }
 
