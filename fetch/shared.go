@@ -167,26 +167,12 @@ func (s *sharedPathSource) Refresh(ctx context.Context, last Layer, now map[stri
 	if own := s.local(); own != nil {
 		return own.Refresh(ctx, last, now)
 	}
-	var stale []string
-	for id, version := range now {
-		if last.Versions[id] != version {
-			stale = append(stale, id)
-		}
-	}
-	fresh, invalid, err := s.read(ctx, stale, true)
+	params, err := refreshUnder(ctx, last, now, func(ctx context.Context, ids []string) (map[string]parameter, []string, error) {
+		return s.read(ctx, ids, true)
+	})
 	if err != nil {
 		return Layer{}, err
 	}
-	if len(invalid) > 0 {
-		return Layer{}, fmt.Errorf("%s: reported missing by the read after the version check found them: %w", strings.Join(invalid, ", "), errStale)
-	}
-	params := make(map[string]parameter, len(now))
-	for _, v := range last.Vars {
-		if _, kept := now[v.Origin]; kept {
-			params[v.Origin] = parameter{Name: aws.String(v.Origin), Value: aws.String(v.Value), Identity: last.Versions[v.Origin]}
-		}
-	}
-	maps.Copy(params, fresh)
 	return s.layer(slices.Collect(maps.Values(params)))
 }
 

@@ -274,20 +274,36 @@ func versionsUnder(ctx context.Context, where string, known []string, discover b
 // back: one left out fails the read, and one reported gone since the check
 // fails it with errStale, so that the next poll checks again.
 func (s *pathSource) Refresh(ctx context.Context, last Layer, now map[string]string) (Layer, error) {
+	params, err := refreshUnder(ctx, last, now, func(ctx context.Context, names []string) (map[string]parameter, []string, error) {
+		return getParameters(ctx, s.Client, names, true)
+	})
+	if err != nil {
+		return Layer{}, err
+	}
+	return s.layer(slices.SortedFunc(maps.Values(params), func(a, b parameter) int {
+		return strings.Compare(aws.ToString(a.Name), aws.ToString(b.Name))
+	}))
+}
+
+// refreshUnder is Refresh for a path, local or shared: every parameter now
+// holds, by name, read again with read (decrypted) where its version moved
+// and kept from last where it did not.
+func refreshUnder(ctx context.Context, last Layer, now map[string]string,
+	read func(context.Context, []string) (map[string]parameter, []string, error),
+) (map[string]parameter, error) {
 	var stale []string
 	for name, version := range now {
 		if last.Versions[name] != version {
 			stale = append(stale, name)
 		}
 	}
-	fresh, invalid, err := getParameters(ctx, s.Client, stale, true)
+	fresh, invalid, err := read(ctx, stale)
 	if err != nil {
-		return Layer{}, err
+		return nil, err
 	}
 	if len(invalid) > 0 {
-		return Layer{}, fmt.Errorf("%s: reported missing by the read after the version check found them: %w", strings.Join(invalid, ", "), errStale)
+		return nil, fmt.Errorf("%s: reported missing by the read after the version check found them: %w", strings.Join(invalid, ", "), errStale)
 	}
-
 	params := make(map[string]parameter, len(now))
 	for _, v := range last.Vars {
 		if _, kept := now[v.Origin]; kept {
@@ -297,9 +313,7 @@ func (s *pathSource) Refresh(ctx context.Context, last Layer, now map[string]str
 	for _, p := range fresh {
 		params[aws.ToString(p.Name)] = p
 	}
-	return s.layer(slices.SortedFunc(maps.Values(params), func(a, b parameter) int {
-		return strings.Compare(aws.ToString(a.Name), aws.ToString(b.Name))
-	}))
+	return params, nil
 }
 
 // getParameters reads the named parameters through GetParameters, ten names
