@@ -36,6 +36,7 @@ type delivery struct {
 	sets    map[string]map[string]string // files of restart sources, by generation
 	order   []string                     // the generations in sets, oldest first
 	running string                       // the generation of the child started last
+	serving string                       // the generation of the child that serves
 	written map[string]string            // the set the files hold now
 	// failed says a change was dropped because its files could not be
 	// written: the next change restarts, so that nothing dropped is lost.
@@ -96,7 +97,7 @@ func (d *delivery) start(env []string, vars []fetch.Var) ([]string, error) {
 	defer d.mu.Unlock()
 	snap, live := d.split(vars)
 	gen := d.keep(snap)
-	d.live, d.last, d.running = live, byName(vars), gen
+	d.live, d.last, d.running, d.serving = live, byName(vars), gen, gen
 	if err := d.write(union(snap, live)); err != nil {
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/paramexec/paramexec/exec"
 	"github.com/paramexec/paramexec/fetch"
 	"github.com/paramexec/paramexec/internal/environ"
 )
@@ -182,5 +183,42 @@ func TestDeliveryAfterAFailedWriteRestarts(t *testing.T) {
 	c, send, err := d.update(update("k2", "d2", "KEY"))
 	if err != nil || !send || c.Reload != 0 || !slices.Contains(c.Env, "DB=d2") {
 		t.Fatalf("the change after a failed one: %+v, %v, %v; want a restart carrying DB=d2", c, send, err)
+	}
+}
+
+// After a rejected overlap the old child serves on, but the candidate's
+// start had written the rejected set: the serving child's files come back
+// (with the newest live values), and a later rollback goes back to the set
+// of the child that became current, not to the first.
+func TestDeliveryOverlapRollbackRestoresTheServingFiles(t *testing.T) {
+	d := newTestDelivery(t, actRestart)
+	read := func(name string) string { b, _ := os.ReadFile(d.w.Path(name)); return string(b) }
+	if _, err := d.start([]string{"DB=d1"}, vars("k1", "d1")); err != nil {
+		t.Fatal(err)
+	}
+	d.follow(exec.Event{Kind: exec.Ready, Pid: 10})
+
+	bad, _, _ := d.update(update("k2", "d1", "KEY"))
+	if err := d.prepare(bad.Env); err != nil || read("KEY") != "k2" {
+		t.Fatalf("KEY as the candidate starts: %q, %v; want k2", read("KEY"), err)
+	}
+	d.follow(exec.Event{Kind: exec.RolledBack, Pid: 11})
+	d.follow(exec.Event{Kind: exec.Ready, Pid: 10, Reason: "rolled back"})
+	if got := read("KEY"); got != "k1" {
+		t.Fatalf("KEY after the rejected overlap: %q; want the serving child's k1", got)
+	}
+
+	good, _, _ := d.update(update("k3", "d1", "KEY"))
+	if err := d.prepare(good.Env); err != nil {
+		t.Fatal(err)
+	}
+	d.follow(exec.Event{Kind: exec.Restarted, Pid: 12})
+	worse, _, _ := d.update(update("k4", "d1", "KEY"))
+	if err := d.prepare(worse.Env); err != nil {
+		t.Fatal(err)
+	}
+	d.follow(exec.Event{Kind: exec.Ready, Pid: 12, Reason: "rolled back"})
+	if got := read("KEY"); got != "k3" {
+		t.Fatalf("KEY after a second rejected overlap: %q; want k3, the set of the child that became current", got)
 	}
 }

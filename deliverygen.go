@@ -57,7 +57,7 @@ func (d *delivery) keep(snap map[string]string) string {
 		d.order = append(d.order, gen)
 	}
 	for i := 0; len(d.sets) > keptGenerations && i < len(d.order); {
-		if old := d.order[i]; old != d.running && old != gen {
+		if old := d.order[i]; old != d.running && old != d.serving && old != gen {
 			delete(d.sets, old)
 			d.order = slices.Delete(d.order, i, i+1)
 			continue
@@ -98,6 +98,35 @@ func (d *delivery) attach(ctx context.Context, sockets *handoff.Handoff, sup *ex
 			return env, err
 		}
 		return next(env)
+	}
+	events := sup.OnEvent
+	sup.OnEvent = func(e exec.Event) {
+		d.follow(e)
+		if events != nil {
+			events(e)
+		}
+	}
+}
+
+// follow keeps the files with the child that serves. A child that became
+// ready (or current, after a restart) serves with the generation it
+// started with. After a rejected overlap the old child serves on: the
+// candidate's start (prepare) had replaced the files with the rejected
+// set, so the serving child's set comes back, with the newest live values.
+// After a stop-first rollback the restored child's start already wrote
+// that set, and the write is skipped as unchanged.
+func (d *delivery) follow(e exec.Event) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case e.Kind == exec.Ready && e.Reason == "rolled back":
+		d.running = d.serving
+		if err := d.write(union(d.sets[d.serving], d.live)); err != nil {
+			d.failed = true // the next change restarts, and writes them
+			d.log.Error("cannot restore the value files of the child that serves", "pid", e.Pid, "error", err)
+		}
+	case e.Kind == exec.Ready, e.Kind == exec.Restarted:
+		d.serving = d.running
 	}
 }
 
