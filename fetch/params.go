@@ -12,6 +12,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ssm"
+	ssmtypes "github.com/aws/aws-sdk-go-v2/service/ssm/types"
 )
 
 // secretsRefPrefix is Parameter Store's window onto Secrets Manager. Such a
@@ -243,14 +244,27 @@ func getParameterBatch(ctx context.Context, client SSMClient, batch []string, de
 		req, ok := byKey[matchKey(name)]
 		return req, ok
 	}
-	found = make(map[string]parameter, len(batch))
-	for _, p := range out.Parameters {
-		if req, ok := request(aws.ToString(p.Name)); ok {
-			found[req] = fromSDK(&p)
+	return sortAnswer(batch, out, func(p *ssmtypes.Parameter) (string, bool) { return request(aws.ToString(p.Name)) }, request)
+}
+
+// sortAnswer sorts one GetParameters answer to batch by request: found
+// (keyed by what returned says of a parameter) and invalid (by what asked
+// says of a name in InvalidParameters). An answer that both returns a
+// request and reports it invalid, or says nothing of one, is an
+// inconsistentError: Parameter Store accounts for every name it is asked
+// for, so such an answer is broken or cut short.
+func sortAnswer(batch []string, out *ssm.GetParametersOutput,
+	returned func(*ssmtypes.Parameter) (string, bool), asked func(string) (string, bool),
+) (map[string]parameter, []string, error) {
+	found := make(map[string]parameter, len(batch))
+	for i := range out.Parameters {
+		if req, ok := returned(&out.Parameters[i]); ok {
+			found[req] = fromSDK(&out.Parameters[i])
 		}
 	}
+	var invalid []string
 	for _, name := range out.InvalidParameters {
-		req, ok := request(name)
+		req, ok := asked(name)
 		if !ok {
 			continue
 		}

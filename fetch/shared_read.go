@@ -115,31 +115,15 @@ func (s *sharedPathSource) readBatch(ctx context.Context, batch []string, decryp
 		id := s.arnOf(name)
 		return id, slices.Contains(batch, id)
 	}
-	found := make(map[string]parameter, len(batch))
-	for _, p := range out.Parameters {
-		id, ok := asked(cmp.Or(aws.ToString(p.ARN), aws.ToString(p.Name)))
-		if !ok {
-			continue
-		}
-		got := fromSDK(&p)
-		got.Name = aws.String(id)
-		found[id] = got
+	found, invalid, err := sortAnswer(batch, out, func(p *ssmtypes.Parameter) (string, bool) {
+		return asked(cmp.Or(aws.ToString(p.ARN), aws.ToString(p.Name)))
+	}, asked)
+	if err != nil {
+		return nil, nil, err
 	}
-	var invalid []string
-	for _, name := range out.InvalidParameters {
-		id, ok := asked(name)
-		if !ok {
-			continue
-		}
-		if _, both := found[id]; both {
-			return nil, nil, inconsistentf("GetParameters both returned %s and reported it invalid", id)
-		}
-		invalid = append(invalid, id)
-	}
-	for _, id := range batch {
-		if _, ok := found[id]; !ok && !slices.Contains(invalid, id) {
-			return nil, nil, inconsistentf("GetParameters answered neither a parameter nor InvalidParameters for %s: an incomplete answer", id)
-		}
+	for id, p := range found {
+		p.Name = aws.String(id) // an ARN names a shared parameter here, whatever the answer called it
+		found[id] = p
 	}
 	return found, invalid, nil
 }
