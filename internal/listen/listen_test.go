@@ -413,21 +413,7 @@ func TestTrampolineFromDeletedBinary(t *testing.T) {
 	// The child is the original test binary, found on the child's PATH.
 	cmd := osexec.CommandContext(ctx, parent, filepath.Base(self))
 	cmd.Env = append(os.Environ(), helperEnv+"=parent", "HELPER_LISTEN=tcp://127.0.0.1:0", "HELPER_PATH="+filepath.Dir(self))
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var r report
-	if err := json.NewDecoder(stdout).Decode(&r); err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("child's report: %v\n%s", err, stderr.String())
-	}
+	r, stderr := startReporting(t, cmd)
 	if r.Fds != 1 || len(r.Sockets) != 1 || !r.Sockets[0].Listening || !slices.Equal(r.Open, []int{0, 1, 2, 3}) {
 		t.Errorf("child's report %+v; want one listening socket on fd 3 and fds 0-3 only", r)
 	}
@@ -495,23 +481,7 @@ func TestReplace(t *testing.T) {
 	}
 	cmd := osexec.Command(self, self)
 	cmd.Env = append(os.Environ(), helperEnv+"=replace", "HELPER_LISTEN=tcp://127.0.0.1:0,b=tcp://127.0.0.1:0")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	killer := time.AfterFunc(deadline, func() { cmd.Process.Kill() })
-	defer killer.Stop()
-	var r report
-	if err := json.NewDecoder(stdout).Decode(&r); err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("command's report: %v\n%s", err, stderr.String())
-	}
+	r, stderr := startReporting(t, cmd)
 	pid := cmd.Process.Pid
 	if r.PID != pid || r.ListenPID != strconv.Itoa(pid) || r.Fds != 2 || !slices.Equal(r.Names, []string{"listen0", "b"}) {
 		t.Errorf("report %+v; want PID and LISTEN_PID %d, 2 fds named listen0, b", r, pid)
@@ -534,4 +504,29 @@ func TestReplace(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("command: %v\n%s", err, stderr.String())
 	}
+}
+
+// startReporting starts cmd, a helper that prints its report as JSON on
+// stdout, and returns the report and what cmd writes to stderr; cmd is
+// killed if it is not done by deadline. The caller waits for cmd.
+func startReporting(t *testing.T, cmd *osexec.Cmd) (report, *bytes.Buffer) {
+	t.Helper()
+	stderr := &bytes.Buffer{}
+	cmd.Stderr = stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killer := time.AfterFunc(deadline, func() { cmd.Process.Kill() })
+	t.Cleanup(func() { killer.Stop() })
+	var r report
+	if err := json.NewDecoder(stdout).Decode(&r); err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("command's report: %v\n%s", err, stderr.String())
+	}
+	return r, stderr
 }

@@ -2,7 +2,6 @@ package listen_test
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"net"
 	"os"
@@ -10,7 +9,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestReplaceNeverDisturbsTheRuntime: Replace must put the sockets on fds
@@ -83,23 +81,7 @@ func TestTrampolineReservesAgain(t *testing.T) {
 	cmd := osexec.Command(self, "__listen-exec-at", "1", "only", "4", "--", self)
 	cmd.ExtraFiles = []*os.File{nil, f}
 	cmd.Env = []string{helperEnv + "=check"}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	killer := time.AfterFunc(deadline, func() { cmd.Process.Kill() })
-	defer killer.Stop()
-	var r report
-	if err := json.NewDecoder(stdout).Decode(&r); err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("command's report: %v\n%s", err, stderr.String())
-	}
+	r, stderr := startReporting(t, cmd)
 	if r.Fds != 1 || len(r.Sockets) != 1 || !r.Sockets[0].Listening || !slices.Equal(r.Open, []int{0, 1, 2, 3}) {
 		t.Errorf("report %+v; want one listening socket on fd 3 and fds 0-3 alone", r)
 	}
