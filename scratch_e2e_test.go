@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"debug/elf"
 	"encoding/pem"
 	"errors"
@@ -212,7 +211,7 @@ func testScratchContainer(t *testing.T, img scratchImage) {
 	}
 	c.checkContainer(t, root)
 	childHost := c.hostPidOf(t, first.Pid)
-	if st := procStatus(t, childHost); st["Uid"] != uidLine(scratchUID) {
+	if st := testenv.ProcStatus(t, childHost); st["Uid"] != uidLine(scratchUID) {
 		t.Errorf("the child runs as uid %q, want %d", st["Uid"], scratchUID)
 	}
 
@@ -359,7 +358,7 @@ func (c *container) wait(t *testing.T) int {
 // the test claims it is, so a pass says something about scratch images.
 func (c *container) checkContainer(t *testing.T, root string) {
 	t.Helper()
-	st := procStatus(t, c.pid)
+	st := testenv.ProcStatus(t, c.pid)
 	if got, want := st["NSpid"], strconv.Itoa(c.pid)+"\t1"; got != want {
 		t.Errorf("NSpid %q, want %q: paramexec is not PID 1 of its own namespace", got, want)
 	}
@@ -410,30 +409,13 @@ func (c *container) hostPidOf(t *testing.T, nsPid int) int {
 	}
 	for _, f := range strings.Fields(string(data)) {
 		pid, _ := strconv.Atoi(f)
-		ns := strings.Fields(procStatus(t, pid)["NSpid"])
+		ns := strings.Fields(testenv.ProcStatus(t, pid)["NSpid"])
 		if len(ns) == 2 && ns[1] == strconv.Itoa(nsPid) {
 			return pid
 		}
 	}
 	t.Fatalf("no child of paramexec (host pid %d) is pid %d in its namespace: children %q", c.pid, nsPid, data)
 	return 0
-}
-
-// procStatus returns /proc/PID/status as a map of field to value.
-func procStatus(t *testing.T, pid int) map[string]string {
-	t.Helper()
-	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(pid), "status"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, _ := strings.Cut(sc.Text(), ":")
-		st[k] = strings.TrimSpace(v)
-	}
-	return st
 }
 
 // uidLine is the Uid (or Gid) line of a process whose real, effective,

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/paramexec/paramexec/internal/motoserver"
+	"github.com/paramexec/paramexec/internal/testenv"
 )
 
 // app is the image's CMD with the given testchild flags added.
@@ -72,13 +73,13 @@ func TestRestartOverTLS(t *testing.T) {
 func checkLockedDown(t *testing.T, c *container) {
 	t.Helper()
 	pid1 := c.initPid(t)
-	st := procStatus(t, pid1)
+	st := testenv.ProcStatus(t, pid1)
 	if ns := strings.Fields(st["NSpid"]); len(ns) != 2 || ns[1] != "1" {
 		t.Errorf("paramexec's NSpid is %q: not PID 1 of a PID namespace of its own", st["NSpid"])
 	}
 	uid := strconv.Itoa(imageUID)
 	for _, pid := range c.pids(t) {
-		st := procStatus(t, pid)
+		st := testenv.ProcStatus(t, pid)
 		if st["Uid"] != strings.Repeat(uid+"\t", 3)+uid || st["CapEff"] != "0000000000000000" {
 			t.Errorf("pid %d (%s) runs as Uid %q with capabilities %s, want %s and none", pid, st["Name"], st["Uid"], st["CapEff"], uid)
 		}

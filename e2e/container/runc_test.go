@@ -1,7 +1,6 @@
 package container_test
 
 import (
-	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -218,23 +217,6 @@ func (c *container) waitStarts(t *testing.T, n int) []childrec.Record {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// procStatus returns /proc/PID/status as a map of field to value.
-func procStatus(t *testing.T, pid int) map[string]string {
-	t.Helper()
-	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(pid), "status"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, _ := strings.Cut(sc.Text(), ":")
-		st[k] = strings.TrimSpace(v)
-	}
-	return st
 }
 
 // gone reports whether no process has the host pid any more.

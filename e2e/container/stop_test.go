@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/paramexec/paramexec/internal/testenv"
 )
 
 // TestDockerStop stops containers as docker stop does (SIGTERM to PID 1,
@@ -117,7 +119,7 @@ func TestZombiesReaped(t *testing.T) {
 	for {
 		left = left[:0]
 		for _, pid := range childrenOf(t, pid1) {
-			st := procStatus(t, pid)
+			st := testenv.ProcStatus(t, pid)
 			if ns := strings.Fields(st["NSpid"]); len(ns) == 2 && ns[1] == strconv.Itoa(started.Pid) {
 				continue
 			}

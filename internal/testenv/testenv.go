@@ -3,7 +3,11 @@
 package testenv
 
 import (
+	"bufio"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -18,4 +22,22 @@ func SkipOrFailOnCI(t testing.TB, format string, args ...any) {
 		t.Fatalf("CI=true: "+format, args...)
 	}
 	t.Skipf(format, args...)
+}
+
+// ProcStatus returns /proc/PID/status as a map of field to value, as the
+// tests that check a process's ids, capabilities and namespaces read it.
+func ProcStatus(t testing.TB, pid int) map[string]string {
+	t.Helper()
+	f, err := os.Open(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st := map[string]string{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, _ := strings.Cut(sc.Text(), ":")
+		st[k] = strings.TrimSpace(v)
+	}
+	return st
 }
