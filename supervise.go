@@ -157,7 +157,7 @@ func newSupervisor(cfg *config, notes *notifier, relay *notifyRelay, inherited [
 	sup := &exec.Supervisor{
 		Argv:       cfg.argv,
 		OnChange:   cfg.onChange,
-		Grace:      grace(cfg.grace),
+		Grace:      cfg.grace,
 		StopSignal: cfg.stopSignal,
 		Log:        log,
 		Reap:       reaper(procs),
@@ -270,13 +270,4 @@ func withPorts(checks []ready.Check, ports func() []int) []ready.Check {
 		}
 	}
 	return out
-}
-
-// grace maps --grace to the supervisor's: --grace 0 is read as "no grace",
-// SIGKILL right after the stop signal, where exec's zero means its default.
-func grace(d time.Duration) time.Duration {
-	if d == 0 {
-		return exec.NoGrace
-	}
-	return d
 }

@@ -12,10 +12,6 @@ import (
 	"time"
 )
 
-// NoGrace as Supervisor.Grace sends SIGKILL right after the stop signal,
-// as zero does.
-const NoGrace time.Duration = -1
-
 // exitNotReady is Run's code when a child whose failure ends the run (the
 // first one, or the last good one after a rollback) is not ready within
 // ReadyTimeout. It is one of paramexec's documented exit codes.
@@ -30,8 +26,8 @@ type Supervisor struct {
 	Argv     []string
 	OnChange Action
 	// Grace is how long a child asked to stop has before SIGKILL to its
-	// process group. Zero or negative (NoGrace): none. The default is the
-	// caller's (paramexec's is in config.go).
+	// process group. Zero or negative: none (--grace 0). The default is
+	// the caller's (paramexec's is in flags.go).
 	Grace      time.Duration
 	StopSignal syscall.Signal // asks the child to stop; SIGTERM when 0
 	Log        *slog.Logger   // nil: discard
