@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"maps"
 	"slices"
 	"strings"
 	"syscall"
@@ -212,9 +213,9 @@ func (c *config) checkFiles() error {
 		return errors.New("--name-file: no source is delivered as files")
 	case !anyFiles && f.modeGiven:
 		return errors.New("--files-mode: no source is delivered as files")
-	case f.sigGiven && !slices.ContainsFunc(mapsValues(f.policies), func(p sourcePolicy) bool { return p.action == actReload }):
+	case f.sigGiven && !slices.ContainsFunc(slices.Collect(maps.Values(f.policies)), func(p sourcePolicy) bool { return p.action == actReload }):
 		return errors.New("--reload-signal: no source says --on-change-of reload:KIND:VALUE")
-	case len(f.policies) > 0 && c.onChange.Kind != exec.Restart && slices.ContainsFunc(mapsValues(f.policies), func(p sourcePolicy) bool { return p.action != actRestart }):
+	case len(f.policies) > 0 && c.onChange.Kind != exec.Restart && slices.ContainsFunc(slices.Collect(maps.Values(f.policies)), func(p sourcePolicy) bool { return p.action != actRestart }):
 		return fmt.Errorf("--on-change-of: only goes with --on-change restart, not %s", c.onChange)
 	}
 	for i, p := range f.policies {
@@ -232,12 +233,4 @@ func (c *config) checkFiles() error {
 		}
 	}
 	return nil
-}
-
-func mapsValues[K comparable, V any](m map[K]V) []V {
-	out := make([]V, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
 }
